@@ -1,0 +1,85 @@
+//! keel: the Raft consensus algorithm as a library.
+//!
+//! A [`Raft`] node replicates a log of opaque commands across a cluster and hands every
+//! committed command, in order, to your state machine through an [`ApplyStream`]. You provide
+//! durable [`Storage`] (or use [`MemStorage`]) and a [`Transport`] that carries RPCs between
+//! nodes (or use the in-process [`LocalNetwork`]); keel does elections, replication, persistence
+//! ordering, snapshots and flow control.
+//!
+//! # A three-node cluster in one process
+//!
+//! ```
+//! use std::sync::Arc;
+//! use bytes::Bytes;
+//! use keel::{Applied, Config, LocalNetwork, MemStorage, Raft, Role};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let network = LocalNetwork::new();
+//! let members = vec![1, 2, 3];
+//! let mut nodes = Vec::new();
+//! for id in members.clone() {
+//!     let storage = Arc::new(MemStorage::new());
+//!     let (raft, applied) =
+//!         Raft::new(id, members.clone(), Config::default(), storage, network.transport())
+//!             .expect("valid configuration");
+//!     network.register(raft.clone());
+//!     nodes.push((raft, applied));
+//! }
+//!
+//! // Wait for an election, then propose on the leader.
+//! let leader = loop {
+//!     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+//!     if let Some((raft, _)) = nodes.iter().find(|(r, _)| r.status().role == Role::Leader) {
+//!         break raft.clone();
+//!     }
+//! };
+//! let proposed = leader.propose(Bytes::from("hello")).expect("leader accepts");
+//!
+//! // Every node applies the command at the same index.
+//! for (_, applied) in &mut nodes {
+//!     loop {
+//!         match applied.next().await.expect("node running") {
+//!             Applied::Entry(e) if e.index == proposed.index => {
+//!                 assert_eq!(e.command(), b"hello");
+//!                 break;
+//!             }
+//!             _ => {} // the leader's no-op, or earlier entries
+//!         }
+//!     }
+//! }
+//! for (raft, _) in &nodes {
+//!     raft.shutdown().await;
+//! }
+//! # }
+//! ```
+//!
+//! # How it is built
+//!
+//! See the [`raft`] module for the tasks and the lock, [`storage`] for the durability contract,
+//! [`transport`] for the RPC contract and [`codec`] for the wire encoding.
+
+#![warn(missing_docs)]
+
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod message;
+pub mod raft;
+pub mod storage;
+pub mod transport;
+pub mod types;
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub use config::Config;
+pub use error::{ProposeError, RaftError, ReadIndexError, StorageError, TransportError};
+pub use message::{Request, Response};
+pub use raft::{Applied, ApplyStream, FollowerStatus, Leadership, Proposed, Raft, Role, Status};
+pub use storage::{MemStorage, Recovered, Storage, WriteBatch};
+pub use transport::{LocalNetwork, Transport};
+pub use types::{Entry, HardState, NodeId, Payload, Snapshot, SnapshotMeta};
+
+/// A boxed, sendable future, as the storage and transport traits return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -1,0 +1,501 @@
+//! The Raft node: a cheap, cloneable [`Raft`] handle over state shared by a few tasks.
+//!
+//! # Model
+//!
+//! All mutable state lives in one [`State`] behind one mutex. Critical sections are short and
+//! never span an `.await`, a disk write or a network call. Around the state run:
+//!
+//! - the **election timer** (`election.rs`): sleeps a small constant, then checks how long it has
+//!   been since it heard from a leader against a randomized timeout;
+//! - the **heartbeat driver** (`replication.rs`): sleeps a small constant, then sends heartbeats
+//!   to followers that have had nothing for a heartbeat interval;
+//! - the **applier** (`apply.rs`): woken through a `Notify` (the condition variable) whenever
+//!   `commit_index` moves, it hands committed entries to the apply stream in order;
+//! - the **persistence watcher** (`persist.rs`): learns when storage made writes durable, which
+//!   lets a leader count its own log toward a quorum;
+//! - one short-lived task per outgoing RPC, which also handles that RPC's reply after re-taking
+//!   the lock and re-checking that term and role are still those the request was sent under.
+//!
+//! Proposals and replies start replication directly (they do not wait for a heartbeat tick), so
+//! everything proposed while an AppendEntries is in flight goes out together in the next one.
+
+mod apply;
+mod election;
+mod log;
+mod persist;
+mod replication;
+mod snapshot;
+mod state;
+
+use std::future::Future;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use apply::{Applied, ApplyStream};
+pub use state::Role;
+
+use crate::config::Config;
+use crate::error::{ProposeError, RaftError, ReadIndexError, StorageError};
+use crate::message::{Request, Response};
+use crate::storage::Storage;
+use crate::transport::Transport;
+use crate::types::{Entry, NodeId, Payload};
+use state::State;
+
+/// Handle to a running Raft node. Cloning is cheap; all clones drive the same node.
+#[derive(Clone)]
+pub struct Raft {
+    shared: Arc<Shared>,
+}
+
+/// What a successful proposal was given: where it sits in the log, if it commits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Proposed {
+    /// The log index of the new entry.
+    pub index: u64,
+    /// The term in which it was proposed. If the apply stream later delivers a different term
+    /// at `index`, this proposal was lost to a leader change.
+    pub term: u64,
+}
+
+/// A node's view of itself, as returned by [`Raft::status`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// This node.
+    pub id: NodeId,
+    /// Current role.
+    pub role: Role,
+    /// Latest term seen.
+    pub current_term: u64,
+    /// The leader of `current_term`, if known.
+    pub leader_id: Option<NodeId>,
+    /// Highest index known committed.
+    pub commit_index: u64,
+    /// Highest index handed to the apply stream.
+    pub last_applied: u64,
+    /// First index still in the log (after the snapshot).
+    pub first_log_index: u64,
+    /// Last index in the log.
+    pub last_log_index: u64,
+    /// Last index covered by the snapshot.
+    pub snapshot_index: u64,
+    /// Encoded bytes of the log entries after the snapshot.
+    pub log_bytes: u64,
+    /// On a leader: each follower's replication progress.
+    pub followers: Vec<FollowerStatus>,
+    /// The error that stopped the node, if one did.
+    pub fatal_error: Option<String>,
+}
+
+/// The leader's view of one follower.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FollowerStatus {
+    /// The follower.
+    pub id: NodeId,
+    /// Highest index known replicated on it.
+    pub match_index: u64,
+    /// Next index to send it.
+    pub next_index: u64,
+    /// Time since it last answered, in milliseconds.
+    pub last_contact_ms: u64,
+}
+
+/// Who leads, as published to [`Raft::leadership`] subscribers on every change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Leadership {
+    /// The term.
+    pub term: u64,
+    /// The leader of that term, if known.
+    pub leader_id: Option<NodeId>,
+    /// This node's role.
+    pub role: Role,
+}
+
+pub(crate) struct Shared {
+    pub id: NodeId,
+    /// Every voting member, this node included, sorted.
+    pub members: Vec<NodeId>,
+    pub config: Config,
+    state: Mutex<State>,
+    pub storage: Arc<dyn Storage>,
+    pub transport: Arc<dyn Transport>,
+    /// Kicks the applier when `commit_index` moves (or a snapshot arrives).
+    pub apply_wake: Notify,
+    /// Kicks the persistence watcher when a write is submitted.
+    pub persist_wake: Notify,
+    pub leadership: watch::Sender<Leadership>,
+    /// Mirrors `State::shutdown`, for the checks that need no lock.
+    stopped: AtomicBool,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+    runtime: tokio::runtime::Handle,
+}
+
+/// The state lock. Dropping it submits whatever the critical section staged for storage, so the
+/// storage sees writes in the order the state changed, and publishes leadership changes.
+pub(crate) struct StateGuard<'a> {
+    shared: &'a Shared,
+    guard: MutexGuard<'a, State>,
+    leadership: Leadership,
+}
+
+impl Deref for StateGuard<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.guard
+    }
+}
+
+impl DerefMut for StateGuard<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.guard
+    }
+}
+
+impl StateGuard<'_> {
+    /// Submits staged writes and returns the seq a reply must wait for: the newest write
+    /// submitted by anyone, since this reply may vouch for state an earlier, still pending
+    /// write holds (a repeated vote, entries another request appended).
+    pub(crate) fn sync_point(&mut self) -> u64 {
+        if self.guard.submit_staged(&*self.shared.storage) {
+            self.shared.persist_wake.notify_one();
+        }
+        self.guard.last_submitted_seq
+    }
+}
+
+impl Drop for StateGuard<'_> {
+    fn drop(&mut self) {
+        if self.guard.submit_staged(&*self.shared.storage) {
+            self.shared.persist_wake.notify_one();
+        }
+        let now = Leadership {
+            term: self.guard.current_term,
+            leader_id: self.guard.leader_id,
+            role: self.guard.role,
+        };
+        if now != self.leadership {
+            self.shared.leadership.send_replace(now);
+        }
+    }
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> StateGuard<'_> {
+        let guard = self.state.lock();
+        let leadership = Leadership {
+            term: guard.current_term,
+            leader_id: guard.leader_id,
+            role: guard.role,
+        };
+        StateGuard {
+            shared: self,
+            guard,
+            leadership,
+        }
+    }
+
+    /// Votes needed to win an election or commit an entry.
+    pub(crate) fn quorum(&self) -> usize {
+        self.members.len() / 2 + 1
+    }
+
+    pub(crate) fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.members.iter().copied().filter(move |&id| id != self.id)
+    }
+
+    /// Runs `task` as part of this node: it stops at shutdown, and shutdown waits for it.
+    pub(crate) fn spawn(self: &Arc<Self>, task: impl Future<Output = ()> + Send + 'static) {
+        let cancel = self.cancel.clone();
+        self.tasks.spawn_on(
+            async move {
+                tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => {}
+                    _ = task => {}
+                }
+            },
+            &self.runtime,
+        );
+    }
+
+    /// Waits until storage has made write `seq` durable. A storage failure stops the node.
+    pub(crate) async fn wait_durable(&self, seq: u64) -> Result<(), RaftError> {
+        if seq == 0 {
+            return Ok(());
+        }
+        match self.storage.wait_durable(seq).await {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                self.fail(&error);
+                Err(RaftError::Storage(error))
+            }
+        }
+    }
+
+    /// Stops the node after a failure it cannot continue from (fail-stop: a node whose disk
+    /// lies must not keep voting or acknowledging).
+    pub(crate) fn fail(&self, error: &StorageError) {
+        let mut s = self.lock();
+        if !s.shutdown {
+            if !matches!(error, StorageError::Closed) {
+                tracing::error!(node = self.id, %error, "storage failed; stopping this node");
+                s.fatal = Some(error.to_string());
+            }
+            s.shutdown = true;
+            s.fail_pending_reads();
+        }
+        self.stopped.store(true, Ordering::Release);
+        drop(s);
+        self.cancel.cancel();
+    }
+}
+
+impl Raft {
+    /// Starts a node: resumes from whatever `storage` holds (term, vote, log, snapshot), spawns
+    /// its tasks on the current tokio runtime and returns at once with a handle and the stream of
+    /// committed entries.
+    ///
+    /// `members` lists every voting member, this node included. Must be called within a tokio
+    /// runtime.
+    pub fn new(
+        id: NodeId,
+        members: Vec<NodeId>,
+        config: Config,
+        storage: Arc<dyn Storage>,
+        transport: Arc<dyn Transport>,
+    ) -> Result<(Raft, ApplyStream), RaftError> {
+        config.validate()?;
+        let mut members = members;
+        members.sort_unstable();
+        members.dedup();
+        if !members.contains(&id) {
+            return Err(RaftError::Config(format!(
+                "node {id} is not among the members {members:?}"
+            )));
+        }
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| RaftError::Config("Raft::new must be called within a tokio runtime".into()))?;
+        let recovered = storage.recover()?;
+        let seed = config.rng_seed.unwrap_or_else(rand::random);
+        let state = State::new(&config, recovered, seed, Instant::now());
+        let (leadership, _) = watch::channel(Leadership {
+            term: state.current_term,
+            leader_id: None,
+            role: Role::Follower,
+        });
+        let (apply_tx, apply_stream) = apply::channel(config.apply_buffer_batches);
+        let shared = Arc::new(Shared {
+            id,
+            members,
+            config,
+            state: Mutex::new(state),
+            storage,
+            transport,
+            apply_wake: Notify::new(),
+            persist_wake: Notify::new(),
+            leadership,
+            stopped: AtomicBool::new(false),
+            cancel: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            runtime,
+        });
+        shared.spawn(election::run_election_timer(shared.clone()));
+        shared.spawn(replication::run_heartbeats(shared.clone()));
+        shared.spawn(apply::run_applier(shared.clone(), apply_tx));
+        shared.spawn(persist::run_persist_watcher(shared.clone()));
+        tracing::debug!(node = id, "started");
+        Ok((Raft { shared }, apply_stream))
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.shared.id
+    }
+
+    /// Appends `command` to the log if this node is the leader, and starts replicating it.
+    /// Returns at once: it never waits for the entry to commit, for the network or for the disk.
+    /// The entry is committed once the apply stream delivers it at the returned index with the
+    /// returned term.
+    pub fn propose(&self, command: Bytes) -> Result<Proposed, ProposeError> {
+        let shared = &self.shared;
+        let max = shared.config.max_append_bytes;
+        if command.len() + 13 > max {
+            return Err(ProposeError::TooLarge {
+                size: command.len(),
+                max: max - 13,
+            });
+        }
+        let mut s = shared.lock();
+        if s.shutdown {
+            return Err(ProposeError::Shutdown);
+        }
+        if s.role != Role::Leader {
+            return Err(ProposeError::NotLeader {
+                leader_hint: s.leader_id,
+            });
+        }
+        let uncommitted = s.log.last_index() - s.commit_index;
+        if uncommitted >= shared.config.max_uncommitted_entries {
+            return Err(ProposeError::Overloaded { uncommitted });
+        }
+        let proposed = Proposed {
+            index: s.log.last_index() + 1,
+            term: s.current_term,
+        };
+        s.append_to_log(vec![Entry {
+            index: proposed.index,
+            term: proposed.term,
+            payload: Payload::Command(command),
+        }]);
+        replication::replicate_to_all(shared, &mut s, false);
+        Ok(proposed)
+    }
+
+    /// Confirms this node still leads and returns the index a linearizable read must wait for:
+    /// once the state machine has applied through it, reading local state is linearizable
+    /// (ReadIndex, Raft thesis 6.4). Costs one round of heartbeats, shared by all reads that
+    /// arrive while it is in flight; writes nothing to the log.
+    pub async fn read_index(&self) -> Result<u64, ReadIndexError> {
+        let receiver = replication::start_read(&self.shared)?;
+        receiver.await.unwrap_or(Err(ReadIndexError::Shutdown))
+    }
+
+    /// Tells Raft that the service has a snapshot covering everything through `index` (which it
+    /// has applied). Raft stores it durably and discards the log through `index`. An index at or
+    /// below the current snapshot is ignored.
+    ///
+    /// Fails if `index` is past the last entry the apply stream delivered, or after shutdown.
+    pub fn snapshot(&self, index: u64, data: Bytes) -> Result<(), RaftError> {
+        snapshot::take_snapshot(&self.shared, index, data)
+    }
+
+    /// The node's current view of itself.
+    pub fn status(&self) -> Status {
+        let s = self.shared.lock();
+        let now = Instant::now();
+        Status {
+            id: self.shared.id,
+            role: s.role,
+            current_term: s.current_term,
+            leader_id: s.leader_id,
+            commit_index: s.commit_index,
+            last_applied: s.last_applied,
+            first_log_index: s.log.first_index(),
+            last_log_index: s.log.last_index(),
+            snapshot_index: s.log.snapshot_index(),
+            log_bytes: s.log.bytes() as u64,
+            followers: s
+                .progress
+                .iter()
+                .map(|(&id, p)| FollowerStatus {
+                    id,
+                    match_index: p.match_index,
+                    next_index: p.next_index,
+                    last_contact_ms: now.duration_since(p.last_ack).as_millis() as u64,
+                })
+                .collect(),
+            fatal_error: s.fatal.clone(),
+        }
+    }
+
+    /// Subscribes to changes of term, leader and role.
+    pub fn leadership(&self) -> watch::Receiver<Leadership> {
+        self.shared.leadership.subscribe()
+    }
+
+    /// The term and command of the entry at `index`, if the log still holds it. Meant for
+    /// invariant checks in tests and debugging tools.
+    pub fn log_entry(&self, index: u64) -> Option<Entry> {
+        self.shared.lock().log.entry(index).cloned()
+    }
+
+    /// Index and term of the last log entry, and the snapshot's last index.
+    pub fn log_bounds(&self) -> (u64, u64, u64) {
+        let s = self.shared.lock();
+        (s.log.last_index(), s.log.last_term(), s.log.snapshot_index())
+    }
+
+    /// Stops the node. When this returns, none of its tasks runs, and it sends, replies,
+    /// applies and writes nothing more.
+    pub async fn shutdown(&self) {
+        {
+            let mut s = self.shared.lock();
+            s.shutdown = true;
+            s.fail_pending_reads();
+        }
+        self.shared.stopped.store(true, Ordering::Release);
+        self.shared.cancel.cancel();
+        self.shared.tasks.close();
+        self.shared.tasks.wait().await;
+    }
+
+    /// Whether the node is still running.
+    pub fn is_running(&self) -> bool {
+        !self.shared.stopped.load(Ordering::Acquire)
+    }
+
+    /// Handles an RPC from a peer: the entry point for a transport's server side.
+    pub async fn handle(&self, request: Request) -> Result<Response, RaftError> {
+        Ok(match request {
+            Request::Vote(r) => Response::Vote(self.request_vote(r).await?),
+            Request::AppendEntries(r) => Response::AppendEntries(self.append_entries(r).await?),
+            Request::InstallSnapshot(r) => {
+                Response::InstallSnapshot(self.install_snapshot(r).await?)
+            }
+        })
+    }
+
+    /// RequestVote (and pre-vote) handler.
+    pub async fn request_vote(
+        &self,
+        request: crate::message::VoteRequest,
+    ) -> Result<crate::message::VoteResponse, RaftError> {
+        election::handle_vote(&self.shared, request).await
+    }
+
+    /// AppendEntries handler.
+    pub async fn append_entries(
+        &self,
+        request: crate::message::AppendEntriesRequest,
+    ) -> Result<crate::message::AppendEntriesResponse, RaftError> {
+        replication::handle_append(&self.shared, request).await
+    }
+
+    /// InstallSnapshot handler (one chunk).
+    pub async fn install_snapshot(
+        &self,
+        request: crate::message::InstallSnapshotRequest,
+    ) -> Result<crate::message::InstallSnapshotResponse, RaftError> {
+        snapshot::handle_install(&self.shared, request).await
+    }
+}
+
+impl std::fmt::Debug for Raft {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Raft").field("id", &self.shared.id).finish()
+    }
+}
+
+/// Returns `response` once write `seq` (and so everything the response vouches for) is durable,
+/// unless the node stopped meanwhile: a stopped node does not reply.
+pub(crate) async fn reply_when_durable<T>(
+    shared: &Shared,
+    seq: u64,
+    response: T,
+) -> Result<T, RaftError> {
+    shared.wait_durable(seq).await?;
+    if shared.stopped.load(Ordering::Acquire) {
+        return Err(RaftError::Shutdown);
+    }
+    Ok(response)
+}

@@ -1,0 +1,389 @@
+//! Log replication (Figure 2 AppendEntries, sections 5.3 and 5.4), flow control, commitment
+//! and leadership confirmation for reads.
+//!
+//! Flow control follows etcd's raft: a follower whose log position is unknown is *probed* with
+//! one AppendEntries at a time; once one succeeds, it is in *replicate* mode and up to
+//! `max_inflight_appends` requests are pipelined, each carrying everything from `next_index` up
+//! to the batch limits. `next_index` advances optimistically when a request is sent; a failure
+//! moves it back (using the follower's conflict hint) and returns to probing.
+
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::state::{Mode, PendingRead, Role, State};
+use super::{Shared, StateGuard, snapshot};
+use crate::error::{RaftError, ReadIndexError};
+use crate::message::{AppendEntriesRequest, AppendEntriesResponse, Request, Response};
+use crate::types::NodeId;
+
+/// The heartbeat driver: sleeps a small constant, then, on a leader, sends to every follower
+/// that has had nothing for a heartbeat interval (and retries lost appends).
+pub(super) async fn run_heartbeats(shared: Arc<Shared>) {
+    loop {
+        tokio::time::sleep(shared.config.tick).await;
+        let mut s = shared.lock();
+        if s.shutdown {
+            return;
+        }
+        if s.role == Role::Leader {
+            replicate_to_all(&shared, &mut s, false);
+        }
+    }
+}
+
+/// Sends to every follower whatever it needs now: new entries, or a heartbeat if `heartbeat`
+/// or its heartbeat is due.
+pub(super) fn replicate_to_all(shared: &Arc<Shared>, s: &mut StateGuard<'_>, heartbeat: bool) {
+    for peer in shared.peers() {
+        replicate(shared, s, peer, heartbeat);
+    }
+}
+
+/// Sends AppendEntries to `peer` as flow control allows: new entries if the window has room,
+/// else an empty heartbeat if one is due or `heartbeat` is set. Each request gets its own task.
+pub(super) fn replicate(shared: &Arc<Shared>, s: &mut State, peer: NodeId, mut heartbeat: bool) {
+    let config = &shared.config;
+    let now = Instant::now();
+    loop {
+        let State {
+            progress,
+            log,
+            current_term,
+            commit_index,
+            read_round_sent,
+            ..
+        } = s;
+        let Some(p) = progress.get_mut(&peer) else {
+            return;
+        };
+        if p.mode == Mode::Snapshot {
+            return;
+        }
+        if p.next_index <= log.snapshot_index() {
+            snapshot::start_transfer(shared, s, peer);
+            return;
+        }
+        if p.inflight_rpcs >= config.max_inflight_rpcs {
+            return;
+        }
+        let window = match p.mode {
+            Mode::Probe => 1,
+            _ => config.max_inflight_appends,
+        };
+        let send_entries = p.next_index <= log.last_index() && p.inflight_appends < window;
+        let heartbeat_due = heartbeat
+            || p.read_round_sent < *read_round_sent
+            || now.duration_since(p.last_sent) >= config.heartbeat_interval;
+        if !send_entries && !heartbeat_due {
+            return;
+        }
+        let entries = if send_entries {
+            log.slice(
+                p.next_index,
+                config.max_append_entries,
+                config.max_append_bytes,
+            )
+        } else {
+            Vec::new()
+        };
+        let prev_log_index = p.next_index - 1;
+        let prev_log_term = log
+            .term_at(prev_log_index)
+            .expect("next_index is past the snapshot, so its predecessor's term is known");
+        let count = entries.len() as u64;
+        if count > 0 {
+            p.inflight_appends += 1;
+            p.next_index += count;
+        }
+        p.inflight_rpcs += 1;
+        p.last_sent = now;
+        p.read_round_sent = *read_round_sent;
+        let request = AppendEntriesRequest {
+            term: *current_term,
+            leader_id: shared.id,
+            prev_log_index,
+            prev_log_term,
+            entries,
+            leader_commit: *commit_index,
+        };
+        let read_round = *read_round_sent;
+        let pipelining = count > 0 && p.mode == Mode::Replicate;
+        shared.spawn(send_append(shared.clone(), peer, request, read_round));
+        heartbeat = false;
+        if !pipelining {
+            return;
+        }
+    }
+}
+
+/// One AppendEntries: send it, then handle the reply under the lock, after checking the term and
+/// role it was sent under still hold.
+async fn send_append(
+    shared: Arc<Shared>,
+    peer: NodeId,
+    request: AppendEntriesRequest,
+    read_round: u64,
+) {
+    let term = request.term;
+    let prev_log_index = request.prev_log_index;
+    let count = request.entries.len() as u64;
+    let call = shared.transport.call(peer, Request::AppendEntries(request));
+    let response = match tokio::time::timeout(shared.config.rpc_timeout, call).await {
+        Ok(Ok(Response::AppendEntries(response))) => Some(response),
+        _ => None,
+    };
+    let now = Instant::now();
+    let mut s = shared.lock();
+    if s.shutdown {
+        return;
+    }
+    if let Some(r) = &response
+        && r.term > s.current_term
+    {
+        s.become_follower(r.term, None);
+        return;
+    }
+    if s.role != Role::Leader || s.current_term != term {
+        return;
+    }
+    let st: &mut State = &mut s;
+    let Some(p) = st.progress.get_mut(&peer) else {
+        return;
+    };
+    p.inflight_rpcs -= 1;
+    if count > 0 {
+        p.inflight_appends -= 1;
+    }
+    let Some(response) = response else {
+        // Lost or timed out: the entries may never have arrived. Probe again from there on the
+        // next heartbeat tick (not at once: a peer that fails fast would make that a busy loop).
+        if count > 0 && p.mode != Mode::Snapshot && prev_log_index >= p.match_index {
+            p.next_index = p.next_index.min(prev_log_index + 1);
+            p.mode = Mode::Probe;
+        }
+        return;
+    };
+    p.last_ack = now;
+    p.read_round_acked = p.read_round_acked.max(read_round);
+    let mut matched = false;
+    if response.success {
+        let match_index = prev_log_index + count;
+        // Replies arrive in any order: match_index only moves forward.
+        if match_index > p.match_index {
+            p.match_index = match_index;
+            matched = true;
+        }
+        p.next_index = p.next_index.max(p.match_index + 1);
+        if p.mode == Mode::Probe {
+            p.mode = Mode::Replicate;
+        }
+    } else if prev_log_index > p.match_index && p.mode != Mode::Snapshot {
+        // A rejection at or below match_index is stale (reordered); otherwise move next_index
+        // back to where the follower's hint says the logs may agree.
+        let hint = response
+            .conflict_term
+            .and_then(|t| st.log.last_index_of_term(t).map(|i| i + 1))
+            .unwrap_or(response.conflict_index);
+        p.next_index = hint.clamp(p.match_index + 1, prev_log_index);
+        p.mode = Mode::Probe;
+    }
+    if matched {
+        advance_commit(&shared, &mut s);
+    }
+    confirm_reads(&shared, &mut s);
+    replicate(&shared, &mut s, peer, false);
+}
+
+/// Figure 2: "If there exists an N such that N > commitIndex, a majority of matchIndex[i] >= N,
+/// and log[N].term == currentTerm: set commitIndex = N." The leader's own entry counts only once
+/// durable; the term check is the Figure 8 rule (never commit an old term's entry by counting).
+pub(super) fn advance_commit(shared: &Shared, s: &mut State) {
+    let mut matched: Vec<u64> = s.progress.values().map(|p| p.match_index).collect();
+    matched.push(s.persisted_index);
+    matched.sort_unstable_by(|a, b| b.cmp(a));
+    let n = matched[shared.quorum() - 1];
+    if n > s.commit_index && s.log.term_at(n) == Some(s.current_term) {
+        s.commit_index = n;
+        shared.apply_wake.notify_one();
+    }
+}
+
+/// AppendEntries receiver implementation (Figure 2).
+pub(super) async fn handle_append(
+    shared: &Arc<Shared>,
+    request: AppendEntriesRequest,
+) -> Result<AppendEntriesResponse, RaftError> {
+    let now = Instant::now();
+    let (response, seq) = {
+        let mut s = shared.lock();
+        if s.shutdown {
+            return Err(RaftError::Shutdown);
+        }
+        // 1. Reply false if term < currentTerm.
+        if request.term < s.current_term {
+            return Ok(AppendEntriesResponse {
+                term: s.current_term,
+                success: false,
+                conflict_index: 0,
+                conflict_term: None,
+            });
+        }
+        if request.term > s.current_term || s.role != Role::Follower {
+            s.become_follower(request.term, Some(request.leader_id));
+        }
+        s.leader_id = Some(request.leader_id);
+        s.last_heard = now;
+        let response = accept_entries(shared, &mut s, request);
+        (response, s.sync_point())
+    };
+    super::reply_when_durable(shared, seq, response).await
+}
+
+/// Steps 2 to 5 of the AppendEntries receiver.
+fn accept_entries(
+    shared: &Shared,
+    s: &mut State,
+    request: AppendEntriesRequest,
+) -> AppendEntriesResponse {
+    let term = s.current_term;
+    let last_new_index = request.prev_log_index + request.entries.len() as u64;
+    let mut prev_log_index = request.prev_log_index;
+    let mut prev_log_term = request.prev_log_term;
+    let mut entries = request.entries;
+    let snapshot_index = s.log.snapshot_index();
+    if prev_log_index < snapshot_index {
+        // Everything through the snapshot is committed, hence identical to the leader's log:
+        // skip the entries it covers and check consistency at the snapshot instead.
+        let skip = (snapshot_index - prev_log_index).min(entries.len() as u64) as usize;
+        entries.drain(..skip);
+        prev_log_index = snapshot_index;
+        prev_log_term = s.log.term_at(snapshot_index).expect("snapshot term is known");
+        if entries.is_empty() && last_new_index <= snapshot_index {
+            return AppendEntriesResponse {
+                term,
+                success: true,
+                conflict_index: 0,
+                conflict_term: None,
+            };
+        }
+    }
+    // 2. Reply false if log doesn't contain an entry at prevLogIndex whose term matches
+    // prevLogTerm, with a hint that lets the leader skip a whole term per round trip.
+    if prev_log_index > s.log.last_index() {
+        return AppendEntriesResponse {
+            term,
+            success: false,
+            conflict_index: s.log.last_index() + 1,
+            conflict_term: None,
+        };
+    }
+    let local_term = s.log.term_at(prev_log_index).expect("index within the log");
+    if local_term != prev_log_term {
+        return AppendEntriesResponse {
+            term,
+            success: false,
+            conflict_index: s.log.first_index_of_term_at(prev_log_index),
+            conflict_term: Some(local_term),
+        };
+    }
+    // 3. If an existing entry conflicts with a new one (same index but different terms), delete
+    // the existing entry and all that follow it. Entries already present are kept as they are:
+    // a stale, shorter request must never truncate what a later one appended.
+    let mut present = 0;
+    for entry in &entries {
+        match s.log.term_at(entry.index) {
+            Some(t) if t == entry.term => present += 1,
+            Some(_) => {
+                s.truncate_log_after(entry.index - 1);
+                break;
+            }
+            None => break,
+        }
+    }
+    // 4. Append any new entries not already in the log.
+    if present < entries.len() {
+        entries.drain(..present);
+        s.append_to_log(entries);
+    }
+    // 5. If leaderCommit > commitIndex, set commitIndex = min(leaderCommit, index of last new
+    // entry).
+    let commit = request.leader_commit.min(last_new_index);
+    if commit > s.commit_index {
+        s.commit_index = commit;
+        shared.apply_wake.notify_one();
+    }
+    AppendEntriesResponse {
+        term,
+        success: true,
+        conflict_index: 0,
+        conflict_term: None,
+    }
+}
+
+/// Registers a linearizable read. Reads share confirmation rounds: while one round of
+/// heartbeats is in flight, new reads join the next, which goes out when the first completes.
+pub(super) fn start_read(
+    shared: &Arc<Shared>,
+) -> Result<oneshot::Receiver<Result<u64, ReadIndexError>>, ReadIndexError> {
+    let mut s = shared.lock();
+    if s.shutdown {
+        return Err(ReadIndexError::Shutdown);
+    }
+    if s.role != Role::Leader {
+        return Err(ReadIndexError::NotLeader {
+            leader_hint: s.leader_id,
+        });
+    }
+    if s.pending_reads.len() >= shared.config.max_pending_reads {
+        return Err(ReadIndexError::Overloaded);
+    }
+    // Reading at the term's no-op (or later) makes the read wait until that no-op is applied,
+    // which shows that every entry committed before this leader's term is applied too.
+    let index = s.commit_index.max(s.term_start_index);
+    let (reply, receiver) = oneshot::channel();
+    if shared.members.len() == 1 {
+        let _ = reply.send(Ok(index));
+        return Ok(receiver);
+    }
+    let round = s.read_round_open;
+    s.pending_reads.push_back(PendingRead {
+        round,
+        index,
+        reply,
+    });
+    if s.read_round_confirmed == s.read_round_sent {
+        send_read_round(shared, &mut s);
+    }
+    Ok(receiver)
+}
+
+/// Closes the open read round and sends it to every follower.
+fn send_read_round(shared: &Arc<Shared>, s: &mut StateGuard<'_>) {
+    s.read_round_sent = s.read_round_open;
+    s.read_round_open += 1;
+    replicate_to_all(shared, s, false);
+}
+
+/// Completes the reads whose round a quorum has answered in this term.
+pub(super) fn confirm_reads(shared: &Arc<Shared>, s: &mut StateGuard<'_>) {
+    if s.pending_reads.is_empty() {
+        return;
+    }
+    let mut acked: Vec<u64> = s.progress.values().map(|p| p.read_round_acked).collect();
+    acked.push(s.read_round_sent);
+    acked.sort_unstable_by(|a, b| b.cmp(a));
+    let confirmed = acked[shared.quorum() - 1];
+    if confirmed <= s.read_round_confirmed {
+        return;
+    }
+    s.read_round_confirmed = confirmed;
+    while s.pending_reads.front().is_some_and(|r| r.round <= confirmed) {
+        let read = s.pending_reads.pop_front().expect("front checked");
+        let _ = read.reply.send(Ok(read.index));
+    }
+    if !s.pending_reads.is_empty() && s.read_round_confirmed == s.read_round_sent {
+        send_read_round(shared, s);
+    }
+}

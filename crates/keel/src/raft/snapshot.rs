@@ -1,0 +1,250 @@
+//! Snapshots (section 7): the service's own, and InstallSnapshot in bounded chunks for followers
+//! that need entries the leader has compacted.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::time::Instant;
+
+use super::replication::{advance_commit, replicate};
+use super::state::{IncomingSnapshot, Mode, Role, State};
+use super::Shared;
+use crate::error::RaftError;
+use crate::message::{InstallSnapshotRequest, InstallSnapshotResponse, Request, Response};
+use crate::types::{NodeId, Snapshot, SnapshotMeta};
+
+/// The service has applied through `index` and serialized its state as `data`.
+pub(super) fn take_snapshot(shared: &Shared, index: u64, data: Bytes) -> Result<(), RaftError> {
+    let mut s = shared.lock();
+    if s.shutdown {
+        return Err(RaftError::Shutdown);
+    }
+    if index <= s.log.snapshot_index() {
+        return Ok(());
+    }
+    if index > s.last_applied {
+        return Err(RaftError::InvalidSnapshot(format!(
+            "snapshot at index {index} is past the last applied entry {}",
+            s.last_applied
+        )));
+    }
+    let term = s.log.term_at(index).expect("applied entries past the snapshot are in the log");
+    s.install_snapshot(Snapshot {
+        meta: SnapshotMeta {
+            last_included_index: index,
+            last_included_term: term,
+        },
+        data,
+    });
+    Ok(())
+}
+
+/// Starts sending the current snapshot to `peer`, which needs entries the log no longer has.
+pub(super) fn start_transfer(shared: &Arc<Shared>, s: &mut State, peer: NodeId) {
+    let meta = s.log.snapshot_meta();
+    let data = s.snapshot_data.clone();
+    let term = s.current_term;
+    let Some(p) = s.progress.get_mut(&peer) else {
+        return;
+    };
+    p.mode = Mode::Snapshot;
+    p.inflight_rpcs += 1;
+    tracing::debug!(
+        node = shared.id,
+        peer,
+        index = meta.last_included_index,
+        bytes = data.len(),
+        "sending snapshot"
+    );
+    shared.spawn(send_snapshot(shared.clone(), peer, term, meta, data));
+}
+
+/// Sends the snapshot chunk by chunk, each chunk an RPC whose reply says where to continue.
+async fn send_snapshot(
+    shared: Arc<Shared>,
+    peer: NodeId,
+    term: u64,
+    meta: SnapshotMeta,
+    data: Bytes,
+) {
+    let total_len = data.len() as u64;
+    let chunk = shared.config.snapshot_chunk_bytes as u64;
+    let mut offset = 0u64;
+    // Bound the restarts a confused follower can cause within one transfer.
+    let mut restarts = 0;
+    let installed = loop {
+        let end = (offset + chunk).min(total_len);
+        let request = InstallSnapshotRequest {
+            term,
+            leader_id: shared.id,
+            last_included_index: meta.last_included_index,
+            last_included_term: meta.last_included_term,
+            offset,
+            total_len,
+            data: data.slice(offset as usize..end as usize),
+            done: end == total_len,
+        };
+        let call = shared.transport.call(peer, Request::InstallSnapshot(request));
+        let response = match tokio::time::timeout(shared.config.rpc_timeout, call).await {
+            Ok(Ok(Response::InstallSnapshot(response))) => response,
+            _ => break false,
+        };
+        {
+            let mut s = shared.lock();
+            if s.shutdown {
+                return;
+            }
+            if response.term > s.current_term {
+                s.become_follower(response.term, None);
+                return;
+            }
+            if s.role != Role::Leader || s.current_term != term {
+                return;
+            }
+            if let Some(p) = s.progress.get_mut(&peer) {
+                p.last_ack = Instant::now();
+            }
+        }
+        if response.done {
+            break true;
+        }
+        if response.next_offset != end {
+            restarts += 1;
+            if restarts > 3 {
+                break false;
+            }
+        }
+        offset = response.next_offset.min(total_len);
+    };
+    let mut s = shared.lock();
+    if s.shutdown || s.role != Role::Leader || s.current_term != term {
+        return;
+    }
+    let Some(p) = s.progress.get_mut(&peer) else {
+        return;
+    };
+    p.inflight_rpcs -= 1;
+    p.mode = Mode::Probe;
+    if installed {
+        p.match_index = p.match_index.max(meta.last_included_index);
+        p.next_index = p.match_index + 1;
+        advance_commit(&shared, &mut s);
+        replicate(&shared, &mut s, peer, false);
+    }
+    // On failure the next heartbeat tick starts a new transfer (next_index is still covered by
+    // the snapshot).
+}
+
+/// InstallSnapshot receiver implementation (Figure 13), one chunk at a time.
+pub(super) async fn handle_install(
+    shared: &Arc<Shared>,
+    request: InstallSnapshotRequest,
+) -> Result<InstallSnapshotResponse, RaftError> {
+    let now = Instant::now();
+    let (response, seq) = {
+        let mut s = shared.lock();
+        if s.shutdown {
+            return Err(RaftError::Shutdown);
+        }
+        // 1. Reply immediately if term < currentTerm.
+        if request.term < s.current_term {
+            return Ok(InstallSnapshotResponse {
+                term: s.current_term,
+                next_offset: 0,
+                done: false,
+            });
+        }
+        if request.term > s.current_term || s.role != Role::Follower {
+            s.become_follower(request.term, Some(request.leader_id));
+        }
+        s.leader_id = Some(request.leader_id);
+        s.last_heard = now;
+        let (next_offset, done) = accept_chunk(shared, &mut s, request);
+        let term = s.current_term;
+        let response = InstallSnapshotResponse {
+            term,
+            next_offset,
+            done,
+        };
+        (response, s.sync_point())
+    };
+    super::reply_when_durable(shared, seq, response).await
+}
+
+/// Steps 2 to 8 of the receiver: buffer the chunk; on the last one, install the snapshot.
+/// Returns the offset the leader should send next, and whether the follower now holds
+/// everything the snapshot covers.
+fn accept_chunk(
+    shared: &Shared,
+    s: &mut State,
+    request: InstallSnapshotRequest,
+) -> (u64, bool) {
+    let meta = SnapshotMeta {
+        last_included_index: request.last_included_index,
+        last_included_term: request.last_included_term,
+    };
+    // Everything through the commit index is already here: nothing to install.
+    if meta.last_included_index <= s.commit_index {
+        s.incoming_snapshot = None;
+        return (request.total_len, true);
+    }
+    if request.total_len > shared.config.max_snapshot_bytes {
+        tracing::error!(
+            node = shared.id,
+            bytes = request.total_len,
+            max = shared.config.max_snapshot_bytes,
+            "refusing snapshot larger than max_snapshot_bytes"
+        );
+        return (0, false);
+    }
+    let term = s.current_term;
+    if request.offset == 0 {
+        // 2. Create a new snapshot buffer if first chunk. Reserve at most one chunk up front:
+        // total_len is the sender's claim.
+        s.incoming_snapshot = Some(IncomingSnapshot {
+            term,
+            meta,
+            data: BytesMut::with_capacity(request.data.len()),
+        });
+    }
+    let Some(incoming) = s.incoming_snapshot.as_mut() else {
+        return (0, false);
+    };
+    if incoming.term != term || incoming.meta != meta {
+        s.incoming_snapshot = None;
+        return (0, false);
+    }
+    let received = incoming.data.len() as u64;
+    if request.offset != received {
+        return (received, false);
+    }
+    if received + request.data.len() as u64 > request.total_len {
+        s.incoming_snapshot = None;
+        return (0, false);
+    }
+    // 3. Write data into the snapshot buffer at the given offset.
+    incoming.data.extend_from_slice(&request.data);
+    let received = incoming.data.len() as u64;
+    // 4. Reply and wait for more data chunks if done is false.
+    if !request.done {
+        return (received, false);
+    }
+    let incoming = s.incoming_snapshot.take().expect("checked above");
+    if received != request.total_len {
+        return (0, false);
+    }
+    // 5-8. Save the snapshot, keep log entries that follow it if the log has its last entry,
+    // otherwise discard the log; the applier then hands the snapshot to the service.
+    s.install_snapshot(Snapshot {
+        meta,
+        data: incoming.data.freeze(),
+    });
+    shared.apply_wake.notify_one();
+    tracing::debug!(
+        node = shared.id,
+        index = meta.last_included_index,
+        bytes = received,
+        "installed snapshot from leader"
+    );
+    (received, true)
+}

@@ -1,0 +1,298 @@
+//! All mutable state of a node, kept behind one mutex (the seed's "shared data and locks").
+//!
+//! Every change that must survive a crash goes through a method here that also stages it in
+//! `staged`; the lock guard (`super::StateGuard`) submits the staged batch to storage before the
+//! lock is released, so storage sees writes in exactly the order the state changed.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::log::{LogReset, RaftLog};
+use crate::config::Config;
+use crate::error::ReadIndexError;
+use crate::storage::{Recovered, Storage, WriteBatch};
+use crate::types::{Entry, HardState, NodeId, Snapshot, SnapshotMeta};
+
+/// A node's role (Figure 2, "Rules for Servers"), plus the pre-candidate of the pre-vote phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Answers leaders and candidates.
+    Follower,
+    /// Asking peers whether they would vote, before starting a real election.
+    PreCandidate,
+    /// Running an election.
+    Candidate,
+    /// Accepts proposals and replicates them.
+    Leader,
+}
+
+/// How the leader currently sends to one follower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// The leader does not know where the follower's log matches: one AppendEntries at a time.
+    Probe,
+    /// The logs match up to `match_index`: pipeline up to `max_inflight_appends`.
+    Replicate,
+    /// The follower needs entries the leader compacted: a snapshot transfer is running.
+    Snapshot,
+}
+
+/// The leader's view of one follower (Figure 2, "Volatile state on leaders", plus flow control).
+#[derive(Debug)]
+pub(crate) struct Progress {
+    pub next_index: u64,
+    pub match_index: u64,
+    pub mode: Mode,
+    /// AppendEntries carrying entries that have not returned.
+    pub inflight_appends: usize,
+    /// RPCs of any kind that have not returned.
+    pub inflight_rpcs: usize,
+    pub last_sent: Instant,
+    /// When the follower last answered in this term (check-quorum, status).
+    pub last_ack: Instant,
+    /// Highest read-confirmation round carried by an RPC sent to this follower ...
+    pub read_round_sent: u64,
+    /// ... and answered by it.
+    pub read_round_acked: u64,
+}
+
+/// A linearizable read waiting for the leader to confirm it still leads.
+#[derive(Debug)]
+pub(crate) struct PendingRead {
+    pub round: u64,
+    pub index: u64,
+    pub reply: oneshot::Sender<Result<u64, ReadIndexError>>,
+}
+
+/// A snapshot arriving in chunks from the leader.
+#[derive(Debug)]
+pub(crate) struct IncomingSnapshot {
+    pub term: u64,
+    pub meta: SnapshotMeta,
+    pub data: BytesMut,
+}
+
+#[derive(Debug)]
+pub(crate) struct State {
+    // Persistent state on all servers (Figure 2); every change is staged for storage.
+    pub current_term: u64,
+    pub voted_for: Option<NodeId>,
+    pub log: RaftLog,
+
+    // Volatile state on all servers.
+    pub commit_index: u64,
+    /// Highest index handed to the apply stream.
+    pub last_applied: u64,
+    pub role: Role,
+    pub leader_id: Option<NodeId>,
+    /// Last time this node heard from a leader of its term (or granted a vote, or campaigned).
+    pub last_heard: Instant,
+    pub election_timeout: Duration,
+    rng: Xoshiro256PlusPlus,
+
+    // Candidates.
+    /// Identifies the current (pre-)election round, so late replies to an earlier round do not
+    /// count.
+    pub campaign: u64,
+    pub votes: Vec<NodeId>,
+
+    // Leaders.
+    pub progress: BTreeMap<NodeId, Progress>,
+    pub leader_since: Instant,
+    /// Index of the no-op this leader appended when elected.
+    pub term_start_index: u64,
+    /// Read-confirmation rounds: new reads join the open round; a round is sent to followers
+    /// once the previous one is confirmed by a quorum.
+    pub read_round_open: u64,
+    pub read_round_sent: u64,
+    pub read_round_confirmed: u64,
+    pub pending_reads: VecDeque<PendingRead>,
+
+    // Durability.
+    staged: WriteBatch,
+    /// Seq of the last batch submitted to storage.
+    pub last_submitted_seq: u64,
+    /// Writes submitted but not known durable: (seq, last log index once it is durable).
+    pending_writes: VecDeque<(u64, u64)>,
+    /// Highest log index known durable here: the leader's own "match index".
+    pub persisted_index: u64,
+
+    // Snapshots.
+    /// Data of the latest snapshot (`log.snapshot_meta()`), kept to send to followers.
+    pub snapshot_data: Bytes,
+    pub incoming_snapshot: Option<IncomingSnapshot>,
+
+    /// Set once by shutdown or a fatal error; every entry point checks it.
+    pub shutdown: bool,
+    pub fatal: Option<String>,
+}
+
+impl State {
+    pub(crate) fn new(config: &Config, recovered: Recovered, rng_seed: u64, now: Instant) -> Self {
+        let (meta, data) = match recovered.snapshot {
+            Some(s) => (s.meta, s.data),
+            None => (SnapshotMeta::default(), Bytes::new()),
+        };
+        let log = RaftLog::new(meta, recovered.entries);
+        let persisted_index = log.last_index();
+        let mut state = State {
+            current_term: recovered.hard_state.current_term,
+            voted_for: recovered.hard_state.voted_for,
+            // Everything in the snapshot is committed; what follows is learned from a leader.
+            commit_index: meta.last_included_index,
+            last_applied: 0,
+            log,
+            role: Role::Follower,
+            leader_id: None,
+            last_heard: now,
+            election_timeout: Duration::ZERO,
+            rng: Xoshiro256PlusPlus::seed_from_u64(rng_seed),
+            campaign: 0,
+            votes: Vec::new(),
+            progress: BTreeMap::new(),
+            leader_since: now,
+            term_start_index: 0,
+            read_round_open: 1,
+            read_round_sent: 0,
+            read_round_confirmed: 0,
+            pending_reads: VecDeque::new(),
+            staged: WriteBatch::default(),
+            last_submitted_seq: 0,
+            pending_writes: VecDeque::new(),
+            persisted_index,
+            snapshot_data: data,
+            incoming_snapshot: None,
+            shutdown: false,
+            fatal: None,
+        };
+        state.reset_election_timer(config, now);
+        state
+    }
+
+    /// Restarts the election timeout with a fresh random length.
+    pub(crate) fn reset_election_timer(&mut self, config: &Config, now: Instant) {
+        self.last_heard = now;
+        self.election_timeout = self
+            .rng
+            .random_range(config.election_timeout_min..config.election_timeout_max);
+    }
+
+    pub(crate) fn election_due(&self, now: Instant) -> bool {
+        now.duration_since(self.last_heard) >= self.election_timeout
+    }
+
+    /// Updates term and vote, staging them for storage.
+    pub(crate) fn set_hard_state(&mut self, current_term: u64, voted_for: Option<NodeId>) {
+        assert!(current_term >= self.current_term, "terms never go back");
+        self.current_term = current_term;
+        self.voted_for = voted_for;
+        self.staged.hard_state = Some(HardState {
+            current_term,
+            voted_for,
+        });
+    }
+
+    /// Steps down to follower (Figure 2: "if RPC request or response contains term T >
+    /// currentTerm: set currentTerm = T, convert to follower"). Does not reset the election
+    /// timer: only hearing from a leader, granting a vote or campaigning does.
+    pub(crate) fn become_follower(&mut self, term: u64, leader: Option<NodeId>) {
+        if term > self.current_term {
+            self.set_hard_state(term, None);
+            self.incoming_snapshot = None;
+        }
+        if self.role == Role::Leader {
+            self.progress.clear();
+        }
+        self.fail_pending_reads();
+        self.role = Role::Follower;
+        self.leader_id = leader;
+    }
+
+    pub(crate) fn fail_pending_reads(&mut self) {
+        for read in self.pending_reads.drain(..) {
+            let _ = read.reply.send(Err(ReadIndexError::NotLeader {
+                leader_hint: self.leader_id,
+            }));
+        }
+    }
+
+    /// Appends entries to the log and stages them.
+    pub(crate) fn append_to_log(&mut self, entries: Vec<Entry>) {
+        self.staged.entries.extend(entries.iter().cloned());
+        self.log.append(entries);
+    }
+
+    /// Removes every log entry after `index` and stages the truncation.
+    pub(crate) fn truncate_log_after(&mut self, index: u64) {
+        assert!(index >= self.commit_index, "committed entries are never removed");
+        self.log.truncate_after(index);
+        self.staged.entries.retain(|e| e.index <= index);
+        self.staged.truncate_after = Some(self.staged.truncate_after.map_or(index, |t| t.min(index)));
+        self.forget_persisted_after(index);
+    }
+
+    /// Installs a snapshot in place of the log prefix it covers, and stages it.
+    pub(crate) fn install_snapshot(&mut self, snapshot: Snapshot) {
+        let old_snapshot_index = self.log.snapshot_index();
+        let index = snapshot.meta.last_included_index;
+        assert!(self.staged.entries.is_empty(), "snapshot staged after entries");
+        if self.log.install_snapshot(snapshot.meta) == LogReset::Discarded {
+            self.staged.truncate_after = Some(index);
+            // The discarded entries may have been the ones counted durable.
+            self.forget_persisted_after(old_snapshot_index);
+        }
+        self.staged.compact_through = Some(index);
+        self.snapshot_data = snapshot.data.clone();
+        self.staged.snapshot = Some(snapshot);
+        self.commit_index = self.commit_index.max(index);
+    }
+
+    fn forget_persisted_after(&mut self, index: u64) {
+        self.persisted_index = self.persisted_index.min(index);
+        for (_, last) in &mut self.pending_writes {
+            *last = (*last).min(index);
+        }
+    }
+
+    /// Submits whatever is staged (nothing after shutdown: a stopped node writes nothing).
+    pub(crate) fn submit_staged(&mut self, storage: &dyn Storage) -> bool {
+        if self.staged.is_empty() {
+            return false;
+        }
+        let batch = std::mem::take(&mut self.staged);
+        if self.shutdown {
+            return false;
+        }
+        let seq = storage.submit(batch);
+        assert_eq!(seq, self.last_submitted_seq + 1, "storage seqs must be consecutive");
+        self.last_submitted_seq = seq;
+        self.pending_writes.push_back((seq, self.log.last_index()));
+        true
+    }
+
+    /// Marks every write up to `seq` durable.
+    pub(crate) fn writes_durable(&mut self, seq: u64) {
+        while let Some(&(s, last)) = self.pending_writes.front() {
+            if s > seq {
+                break;
+            }
+            self.persisted_index = last;
+            self.pending_writes.pop_front();
+        }
+    }
+
+    pub(crate) fn newest_pending_write(&self) -> Option<u64> {
+        self.pending_writes.back().map(|&(seq, _)| seq)
+    }
+
+    /// Figure 2's election restriction: is a candidate's log at least as up-to-date as ours?
+    pub(crate) fn log_up_to_date(&self, last_log_index: u64, last_log_term: u64) -> bool {
+        (last_log_term, last_log_index) >= (self.log.last_term(), self.log.last_index())
+    }
+}

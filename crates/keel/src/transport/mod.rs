@@ -1,0 +1,21 @@
+//! How RPCs reach peers: the [`Transport`] trait, and an in-process [`LocalNetwork`].
+//!
+//! A transport promises nothing about ordering: requests to the same peer may arrive in any
+//! order, twice never, or not at all, and replies likewise. Raft copes with all of it. Its server
+//! side hands each incoming request to [`crate::Raft::handle`].
+
+mod local;
+
+pub use local::LocalNetwork;
+
+use crate::error::TransportError;
+use crate::message::{Request, Response};
+use crate::types::NodeId;
+use crate::BoxFuture;
+
+/// Sends one RPC to a peer and brings back its reply.
+pub trait Transport: Send + Sync + 'static {
+    /// Sends `request` to `target` and completes with its reply or an error. Raft bounds how
+    /// long it waits (`Config::rpc_timeout`), so a transport need not time out by itself.
+    fn call(&self, target: NodeId, request: Request) -> BoxFuture<'static, Result<Response, TransportError>>;
+}
