@@ -49,7 +49,7 @@ use crate::message::{Request, Response};
 use crate::storage::Storage;
 use crate::transport::Transport;
 use crate::types::{Entry, NodeId, Payload};
-use state::State;
+use state::{State, Submitted};
 
 /// Handle to a running Raft node. Cloning is cheap; all clones drive the same node.
 #[derive(Clone)]
@@ -166,18 +166,26 @@ impl StateGuard<'_> {
     /// submitted by anyone, since this reply may vouch for state an earlier, still pending
     /// write holds (a repeated vote, entries another request appended).
     pub(crate) fn sync_point(&mut self) -> u64 {
-        if self.guard.submit_staged(&*self.shared.storage) {
-            self.shared.persist_wake.notify_one();
-        }
+        self.flush();
         self.guard.last_submitted_seq
+    }
+
+    fn flush(&mut self) {
+        match self.guard.submit_staged(&*self.shared.storage) {
+            Submitted::Nothing | Submitted::Pending => {}
+            Submitted::WakeWatcher => self.shared.persist_wake.notify_one(),
+            Submitted::Durable => {
+                if self.guard.role == Role::Leader {
+                    replication::advance_commit(self.shared, &mut self.guard);
+                }
+            }
+        }
     }
 }
 
 impl Drop for StateGuard<'_> {
     fn drop(&mut self) {
-        if self.guard.submit_staged(&*self.shared.storage) {
-            self.shared.persist_wake.notify_one();
-        }
+        self.flush();
         let now = Leadership {
             term: self.guard.current_term,
             leader_id: self.guard.leader_id,
@@ -230,7 +238,7 @@ impl Shared {
 
     /// Waits until storage has made write `seq` durable. A storage failure stops the node.
     pub(crate) async fn wait_durable(&self, seq: u64) -> Result<(), RaftError> {
-        if seq == 0 {
+        if seq == 0 || self.storage.durable_now() >= seq {
             return Ok(());
         }
         match self.storage.wait_durable(seq).await {

@@ -70,6 +70,19 @@ pub(crate) struct PendingRead {
     pub reply: oneshot::Sender<Result<u64, ReadIndexError>>,
 }
 
+/// What submitting the staged writes led to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Submitted {
+    /// Nothing was staged.
+    Nothing,
+    /// Durable already: `persisted_index` moved.
+    Durable,
+    /// Pending, and the persistence watcher was idle: it must be woken.
+    WakeWatcher,
+    /// Pending behind writes the watcher already waits for.
+    Pending,
+}
+
 /// A snapshot arriving in chunks from the leader.
 #[derive(Debug)]
 pub(crate) struct IncomingSnapshot {
@@ -261,19 +274,30 @@ impl State {
     }
 
     /// Submits whatever is staged (nothing after shutdown: a stopped node writes nothing).
-    pub(crate) fn submit_staged(&mut self, storage: &dyn Storage) -> bool {
+    pub(crate) fn submit_staged(&mut self, storage: &dyn Storage) -> Submitted {
         if self.staged.is_empty() {
-            return false;
+            return Submitted::Nothing;
         }
         let batch = std::mem::take(&mut self.staged);
         if self.shutdown {
-            return false;
+            return Submitted::Nothing;
         }
         let seq = storage.submit(batch);
         assert_eq!(seq, self.last_submitted_seq + 1, "storage seqs must be consecutive");
         self.last_submitted_seq = seq;
+        let was_idle = self.pending_writes.is_empty();
         self.pending_writes.push_back((seq, self.log.last_index()));
-        true
+        let durable = storage.durable_now();
+        if durable > 0 {
+            self.writes_durable(durable);
+        }
+        if self.pending_writes.is_empty() {
+            Submitted::Durable
+        } else if was_idle {
+            Submitted::WakeWatcher
+        } else {
+            Submitted::Pending
+        }
     }
 
     /// Marks every write up to `seq` durable.

@@ -175,6 +175,10 @@ impl Storage for MemStorage {
     fn wait_durable(&self, _seq: u64) -> BoxFuture<'static, Result<(), StorageError>> {
         Box::pin(std::future::ready(Ok(())))
     }
+
+    fn durable_now(&self) -> u64 {
+        self.inner.lock().last_seq
+    }
 }
 
 #[cfg(test)]
