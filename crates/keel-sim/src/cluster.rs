@@ -30,8 +30,13 @@ pub const ELECTION_TIMEOUT: Duration = Duration::from_millis(1000);
 /// Applied entries between the snapshots a snapshotting cluster takes.
 pub const SNAPSHOT_INTERVAL: u64 = 10;
 
+/// Starts the service that consumes node `i`'s apply stream, in place of the fixture's own
+/// checker (the KV scenarios run their store this way); returns the service's task, which a
+/// crash aborts.
+pub type ServiceFactory = Arc<dyn Fn(usize, Raft, ApplyStream) -> JoinHandle<()> + Send + Sync>;
+
 /// How a cluster is built.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ClusterOptions {
     /// Number of nodes.
     pub nodes: usize,
@@ -46,6 +51,8 @@ pub struct ClusterOptions {
     /// Fault injection for testing the fixture itself: a crash wipes the node's disk, so it
     /// forgets its term, vote and log. The safety checks must catch the consequences.
     pub amnesia: bool,
+    /// A service to run on each node instead of the fixture's apply checker.
+    pub service: Option<ServiceFactory>,
 }
 
 impl ClusterOptions {
@@ -62,6 +69,7 @@ impl ClusterOptions {
                 ..Config::fast_elections()
             },
             amnesia: false,
+            service: None,
         }
     }
 
@@ -125,11 +133,9 @@ impl Cluster {
         let observer_sim = sim.clone();
         net.set_observer(Arc::new(move |_from, _to, request| {
             if let Request::AppendEntries(append) = request {
-                observer_checker.lock().leader_seen(
-                    &observer_sim,
-                    append.term,
-                    append.leader_id,
-                );
+                observer_checker
+                    .lock()
+                    .leader_seen(&observer_sim, append.term, append.leader_id);
             }
         }));
         let cluster = Cluster {
@@ -208,6 +214,17 @@ impl Cluster {
         self.net.set_reliable(reliable);
     }
 
+    /// Splits the nodes into groups that reach only their own group (as the course's
+    /// `partition`); client endpoints keep the links [`SimNet::set_client_links`] gave them.
+    pub fn partition(&self, groups: &[&[usize]]) {
+        let groups: Vec<Vec<NodeId>> = groups
+            .iter()
+            .map(|g| g.iter().map(|&i| i as NodeId).collect())
+            .collect();
+        let refs: Vec<&[NodeId]> = groups.iter().map(Vec::as_slice).collect();
+        self.net.partition(&refs);
+    }
+
     /// Sets whether replies are held back for long times.
     pub fn set_long_reordering(&self, on: bool) {
         self.net.set_long_reordering(on);
@@ -243,14 +260,17 @@ impl Cluster {
             checker.rafts[i] = Some(raft.clone());
         }
         self.net.attach(raft.clone());
-        node.consumer = Some(tokio::spawn(consume(
-            self.sim.clone(),
-            self.checker.clone(),
-            i,
-            raft.clone(),
-            stream,
-            self.options.snapshots,
-        )));
+        node.consumer = Some(match &self.options.service {
+            Some(factory) => factory(i, raft.clone(), stream),
+            None => tokio::spawn(consume(
+                self.sim.clone(),
+                self.checker.clone(),
+                i,
+                raft.clone(),
+                stream,
+                self.options.snapshots,
+            )),
+        });
         node.raft = Some(raft);
         node.storage = Some(storage);
     }
@@ -299,7 +319,11 @@ impl Cluster {
                 }
             }
             for (term, ids) in &leaders {
-                assert!(ids.len() <= 1, "term {term} has {} leaders: {ids:?}", ids.len());
+                assert!(
+                    ids.len() <= 1,
+                    "term {term} has {} leaders: {ids:?}",
+                    ids.len()
+                );
             }
             if let Some((_, ids)) = leaders.last_key_value() {
                 return ids[0];
@@ -355,7 +379,10 @@ impl Cluster {
         for (i, log) in checker.logs.iter().enumerate() {
             if let Some(c) = log.get(&index) {
                 if let Some(prev) = &command {
-                    assert_eq!(prev, c, "committed values do not match: index {index}, node {i}");
+                    assert_eq!(
+                        prev, c,
+                        "committed values do not match: index {index}, node {i}"
+                    );
                 }
                 count += 1;
                 command = Some(c.clone());
@@ -442,13 +469,21 @@ impl Cluster {
     /// The largest persisted Raft state (hard state and log, without snapshot) of any node.
     pub fn log_size(&self) -> usize {
         let nodes = self.nodes.lock();
-        nodes.iter().map(|n| n.disk.raft_state_size()).max().unwrap_or(0)
+        nodes
+            .iter()
+            .map(|n| n.disk.raft_state_size())
+            .max()
+            .unwrap_or(0)
     }
 
     /// The largest persisted snapshot of any node.
     pub fn snapshot_size(&self) -> usize {
         let nodes = self.nodes.lock();
-        nodes.iter().map(|n| n.disk.snapshot_size()).max().unwrap_or(0)
+        nodes
+            .iter()
+            .map(|n| n.disk.snapshot_size())
+            .max()
+            .unwrap_or(0)
     }
 
     /// Ends the scenario: checks log matching across live nodes, prints a summary line with the
@@ -487,7 +522,9 @@ impl Cluster {
                 let (last_b, _, snap_b) = b.log_bounds();
                 let low = snap_a.max(snap_b) + 1;
                 let mut high = last_a.min(last_b);
-                while high >= low && a.log_entry(high).map(|e| e.term) != b.log_entry(high).map(|e| e.term) {
+                while high >= low
+                    && a.log_entry(high).map(|e| e.term) != b.log_entry(high).map(|e| e.term)
+                {
                     high -= 1;
                 }
                 for index in low..=high {
@@ -545,7 +582,13 @@ impl Checker {
     }
 
     /// State machine safety for one applied entry; returns a snapshot to take, if due.
-    fn apply_entry(&mut self, sim: &Sim, i: usize, entry: Entry, snapshots: bool) -> Option<(u64, Bytes)> {
+    fn apply_entry(
+        &mut self,
+        sim: &Sim,
+        i: usize,
+        entry: Entry,
+        snapshots: bool,
+    ) -> Option<(u64, Bytes)> {
         let command = match entry.payload {
             Payload::Noop => Bytes::new(),
             Payload::Command(bytes) => bytes,
@@ -587,7 +630,8 @@ impl Checker {
             }
             Some(_) => {}
             None => {
-                self.committed.insert(entry.index, (entry.term, command.clone()));
+                self.committed
+                    .insert(entry.index, (entry.term, command.clone()));
             }
         }
         self.logs[i].insert(entry.index, command);
@@ -607,7 +651,9 @@ impl Checker {
             return;
         }
         let Some(log) = decode_snapshot(snapshot.data) else {
-            sim.fail(format!("node {i} received an undecodable snapshot at index {index}"));
+            sim.fail(format!(
+                "node {i} received an undecodable snapshot at index {index}"
+            ));
             return;
         };
         for (entry_index, command) in &log {

@@ -18,7 +18,9 @@ pub mod rng;
 pub mod runner;
 pub mod storage;
 
-pub use cluster::{Cluster, ClusterOptions, ELECTION_TIMEOUT, SNAPSHOT_INTERVAL, command};
+pub use cluster::{
+    Cluster, ClusterOptions, ELECTION_TIMEOUT, SNAPSHOT_INTERVAL, ServiceFactory, command,
+};
 pub use net::{NodeTraffic, SimNet};
 pub use rng::SimRng;
 pub use runner::{RunReport, Sim, run, run_seed, seeds};

@@ -1,7 +1,8 @@
 //! The simulated network: in process, on tokio's paused clock, with the faults of the well-known
 //! course labrpc, and every message through the real wire encoding.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +30,8 @@ struct NetInner {
     long_reordering: bool,
     long_delays: bool,
     nodes: BTreeMap<NodeId, Endpoint>,
+    /// Client endpoints and the nodes each can reach.
+    clients: BTreeMap<NodeId, BTreeSet<NodeId>>,
     observer: Option<Observer>,
     rpcs_total: u64,
     bytes_total: u64,
@@ -69,6 +72,7 @@ impl SimNet {
                 long_reordering: false,
                 long_delays: true,
                 nodes: BTreeMap::new(),
+                clients: BTreeMap::new(),
                 observer: None,
                 rpcs_total: 0,
                 bytes_total: 0,
@@ -133,7 +137,11 @@ impl SimNet {
 
     /// Whether node `id` is connected.
     pub fn is_connected(&self, id: NodeId) -> bool {
-        self.inner.lock().nodes.get(&id).is_some_and(|e| e.connected)
+        self.inner
+            .lock()
+            .nodes
+            .get(&id)
+            .is_some_and(|e| e.connected)
     }
 
     /// Splits the nodes into groups that only reach their own group; `groups` lists the members
@@ -159,10 +167,14 @@ impl SimNet {
 
     /// RPCs delivered to node `id` so far.
     pub fn traffic(&self, id: NodeId) -> NodeTraffic {
-        self.inner.lock().nodes.get(&id).map_or_else(NodeTraffic::default, |e| NodeTraffic {
-            rpcs_received: e.rpcs_received,
-            bytes_sent: e.bytes_sent,
-        })
+        self.inner
+            .lock()
+            .nodes
+            .get(&id)
+            .map_or_else(NodeTraffic::default, |e| NodeTraffic {
+                rpcs_received: e.rpcs_received,
+                bytes_sent: e.bytes_sent,
+            })
     }
 
     /// RPCs sent by anyone so far.
@@ -188,27 +200,76 @@ impl SimNet {
         inner.events += 1;
     }
 
-    async fn call(&self, from: NodeId, to: NodeId, request: Request) -> Result<Response, TransportError> {
+    async fn call(
+        &self,
+        from: NodeId,
+        to: NodeId,
+        request: Request,
+    ) -> Result<Response, TransportError> {
         let mut buf = BytesMut::new();
         encode_request(&request, &mut buf);
         let wire = buf.freeze();
         let kind = request.kind();
         drop(request);
+        let len = wire.len();
+        let observer = self.inner.lock().observer.clone();
+        let reply = self
+            .call_with(from, to, kind, len, move |raft: Raft| {
+                let request = decode_request(wire).expect("the simulator decodes what it encoded");
+                if let Some(observer) = observer {
+                    observer(from, to, &request);
+                }
+                async move {
+                    let response = raft.handle(request).await.ok()?;
+                    let mut buf = BytesMut::new();
+                    encode_response(&response, &mut buf);
+                    let wire = buf.freeze();
+                    let len = wire.len();
+                    Some((wire, len))
+                }
+            })
+            .await?;
+        decode_response(reply).map_err(|e| TransportError::BadReply(e.to_string()))
+    }
 
+    /// Carries one call from `from` to the live incarnation of node `to` through the network's
+    /// faults: `serve` runs at delivery time (after the request's delay) with the target's Raft
+    /// handle and returns the server's work, whose reply (and its size in bytes) comes back
+    /// through the same faults. The KV scenarios use it for client requests; `label` and
+    /// `request_len` feed the trace and byte counters.
+    pub async fn call_with<R, Fut>(
+        &self,
+        from: NodeId,
+        to: NodeId,
+        label: &'static str,
+        request_len: usize,
+        serve: impl FnOnce(Raft) -> Fut,
+    ) -> Result<R, TransportError>
+    where
+        R: Send + 'static,
+        Fut: Future<Output = Option<(R, usize)>> + Send + 'static,
+    {
         // Decide at send time, as a packet leaving the machine would.
         let (reliable, reachable) = {
             let mut inner = self.inner.lock();
             inner.rpcs_total += 1;
-            inner.bytes_total += wire.len() as u64;
+            inner.bytes_total += request_len as u64;
             if let Some(e) = inner.nodes.get_mut(&from) {
-                e.bytes_sent += wire.len() as u64;
+                e.bytes_sent += request_len as u64;
             }
             let reachable = link_up(&inner, from, to);
-            Self::record(&mut inner, ("send", from, to, kind, wire.len(), reachable));
+            Self::record(
+                &mut inner,
+                ("send", from, to, label, request_len, reachable),
+            );
             (inner.reliable, reachable)
         };
         if !reachable {
-            let max_ms = if self.inner.lock().long_delays { 7000 } else { 100 };
+            let max_ms = if self.inner.lock().long_delays {
+                7000
+            } else {
+                100
+            };
             tokio::time::sleep(Duration::from_millis(self.rng.below(max_ms))).await;
             return Err(TransportError::Unreachable(to));
         }
@@ -220,10 +281,10 @@ impl SimNet {
             }
         }
 
-        // Deliver to whatever incarnation is live now; the reply must come back to the same one.
-        let (raft, incarnation, observer) = {
+        // Deliver to whatever incarnation is live now; the reply must come back from the same
+        // one.
+        let (raft, incarnation) = {
             let mut inner = self.inner.lock();
-            let observer = inner.observer.clone();
             let Some(endpoint) = inner.nodes.get_mut(&to) else {
                 return Err(TransportError::Unreachable(to));
             };
@@ -231,34 +292,28 @@ impl SimNet {
                 return Err(TransportError::Unreachable(to));
             };
             endpoint.rpcs_received += 1;
-            (raft, endpoint.incarnation, observer)
+            (raft, endpoint.incarnation)
         };
-        let request = decode_request(wire).expect("the simulator decodes what it encoded");
-        if let Some(observer) = observer {
-            observer(from, to, &request);
-        }
         // The handler runs as its own task, as on a real server: a caller that gives up does not
         // stop it half-way.
-        let handled = tokio::spawn(async move { raft.handle(request).await }).await;
-        let Ok(Ok(response)) = handled else {
+        let work = serve(raft);
+        let handled = tokio::spawn(work).await;
+        let Ok(Some((reply, reply_len))) = handled else {
             return Err(TransportError::Unreachable(to));
         };
-        let mut buf = BytesMut::new();
-        encode_response(&response, &mut buf);
-        let wire = buf.freeze();
         let (long_reordering, reliable) = {
             let mut inner = self.inner.lock();
             let alive = inner
                 .nodes
                 .get(&to)
                 .is_some_and(|e| e.incarnation == incarnation && e.raft.is_some());
-            Self::record(&mut inner, ("reply", from, to, wire.len(), alive));
+            Self::record(&mut inner, ("reply", from, to, reply_len, alive));
             if !alive {
                 return Err(TransportError::Unreachable(to));
             }
-            inner.bytes_total += wire.len() as u64;
+            inner.bytes_total += reply_len as u64;
             if let Some(e) = inner.nodes.get_mut(&to) {
-                e.bytes_sent += wire.len() as u64;
+                e.bytes_sent += reply_len as u64;
             }
             (inner.long_reordering, inner.reliable)
         };
@@ -270,7 +325,16 @@ impl SimNet {
             let extra = self.rng.below(1 + self.rng.below(2000));
             tokio::time::sleep(Duration::from_millis(200 + extra)).await;
         }
-        decode_response(wire).map_err(|e| TransportError::BadReply(e.to_string()))
+        Ok(reply)
+    }
+
+    /// Declares `client` a client endpoint (not a node) that reaches exactly `servers`, whatever
+    /// the partitions among nodes: the course's KV suites connect clerks this way.
+    pub fn set_client_links(&self, client: NodeId, servers: &[NodeId]) {
+        self.inner
+            .lock()
+            .clients
+            .insert(client, servers.iter().copied().collect());
     }
 
     fn record_event(&self, event: impl Hash) {
@@ -279,6 +343,9 @@ impl SimNet {
 }
 
 fn link_up(inner: &NetInner, from: NodeId, to: NodeId) -> bool {
+    if let Some(servers) = inner.clients.get(&from) {
+        return servers.contains(&to) && inner.nodes.get(&to).is_some_and(|e| e.raft.is_some());
+    }
     match (inner.nodes.get(&from), inner.nodes.get(&to)) {
         (Some(a), Some(b)) => a.connected && b.connected && a.group == b.group && b.raft.is_some(),
         _ => false,
@@ -291,7 +358,11 @@ struct SimTransport {
 }
 
 impl Transport for SimTransport {
-    fn call(&self, target: NodeId, request: Request) -> BoxFuture<'static, Result<Response, TransportError>> {
+    fn call(
+        &self,
+        target: NodeId,
+        request: Request,
+    ) -> BoxFuture<'static, Result<Response, TransportError>> {
         let net = self.net.clone();
         let from = self.from;
         Box::pin(async move { net.call(from, target, request).await })

@@ -15,7 +15,9 @@ pub struct SimRng(Arc<Mutex<Xoshiro256PlusPlus>>);
 impl SimRng {
     /// A generator seeded with `seed`.
     pub fn new(seed: u64) -> Self {
-        SimRng(Arc::new(Mutex::new(Xoshiro256PlusPlus::seed_from_u64(seed))))
+        SimRng(Arc::new(Mutex::new(Xoshiro256PlusPlus::seed_from_u64(
+            seed,
+        ))))
     }
 
     /// A uniform integer in `0..n` (0 when `n` is 0).

@@ -35,7 +35,10 @@ fn rpc_bytes() {
         let bytes0 = c.bytes_total();
         let mut sent = 0u64;
         for _ in 0..10 {
-            let cmd: Bytes = (0..5000).map(|_| b'a' + c.rand(26) as u8).collect::<Vec<_>>().into();
+            let cmd: Bytes = (0..5000)
+                .map(|_| b'a' + c.rand(26) as u8)
+                .collect::<Vec<_>>()
+                .into();
             sent += cmd.len() as u64;
             c.one(cmd, servers, false).await;
         }
@@ -168,7 +171,10 @@ fn fail_no_agree() {
         }
         let leader2 = c.check_one_leader().await;
         let proposed2 = c.raft(leader2).expect("leader runs").propose(command(30));
-        assert!(proposed2.is_ok(), "leader2 rejected the proposal: {proposed2:?}");
+        assert!(
+            proposed2.is_ok(),
+            "leader2 rejected the proposal: {proposed2:?}"
+        );
         c.one(command(1000), servers, true).await;
         c.end().await;
     });
@@ -191,7 +197,9 @@ fn concurrent_proposals() {
                 continue;
             };
             // Five proposals at once, in one term.
-            let proposals: Vec<_> = (0..5u64).map(|i| (i, raft.propose(command(100 + i)))).collect();
+            let proposals: Vec<_> = (0..5u64)
+                .map(|i| (i, raft.propose(command(100 + i))))
+                .collect();
             let mut indexes = Vec::new();
             for (i, p) in proposals {
                 match p {

@@ -18,7 +18,10 @@ fn initial_election() {
         // With a reliable network and no failures, nobody campaigns again.
         c.sleep(2 * ELECTION_TIMEOUT).await;
         let term2 = c.check_terms();
-        assert_eq!(term1, term2, "term changed even though there were no failures");
+        assert_eq!(
+            term1, term2,
+            "term changed even though there were no failures"
+        );
         c.check_one_leader().await;
         c.end().await;
     });
@@ -38,8 +41,15 @@ fn re_election() {
         // The old leader rejoins: it must not disturb the new leader.
         c.connect(leader1);
         let leader3 = c.check_one_leader().await;
-        assert_eq!(leader3, leader2, "the old leader's return deposed the new leader");
-        assert_eq!(c.check_terms(), term2, "the old leader's return changed the term");
+        assert_eq!(
+            leader3, leader2,
+            "the old leader's return deposed the new leader"
+        );
+        assert_eq!(
+            c.check_terms(),
+            term2,
+            "the old leader's return changed the term"
+        );
 
         // No quorum: no leader.
         c.disconnect(leader2);

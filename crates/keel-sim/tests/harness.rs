@@ -60,9 +60,18 @@ fn the_same_seed_replays_the_same_run() {
     let other = run_seed("replay", 43, |sim| chaotic(sim, options(), 200));
     println!("seed 42: {first:?}\nseed 42: {second:?}\nseed 43: {other:?}");
     assert!(first.trace.is_some_and(|(_, events)| events > 300));
-    assert_eq!(first.trace, second.trace, "same seed, different message traces");
-    assert_eq!(first.simulated, second.simulated, "same seed, different simulated time");
-    assert_ne!(first.trace, other.trace, "different seeds gave the same trace");
+    assert_eq!(
+        first.trace, second.trace,
+        "same seed, different message traces"
+    );
+    assert_eq!(
+        first.simulated, second.simulated,
+        "same seed, different simulated time"
+    );
+    assert_ne!(
+        first.trace, other.trace,
+        "different seeds gave the same trace"
+    );
 }
 
 #[test]

@@ -55,7 +55,11 @@ fn persist_all_crash() {
 fn persist_followers_crash() {
     run("persist_followers_crash", SEEDS, |sim| async move {
         let servers = 5;
-        let c = Cluster::new(&sim, "persist_followers_crash", ClusterOptions::new(servers));
+        let c = Cluster::new(
+            &sim,
+            "persist_followers_crash",
+            ClusterOptions::new(servers),
+        );
         let mut value = 11;
         for _ in 0..5 {
             c.one(command(value), servers, true).await;
@@ -87,28 +91,32 @@ fn persist_followers_crash() {
 
 #[test]
 fn persist_partitioned_leader_and_follower_crash() {
-    run("persist_partitioned_leader_and_follower_crash", SEEDS, |sim| async move {
-        let servers = 3;
-        let c = Cluster::new(
-            &sim,
-            "persist_partitioned_leader_and_follower_crash",
-            ClusterOptions::new(servers),
-        );
-        c.one(command(101), 3, true).await;
-        let leader = c.check_one_leader().await;
-        c.disconnect((leader + 2) % servers);
-        c.one(command(102), 2, true).await;
-        c.crash(leader).await;
-        c.crash((leader + 1) % servers).await;
-        c.connect((leader + 2) % servers);
-        c.start(leader).await;
-        c.connect(leader);
-        c.one(command(103), 2, true).await;
-        c.start((leader + 1) % servers).await;
-        c.connect((leader + 1) % servers);
-        c.one(command(104), servers, true).await;
-        c.end().await;
-    });
+    run(
+        "persist_partitioned_leader_and_follower_crash",
+        SEEDS,
+        |sim| async move {
+            let servers = 3;
+            let c = Cluster::new(
+                &sim,
+                "persist_partitioned_leader_and_follower_crash",
+                ClusterOptions::new(servers),
+            );
+            c.one(command(101), 3, true).await;
+            let leader = c.check_one_leader().await;
+            c.disconnect((leader + 2) % servers);
+            c.one(command(102), 2, true).await;
+            c.crash(leader).await;
+            c.crash((leader + 1) % servers).await;
+            c.connect((leader + 2) % servers);
+            c.start(leader).await;
+            c.connect(leader);
+            c.one(command(103), 2, true).await;
+            c.start((leader + 1) % servers).await;
+            c.connect((leader + 1) % servers);
+            c.one(command(104), servers, true).await;
+            c.end().await;
+        },
+    );
 }
 
 /// The scenario of Figure 8: leaders crash right after proposing, so entries of old terms are
@@ -163,7 +171,11 @@ fn figure_8() {
 fn unreliable_agree() {
     run("unreliable_agree", SEEDS, |sim| async move {
         let servers = 5;
-        let c = Cluster::new(&sim, "unreliable_agree", ClusterOptions::new(servers).unreliable());
+        let c = Cluster::new(
+            &sim,
+            "unreliable_agree",
+            ClusterOptions::new(servers).unreliable(),
+        );
         for iter in 1..50u64 {
             let batch = (0..4u64).map(|j| c.one(command(100 * iter + j), 1, true));
             let (_, _) = tokio::join!(futures_join_all(batch), c.one(command(iter), 1, true));
@@ -178,7 +190,11 @@ fn unreliable_agree() {
 fn figure_8_unreliable() {
     run("figure_8_unreliable", SEEDS, |sim| async move {
         let servers = 5;
-        let c = Cluster::new(&sim, "figure_8_unreliable", ClusterOptions::new(servers).unreliable());
+        let c = Cluster::new(
+            &sim,
+            "figure_8_unreliable",
+            ClusterOptions::new(servers).unreliable(),
+        );
         c.one(command(c.rand(10_000)), 1, true).await;
         let mut up = servers;
         for iter in 0..1000 {
@@ -302,7 +318,10 @@ async fn churn(c: Cluster) {
         }
     }
     for value in a.iter().chain(&b).chain(&d) {
-        assert!(really.contains(value), "didn't find a value a client saw committed");
+        assert!(
+            really.contains(value),
+            "didn't find a value a client saw committed"
+        );
     }
     c.end().await;
 }
@@ -317,12 +336,19 @@ fn reliable_churn() {
 #[test]
 fn unreliable_churn() {
     run("unreliable_churn", SEEDS, |sim| async move {
-        churn(Cluster::new(&sim, "unreliable_churn", ClusterOptions::new(5).unreliable())).await;
+        churn(Cluster::new(
+            &sim,
+            "unreliable_churn",
+            ClusterOptions::new(5).unreliable(),
+        ))
+        .await;
     });
 }
 
 /// Awaits every future of `futures`, concurrently, on the current task.
-async fn futures_join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
     let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
     let mut outputs: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
     std::future::poll_fn(|cx| {

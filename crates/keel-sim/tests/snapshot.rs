@@ -85,18 +85,26 @@ fn snapshot_install_unreliable() {
 #[test]
 fn snapshot_install_crash() {
     run("snapshot_install_crash", SEEDS, |sim| async move {
-        let c = Cluster::new(&sim, "snapshot_install_crash", ClusterOptions::new(3).snapshots());
+        let c = Cluster::new(
+            &sim,
+            "snapshot_install_crash",
+            ClusterOptions::new(3).snapshots(),
+        );
         snap_common(c, false, true).await;
     });
 }
 
 #[test]
 fn snapshot_install_unreliable_crash() {
-    run("snapshot_install_unreliable_crash", SEEDS, |sim| async move {
-        let options = ClusterOptions::new(3).snapshots().unreliable();
-        let c = Cluster::new(&sim, "snapshot_install_unreliable_crash", options);
-        snap_common(c, false, true).await;
-    });
+    run(
+        "snapshot_install_unreliable_crash",
+        SEEDS,
+        |sim| async move {
+            let options = ClusterOptions::new(3).snapshots().unreliable();
+            let c = Cluster::new(&sim, "snapshot_install_unreliable_crash", options);
+            snap_common(c, false, true).await;
+        },
+    );
 }
 
 /// Crash all nodes repeatedly; after each restart the log continues past where it was.
@@ -104,7 +112,11 @@ fn snapshot_install_unreliable_crash() {
 fn snapshot_all_crash() {
     run("snapshot_all_crash", SEEDS, |sim| async move {
         let servers = 3;
-        let c = Cluster::new(&sim, "snapshot_all_crash", ClusterOptions::new(servers).snapshots());
+        let c = Cluster::new(
+            &sim,
+            "snapshot_all_crash",
+            ClusterOptions::new(servers).snapshots(),
+        );
         c.one(c.random_command(), servers, true).await;
         for _ in 0..5 {
             let nn = SNAPSHOT_INTERVAL / 2 + c.rand(SNAPSHOT_INTERVAL);
@@ -132,7 +144,11 @@ fn snapshot_all_crash() {
 fn snapshot_init() {
     run("snapshot_init", SEEDS, |sim| async move {
         let servers = 3;
-        let c = Cluster::new(&sim, "snapshot_init", ClusterOptions::new(servers).snapshots());
+        let c = Cluster::new(
+            &sim,
+            "snapshot_init",
+            ClusterOptions::new(servers).snapshots(),
+        );
         c.one(c.random_command(), servers, true).await;
         // Enough ops to make a snapshot.
         for _ in 0..=SNAPSHOT_INTERVAL {

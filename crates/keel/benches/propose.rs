@@ -108,7 +108,8 @@ async fn state_machine(raft: Raft, mut stream: ApplyStream, waiters: Arc<Waiters
         waiters.applied(last);
         if last - last_snapshot >= SNAPSHOT_EVERY {
             last_snapshot = last;
-            raft.snapshot(last, Bytes::new()).expect("snapshot of applied state");
+            raft.snapshot(last, Bytes::new())
+                .expect("snapshot of applied state");
         }
     }
 }
@@ -200,7 +201,11 @@ async fn run_once(clients: usize, seconds: u64, inflight: usize) -> RunResult {
 
 fn rss_mib() -> f64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: f64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0.0);
+    let pages: f64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0.0);
     pages * 4096.0 / (1024.0 * 1024.0)
 }
 

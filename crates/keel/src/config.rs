@@ -136,7 +136,8 @@ impl Config {
         if self.max_uncommitted_entries == 0 {
             return fail("max_uncommitted_entries must be positive".into());
         }
-        if self.snapshot_chunk_bytes > u32::MAX as usize || self.max_append_bytes > u32::MAX as usize
+        if self.snapshot_chunk_bytes > u32::MAX as usize
+            || self.max_append_bytes > u32::MAX as usize
         {
             return fail("snapshot_chunk_bytes and max_append_bytes must fit in 32 bits".into());
         }

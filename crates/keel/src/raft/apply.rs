@@ -90,7 +90,12 @@ pub(super) async fn run_applier(shared: Arc<Shared>, sender: mpsc::Sender<Vec<Ap
                 let to = s
                     .commit_index
                     .min(s.last_applied + shared.config.max_apply_batch as u64);
-                let batch: Vec<Applied> = s.log.range(from..=to).cloned().map(Applied::Entry).collect();
+                let batch: Vec<Applied> = s
+                    .log
+                    .range(from..=to)
+                    .cloned()
+                    .map(Applied::Entry)
+                    .collect();
                 s.last_applied = to;
                 Some(batch)
             } else {

@@ -50,7 +50,11 @@ fn campaign(shared: &Arc<Shared>, s: &mut StateGuard<'_>, now: Instant) {
     s.campaign += 1;
     s.votes.clear();
     s.votes.push(shared.id);
-    tracing::debug!(node = shared.id, term = s.current_term + 1, "starting pre-vote");
+    tracing::debug!(
+        node = shared.id,
+        term = s.current_term + 1,
+        "starting pre-vote"
+    );
     if s.votes.len() >= shared.quorum() {
         start_election(shared, s, now);
         return;
@@ -63,7 +67,12 @@ fn campaign(shared: &Arc<Shared>, s: &mut StateGuard<'_>, now: Instant) {
         pre_vote: true,
     };
     for peer in shared.peers() {
-        shared.spawn(request_vote_from(shared.clone(), peer, request.clone(), s.campaign));
+        shared.spawn(request_vote_from(
+            shared.clone(),
+            peer,
+            request.clone(),
+            s.campaign,
+        ));
     }
 }
 
@@ -238,8 +247,7 @@ pub(super) async fn handle_vote(
         }
         let up_to_date = s.log_up_to_date(request.last_log_index, request.last_log_term);
         let response = if request.pre_vote {
-            let grant =
-                request.term > s.current_term && up_to_date && !in_lease(shared, &s, now);
+            let grant = request.term > s.current_term && up_to_date && !in_lease(shared, &s, now);
             VoteResponse {
                 term: if grant { request.term } else { s.current_term },
                 vote_granted: grant,

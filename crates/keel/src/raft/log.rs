@@ -103,8 +103,15 @@ impl RaftLog {
 
     pub(crate) fn append(&mut self, entries: impl IntoIterator<Item = Entry>) {
         for entry in entries {
-            assert_eq!(entry.index, self.last_index() + 1, "log entries must be consecutive");
-            assert!(entry.term >= self.last_term(), "log terms must not decrease");
+            assert_eq!(
+                entry.index,
+                self.last_index() + 1,
+                "log entries must be consecutive"
+            );
+            assert!(
+                entry.term >= self.last_term(),
+                "log terms must not decrease"
+            );
             self.bytes += entry.encoded_len();
             self.entries.push_back(entry);
         }
@@ -127,7 +134,10 @@ impl RaftLog {
     /// entries after it stay; otherwise the log is replaced by the snapshot alone.
     pub(crate) fn install_snapshot(&mut self, meta: SnapshotMeta) -> LogReset {
         let index = meta.last_included_index;
-        assert!(index > self.snapshot.last_included_index, "snapshots only move forward");
+        assert!(
+            index > self.snapshot.last_included_index,
+            "snapshots only move forward"
+        );
         let reset = if self.term_at(index) == Some(meta.last_included_term) {
             while self.entries.front().is_some_and(|e| e.index <= index) {
                 let entry = self.entries.pop_front().expect("front checked");
@@ -158,7 +168,8 @@ impl RaftLog {
         let (a, b) = self.entries.as_slices();
         let pos = partition_point((a, b), |e| e.term <= term);
         if pos == 0 {
-            return (self.snapshot.last_included_term == term && self.snapshot.last_included_index > 0)
+            return (self.snapshot.last_included_term == term
+                && self.snapshot.last_included_index > 0)
                 .then_some(self.snapshot.last_included_index);
         }
         let index = self.first_index() + pos as u64 - 1;
@@ -240,7 +251,10 @@ mod tests {
             last_included_term: 3,
         });
         assert_eq!(reset, LogReset::Discarded);
-        assert_eq!((log.first_index(), log.last_index(), log.last_term()), (5, 4, 3));
+        assert_eq!(
+            (log.first_index(), log.last_index(), log.last_term()),
+            (5, 4, 3)
+        );
         assert_eq!(log.last_index_of_term(3), Some(4));
     }
 }

@@ -218,7 +218,10 @@ impl Shared {
     }
 
     pub(crate) fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.members.iter().copied().filter(move |&id| id != self.id)
+        self.members
+            .iter()
+            .copied()
+            .filter(move |&id| id != self.id)
     }
 
     /// Runs `task` as part of this node: it stops at shutdown, and shutdown waits for it.
@@ -291,8 +294,9 @@ impl Raft {
                 "node {id} is not among the members {members:?}"
             )));
         }
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|_| RaftError::Config("Raft::new must be called within a tokio runtime".into()))?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            RaftError::Config("Raft::new must be called within a tokio runtime".into())
+        })?;
         let recovered = storage.recover()?;
         let seed = config.rng_seed.unwrap_or_else(rand::random);
         let state = State::new(&config, recovered, seed, Instant::now());
@@ -416,6 +420,12 @@ impl Raft {
         }
     }
 
+    /// Encoded bytes of the log entries after the snapshot: what a service compares with its
+    /// log-size limit to decide when to snapshot. Cheaper than [`Raft::status`].
+    pub fn log_bytes(&self) -> u64 {
+        self.shared.lock().log.bytes() as u64
+    }
+
     /// Subscribes to changes of term, leader and role.
     pub fn leadership(&self) -> watch::Receiver<Leadership> {
         self.shared.leadership.subscribe()
@@ -430,7 +440,11 @@ impl Raft {
     /// Index and term of the last log entry, and the snapshot's last index.
     pub fn log_bounds(&self) -> (u64, u64, u64) {
         let s = self.shared.lock();
-        (s.log.last_index(), s.log.last_term(), s.log.snapshot_index())
+        (
+            s.log.last_index(),
+            s.log.last_term(),
+            s.log.snapshot_index(),
+        )
     }
 
     /// Stops the node. When this returns, none of its tasks runs, and it sends, replies,

@@ -260,7 +260,10 @@ fn accept_entries(
         let skip = (snapshot_index - prev_log_index).min(entries.len() as u64) as usize;
         entries.drain(..skip);
         prev_log_index = snapshot_index;
-        prev_log_term = s.log.term_at(snapshot_index).expect("snapshot term is known");
+        prev_log_term = s
+            .log
+            .term_at(snapshot_index)
+            .expect("snapshot term is known");
         if entries.is_empty() && last_new_index <= snapshot_index {
             return AppendEntriesResponse {
                 term,
@@ -381,7 +384,11 @@ pub(super) fn confirm_reads(shared: &Arc<Shared>, s: &mut StateGuard<'_>) {
         return;
     }
     s.read_round_confirmed = confirmed;
-    while s.pending_reads.front().is_some_and(|r| r.round <= confirmed) {
+    while s
+        .pending_reads
+        .front()
+        .is_some_and(|r| r.round <= confirmed)
+    {
         let read = s.pending_reads.pop_front().expect("front checked");
         let _ = read.reply.send(Ok(read.index));
     }
@@ -407,7 +414,11 @@ fn quorum_value(quorum: usize, own: u64, peers: impl Iterator<Item = u64>) -> u6
         }
         len += 1;
     }
-    let values = if heap.is_empty() { &mut buf[..len] } else { &mut heap[..] };
+    let values = if heap.is_empty() {
+        &mut buf[..len]
+    } else {
+        &mut heap[..]
+    };
     values.sort_unstable_by(|a, b| b.cmp(a));
     values[quorum - 1]
 }

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
+use super::Shared;
 use super::replication::{advance_commit, replicate};
 use super::state::{IncomingSnapshot, Mode, Role, State};
-use super::Shared;
 use crate::error::RaftError;
 use crate::message::{InstallSnapshotRequest, InstallSnapshotResponse, Request, Response};
 use crate::types::{NodeId, Snapshot, SnapshotMeta};
@@ -28,7 +28,10 @@ pub(super) fn take_snapshot(shared: &Shared, index: u64, data: Bytes) -> Result<
             s.last_applied
         )));
     }
-    let term = s.log.term_at(index).expect("applied entries past the snapshot are in the log");
+    let term = s
+        .log
+        .term_at(index)
+        .expect("applied entries past the snapshot are in the log");
     s.install_snapshot(Snapshot {
         meta: SnapshotMeta {
             last_included_index: index,
@@ -84,7 +87,9 @@ async fn send_snapshot(
             data: data.slice(offset as usize..end as usize),
             done: end == total_len,
         };
-        let call = shared.transport.call(peer, Request::InstallSnapshot(request));
+        let call = shared
+            .transport
+            .call(peer, Request::InstallSnapshot(request));
         let response = match tokio::time::timeout(shared.config.rpc_timeout, call).await {
             Ok(Ok(Response::InstallSnapshot(response))) => response,
             _ => break false,
@@ -174,11 +179,7 @@ pub(super) async fn handle_install(
 /// Steps 2 to 8 of the receiver: buffer the chunk; on the last one, install the snapshot.
 /// Returns the offset the leader should send next, and whether the follower now holds
 /// everything the snapshot covers.
-fn accept_chunk(
-    shared: &Shared,
-    s: &mut State,
-    request: InstallSnapshotRequest,
-) -> (u64, bool) {
+fn accept_chunk(shared: &Shared, s: &mut State, request: InstallSnapshotRequest) -> (u64, bool) {
     let meta = SnapshotMeta {
         last_included_index: request.last_included_index,
         last_included_term: request.last_included_term,

@@ -243,10 +243,14 @@ impl State {
 
     /// Removes every log entry after `index` and stages the truncation.
     pub(crate) fn truncate_log_after(&mut self, index: u64) {
-        assert!(index >= self.commit_index, "committed entries are never removed");
+        assert!(
+            index >= self.commit_index,
+            "committed entries are never removed"
+        );
         self.log.truncate_after(index);
         self.staged.entries.retain(|e| e.index <= index);
-        self.staged.truncate_after = Some(self.staged.truncate_after.map_or(index, |t| t.min(index)));
+        self.staged.truncate_after =
+            Some(self.staged.truncate_after.map_or(index, |t| t.min(index)));
         self.forget_persisted_after(index);
     }
 
@@ -254,7 +258,10 @@ impl State {
     pub(crate) fn install_snapshot(&mut self, snapshot: Snapshot) {
         let old_snapshot_index = self.log.snapshot_index();
         let index = snapshot.meta.last_included_index;
-        assert!(self.staged.entries.is_empty(), "snapshot staged after entries");
+        assert!(
+            self.staged.entries.is_empty(),
+            "snapshot staged after entries"
+        );
         if self.log.install_snapshot(snapshot.meta) == LogReset::Discarded {
             self.staged.truncate_after = Some(index);
             // The discarded entries may have been the ones counted durable.
@@ -283,7 +290,11 @@ impl State {
             return Submitted::Nothing;
         }
         let seq = storage.submit(batch);
-        assert_eq!(seq, self.last_submitted_seq + 1, "storage seqs must be consecutive");
+        assert_eq!(
+            seq,
+            self.last_submitted_seq + 1,
+            "storage seqs must be consecutive"
+        );
         self.last_submitted_seq = seq;
         let was_idle = self.pending_writes.is_empty();
         self.pending_writes.push_back((seq, self.log.last_index()));

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::{Recovered, Storage, WriteBatch};
+use crate::BoxFuture;
 use crate::error::StorageError;
 use crate::types::{Entry, HardState, Snapshot};
-use crate::BoxFuture;
 
 /// The state a storage holds, with the rules for applying a [`WriteBatch`]; shared by
 /// [`MemStorage`] and the simulator's crash-consistent storage.
@@ -224,7 +224,10 @@ mod tests {
         });
         let recovered = image.recovered();
         assert_eq!(recovered.entries.first().map(|e| e.index), Some(3));
-        assert_eq!(recovered.snapshot.unwrap().data, Bytes::from_static(b"state"));
+        assert_eq!(
+            recovered.snapshot.unwrap().data,
+            Bytes::from_static(b"state")
+        );
     }
 
     #[test]

@@ -10,9 +10,9 @@ mod mem;
 
 pub use mem::{MemImage, MemStorage};
 
+use crate::BoxFuture;
 use crate::error::StorageError;
 use crate::types::{Entry, HardState, Snapshot};
-use crate::BoxFuture;
 
 /// Everything a node persisted, as read back when it starts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

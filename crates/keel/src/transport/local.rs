@@ -7,11 +7,11 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use super::Transport;
+use crate::BoxFuture;
 use crate::error::TransportError;
 use crate::message::{Request, Response};
 use crate::raft::Raft;
 use crate::types::NodeId;
-use crate::BoxFuture;
 
 /// Nodes in one process, reachable by id.
 ///
@@ -50,7 +50,11 @@ impl LocalNetwork {
 }
 
 impl Transport for LocalNetwork {
-    fn call(&self, target: NodeId, request: Request) -> BoxFuture<'static, Result<Response, TransportError>> {
+    fn call(
+        &self,
+        target: NodeId,
+        request: Request,
+    ) -> BoxFuture<'static, Result<Response, TransportError>> {
         let node = self.nodes.read().get(&target).cloned();
         Box::pin(async move {
             let node = node.ok_or(TransportError::Unreachable(target))?;

@@ -8,14 +8,18 @@ mod local;
 
 pub use local::LocalNetwork;
 
+use crate::BoxFuture;
 use crate::error::TransportError;
 use crate::message::{Request, Response};
 use crate::types::NodeId;
-use crate::BoxFuture;
 
 /// Sends one RPC to a peer and brings back its reply.
 pub trait Transport: Send + Sync + 'static {
     /// Sends `request` to `target` and completes with its reply or an error. Raft bounds how
     /// long it waits (`Config::rpc_timeout`), so a transport need not time out by itself.
-    fn call(&self, target: NodeId, request: Request) -> BoxFuture<'static, Result<Response, TransportError>>;
+    fn call(
+        &self,
+        target: NodeId,
+        request: Request,
+    ) -> BoxFuture<'static, Result<Response, TransportError>>;
 }

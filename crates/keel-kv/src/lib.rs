@@ -1,0 +1,23 @@
+//! keel-kv: a replicated key-value store on the keel Raft library.
+//!
+//! - [`KvService`] runs on every node: writes ([`Write`]) go through the Raft log and are
+//!   answered once applied; a client id and sequence number make a retried write apply once
+//!   and return the original result. Reads are linearizable by default (ReadIndex: the leader
+//!   confirms it still leads with one round of heartbeats, waits until it has applied the
+//!   commit index it recorded, then reads), or stale on request.
+//! - [`KvState`] is the deterministic state machine: the map and the client sessions, expired by
+//!   the timestamps leaders put in the log, never by a local clock.
+//! - Snapshots of the state are taken when the Raft log exceeds
+//!   [`KvOptions::max_raft_state_bytes`], and restored on restart or from the leader.
+
+#![warn(missing_docs)]
+
+pub mod command;
+pub mod error;
+pub mod service;
+pub mod state;
+
+pub use command::{Command, Write};
+pub use error::KvError;
+pub use service::{Consistency, KvCounters, KvOptions, KvService, LatencyObserver, leader_hint};
+pub use state::{KvState, Outcome, SessionPolicy, WriteResult};

@@ -1,0 +1,435 @@
+//! The KV service on one node: proposes writes through Raft and answers them once applied,
+//! serves linearizable reads through ReadIndex, and snapshots its state when the Raft log grows.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use keel::{Applied, ApplyStream, NodeId, ProposeError, Raft, ReadIndexError, Role};
+use parking_lot::Mutex;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::command::{Command, Write};
+use crate::error::KvError;
+use crate::state::{KvState, Outcome, SessionPolicy, WriteResult};
+
+/// Settings of the KV service.
+#[derive(Clone, Debug)]
+pub struct KvOptions {
+    /// Take a snapshot when the Raft log since the last one exceeds this many bytes.
+    pub max_raft_state_bytes: u64,
+    /// Client sessions idle this long are forgotten (decided from the log's timestamps).
+    pub session_ttl: Duration,
+    /// Most client sessions kept.
+    pub max_sessions: usize,
+    /// How long a request may wait for a leader, a quorum or its commit.
+    pub request_timeout: Duration,
+    /// Longest key accepted.
+    pub max_key_bytes: usize,
+    /// Longest value accepted.
+    pub max_value_bytes: usize,
+    /// Most writes waiting for their commit on this node.
+    pub max_pending_writes: usize,
+}
+
+impl Default for KvOptions {
+    fn default() -> Self {
+        KvOptions {
+            max_raft_state_bytes: 64 << 20,
+            session_ttl: Duration::from_secs(600),
+            max_sessions: 100_000,
+            request_timeout: Duration::from_secs(5),
+            max_key_bytes: 4096,
+            max_value_bytes: 1 << 20,
+            max_pending_writes: 65_536,
+        }
+    }
+}
+
+impl KvOptions {
+    fn policy(&self) -> SessionPolicy {
+        SessionPolicy {
+            ttl_ms: self.session_ttl.as_millis() as u64,
+            max_sessions: self.max_sessions,
+        }
+    }
+}
+
+/// How fresh a read must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Consistency {
+    /// Reflects every write that completed before the read began (ReadIndex on the leader).
+    #[default]
+    Linearizable,
+    /// Whatever this node has applied; may be behind.
+    Stale,
+}
+
+/// Counters the service keeps for metrics.
+#[derive(Debug, Default)]
+pub struct KvCounters {
+    /// Writes proposed.
+    pub writes_proposed: AtomicU64,
+    /// Writes answered successfully.
+    pub writes_committed: AtomicU64,
+    /// Reads answered.
+    pub reads: AtomicU64,
+    /// Snapshots this node took.
+    pub snapshots_taken: AtomicU64,
+    /// Bytes of the last snapshot this node took.
+    pub last_snapshot_bytes: AtomicU64,
+    /// Snapshots received from a leader and installed.
+    pub snapshots_installed: AtomicU64,
+}
+
+/// Observes commit latencies (propose to applied); the HTTP layer plugs a histogram in here.
+pub type LatencyObserver = Arc<dyn Fn(Duration) + Send + Sync>;
+
+/// The KV service of one node. Cheap to clone.
+#[derive(Clone)]
+pub struct KvService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    raft: Raft,
+    options: KvOptions,
+    state: Mutex<KvState>,
+    waiters: Mutex<BTreeMap<u64, Waiter>>,
+    applied: watch::Sender<u64>,
+    counters: KvCounters,
+    latency: Mutex<Option<LatencyObserver>>,
+}
+
+struct Waiter {
+    term: u64,
+    proposed_at: tokio::time::Instant,
+    reply: oneshot::Sender<Result<WriteResult, KvError>>,
+}
+
+impl KvService {
+    /// Starts the service on a Raft node: spawns the task that applies the node's committed
+    /// entries, and the task that fails pending writes when the node loses leadership.
+    pub fn start(
+        raft: Raft,
+        stream: ApplyStream,
+        options: KvOptions,
+    ) -> (KvService, JoinHandle<()>) {
+        let (applied, _) = watch::channel(0);
+        let inner = Arc::new(Inner {
+            state: Mutex::new(KvState::new(options.policy())),
+            raft,
+            options,
+            waiters: Mutex::new(BTreeMap::new()),
+            applied,
+            counters: KvCounters::default(),
+            latency: Mutex::new(None),
+        });
+        let task = tokio::spawn(apply_loop(inner.clone(), stream));
+        tokio::spawn(watch_leadership(Arc::downgrade(&inner)));
+        (KvService { inner }, task)
+    }
+
+    /// The Raft node under the service.
+    pub fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
+    /// The service's options.
+    pub fn options(&self) -> &KvOptions {
+        &self.inner.options
+    }
+
+    /// Counters for metrics.
+    pub fn counters(&self) -> &KvCounters {
+        &self.inner.counters
+    }
+
+    /// Sets the observer of commit latencies.
+    pub fn set_latency_observer(&self, observer: LatencyObserver) {
+        *self.inner.latency.lock() = Some(observer);
+    }
+
+    /// Index of the last entry applied to the store.
+    pub fn applied_index(&self) -> u64 {
+        *self.inner.applied.borrow()
+    }
+
+    /// Number of keys in the store.
+    pub fn key_count(&self) -> usize {
+        self.inner.state.lock().len()
+    }
+
+    /// Checks a write against the size limits.
+    pub fn validate(&self, write: &Write) -> Result<(), KvError> {
+        let options = &self.inner.options;
+        let key = write.key().len();
+        if key > options.max_key_bytes {
+            return Err(KvError::KeyTooLarge {
+                size: key,
+                max: options.max_key_bytes,
+            });
+        }
+        let value = write.value_len();
+        if value > options.max_value_bytes {
+            return Err(KvError::ValueTooLarge {
+                size: value,
+                max: options.max_value_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Replicates `write` and answers once it is applied. With a session (`client_id`, `seq`),
+    /// a retry of the same request is applied once and answered with the original result.
+    pub async fn write(
+        &self,
+        session: Option<(u64, u64)>,
+        write: Write,
+    ) -> Result<WriteResult, KvError> {
+        self.validate(&write)?;
+        let inner = &self.inner;
+        let (client_id, seq) = session.unwrap_or((0, 0));
+        let command = Command {
+            client_id,
+            seq,
+            time_ms: now_ms(),
+            write,
+        }
+        .encode();
+        let (index, receiver) = {
+            // Holding the waiters lock across `propose` means the apply loop cannot answer the
+            // index before the waiter is registered.
+            let mut waiters = inner.waiters.lock();
+            if waiters.len() >= inner.options.max_pending_writes {
+                return Err(KvError::Overloaded);
+            }
+            let proposed = inner.raft.propose(command).map_err(|e| match e {
+                ProposeError::NotLeader { leader_hint } => KvError::NotLeader { leader_hint },
+                ProposeError::Overloaded { .. } => KvError::Overloaded,
+                ProposeError::TooLarge { size, max } => KvError::ValueTooLarge { size, max },
+                ProposeError::Shutdown => KvError::Shutdown,
+            })?;
+            let (reply, receiver) = oneshot::channel();
+            waiters.insert(
+                proposed.index,
+                Waiter {
+                    term: proposed.term,
+                    proposed_at: tokio::time::Instant::now(),
+                    reply,
+                },
+            );
+            (proposed.index, receiver)
+        };
+        inner
+            .counters
+            .writes_proposed
+            .fetch_add(1, Ordering::Relaxed);
+        match tokio::time::timeout(inner.options.request_timeout, receiver).await {
+            Ok(Ok(result)) => {
+                if result.is_ok() {
+                    inner
+                        .counters
+                        .writes_committed
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                result
+            }
+            Ok(Err(_)) => Err(KvError::Shutdown),
+            Err(_) => {
+                inner.waiters.lock().remove(&index);
+                Err(KvError::Timeout)
+            }
+        }
+    }
+
+    /// Reads `key`.
+    pub async fn read(
+        &self,
+        key: &[u8],
+        consistency: Consistency,
+    ) -> Result<Option<Bytes>, KvError> {
+        let inner = &self.inner;
+        if consistency == Consistency::Linearizable {
+            let timeout = inner.options.request_timeout;
+            let index = match tokio::time::timeout(timeout, inner.raft.read_index()).await {
+                Ok(Ok(index)) => index,
+                Ok(Err(ReadIndexError::NotLeader { leader_hint })) => {
+                    return Err(KvError::NotLeader { leader_hint });
+                }
+                Ok(Err(ReadIndexError::Overloaded)) => return Err(KvError::Overloaded),
+                Ok(Err(ReadIndexError::Shutdown)) => return Err(KvError::Shutdown),
+                Err(_) => return Err(KvError::Timeout),
+            };
+            let mut applied = inner.applied.subscribe();
+            match tokio::time::timeout(timeout, applied.wait_for(|&a| a >= index)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) => return Err(KvError::Shutdown),
+                Err(_) => return Err(KvError::Timeout),
+            }
+        }
+        inner.counters.reads.fetch_add(1, Ordering::Relaxed);
+        Ok(inner.state.lock().get(key))
+    }
+}
+
+/// Applies committed entries in order, answers the writes waiting for them, and snapshots the
+/// store when the log has grown past the limit.
+async fn apply_loop(inner: Arc<Inner>, mut stream: ApplyStream) {
+    let mut outcomes = Vec::new();
+    while let Some(batch) = stream.next_batch().await {
+        let mut installed = None;
+        let mut corrupt = false;
+        let applied = {
+            let mut state = inner.state.lock();
+            for item in batch {
+                match item {
+                    Applied::Entry(entry) => {
+                        let outcome = match &entry.payload {
+                            keel::Payload::Noop => state.apply_noop(entry.index),
+                            keel::Payload::Command(bytes) => state.apply(entry.index, bytes),
+                        };
+                        if let Outcome::Invalid(invalid) = &outcome {
+                            tracing::warn!(index = entry.index, %invalid, "skipped an invalid log entry");
+                        }
+                        outcomes.push((entry.index, entry.term, outcome));
+                    }
+                    Applied::Snapshot(snapshot) => {
+                        let index = snapshot.meta.last_included_index;
+                        match KvState::decode(snapshot.data, inner.options.policy()) {
+                            Ok(restored) => {
+                                *state = restored;
+                                installed = Some(index);
+                                inner
+                                    .counters
+                                    .snapshots_installed
+                                    .fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(error) => {
+                                // The snapshot passed Raft's checks but not ours: its bytes are
+                                // not a state this service wrote. Stop rather than serve wrong
+                                // data.
+                                tracing::error!(index, %error, "cannot restore snapshot; stopping the service");
+                                corrupt = true;
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            state.applied_index()
+        };
+        if corrupt {
+            inner.raft.shutdown().await;
+            break;
+        }
+        inner.applied.send_replace(applied);
+        answer_waiters(&inner, &mut outcomes, installed);
+        maybe_snapshot(&inner);
+    }
+    // The node shut down: nobody will answer the writes still waiting.
+    for (_, waiter) in std::mem::take(&mut *inner.waiters.lock()) {
+        let _ = waiter.reply.send(Err(KvError::Shutdown));
+    }
+}
+
+fn answer_waiters(inner: &Inner, outcomes: &mut Vec<(u64, u64, Outcome)>, installed: Option<u64>) {
+    let latency = inner.latency.lock().clone();
+    let mut waiters = inner.waiters.lock();
+    if let Some(index) = installed {
+        // A snapshot replaced entries whose results this node never computed.
+        while let Some(entry) = waiters.first_entry() {
+            if *entry.key() > index {
+                break;
+            }
+            let _ = entry.remove().reply.send(Err(KvError::LeadershipLost));
+        }
+    }
+    for (index, term, outcome) in outcomes.drain(..) {
+        let Some(waiter) = waiters.remove(&index) else {
+            continue;
+        };
+        let answer = if waiter.term != term {
+            // Another leader's entry took this index: ours was never committed here.
+            Err(KvError::LeadershipLost)
+        } else {
+            match outcome {
+                Outcome::Written(result) => Ok(result),
+                Outcome::Stale { last_seq } => Err(KvError::Stale { last_seq }),
+                Outcome::Noop | Outcome::Invalid(_) => Err(KvError::LeadershipLost),
+            }
+        };
+        if let Some(observe) = &latency {
+            observe(waiter.proposed_at.elapsed());
+        }
+        let _ = waiter.reply.send(answer);
+    }
+}
+
+fn maybe_snapshot(inner: &Inner) {
+    if inner.raft.log_bytes() <= inner.options.max_raft_state_bytes {
+        return;
+    }
+    let (index, data) = {
+        let state = inner.state.lock();
+        (state.applied_index(), state.encode())
+    };
+    let bytes = data.len() as u64;
+    match inner.raft.snapshot(index, data) {
+        Ok(()) => {
+            inner
+                .counters
+                .snapshots_taken
+                .fetch_add(1, Ordering::Relaxed);
+            inner
+                .counters
+                .last_snapshot_bytes
+                .store(bytes, Ordering::Relaxed);
+            tracing::debug!(index, bytes, "took a snapshot");
+        }
+        Err(error) => tracing::warn!(index, %error, "could not take a snapshot"),
+    }
+}
+
+/// Fails pending writes as soon as this node stops leading, so clients retry elsewhere instead
+/// of waiting for their timeout.
+async fn watch_leadership(inner: std::sync::Weak<Inner>) {
+    let Some(mut leadership) = inner.upgrade().map(|i| i.raft.leadership()) else {
+        return;
+    };
+    let mut led_term: Option<u64> = None;
+    loop {
+        let now = *leadership.borrow_and_update();
+        let leading = (now.role == Role::Leader).then_some(now.term);
+        if led_term.is_some() && leading != led_term {
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            let waiters = std::mem::take(&mut *inner.waiters.lock());
+            for (_, waiter) in waiters {
+                let _ = waiter.reply.send(Err(KvError::LeadershipLost));
+            }
+        }
+        led_term = leading;
+        if leadership.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The node id a `KvError::NotLeader` points at, for forwarding.
+pub fn leader_hint(error: &KvError) -> Option<NodeId> {
+    match error {
+        KvError::NotLeader { leader_hint } => *leader_hint,
+        _ => None,
+    }
+}

@@ -1,0 +1,424 @@
+//! The replicated state machine: the key-value map and the client sessions that make writes
+//! exactly-once. Every replica applies the same commands in the same order and ends in the same
+//! state; nothing here reads a clock or anything else local.
+
+use std::collections::BTreeMap;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::command::{Command, InvalidCommand, Write, get_bytes, put_bytes};
+
+/// Version byte of the snapshot encoding.
+const SNAPSHOT_VERSION: u8 = 1;
+
+/// Sessions are checked for expiry once per this many applied commands.
+const EXPIRY_CHECK_EVERY: u64 = 1024;
+
+/// The result of a write, as the client sees it (and sees again if it retries).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteResult {
+    /// Log index at which the write was applied.
+    pub index: u64,
+    /// For a compare-and-set, whether it set the value; true for every other write.
+    pub succeeded: bool,
+}
+
+/// What applying one log entry did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A no-op entry: nothing to answer.
+    Noop,
+    /// The write was applied now, or earlier (a retry), with this result.
+    Written(WriteResult),
+    /// The client already sent a newer request; this one is not applied.
+    Stale {
+        /// The newest sequence number applied for this client.
+        last_seq: u64,
+    },
+    /// The entry is not a valid command; it is skipped on every replica.
+    Invalid(InvalidCommand),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Session {
+    last_seq: u64,
+    result: WriteResult,
+    last_seen_ms: u64,
+}
+
+/// Limits that every replica must share, since they decide which sessions the state keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionPolicy {
+    /// A session idle for longer than this (by the leaders' clocks recorded in the log) is
+    /// forgotten; a retry after that may apply a write twice.
+    pub ttl_ms: u64,
+    /// Most sessions kept; beyond it the least recently seen are forgotten first.
+    pub max_sessions: usize,
+}
+
+/// The key-value map and the sessions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KvState {
+    data: BTreeMap<Bytes, Bytes>,
+    sessions: BTreeMap<u64, Session>,
+    applied_index: u64,
+    /// Latest leader time seen in the log: the state machine's notion of "now".
+    log_time_ms: u64,
+    applied_since_expiry: u64,
+    policy: SessionPolicy,
+}
+
+impl KvState {
+    /// An empty store.
+    pub fn new(policy: SessionPolicy) -> Self {
+        KvState {
+            data: BTreeMap::new(),
+            sessions: BTreeMap::new(),
+            applied_index: 0,
+            log_time_ms: 0,
+            applied_since_expiry: 0,
+            policy,
+        }
+    }
+
+    /// Index of the last applied entry.
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &[u8]) -> Option<Bytes> {
+        self.data.get(key).cloned()
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether the store has no keys.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// Number of client sessions kept.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Marks a no-op entry applied.
+    pub fn apply_noop(&mut self, index: u64) -> Outcome {
+        self.advance(index);
+        Outcome::Noop
+    }
+
+    /// Applies the command at `index`.
+    pub fn apply(&mut self, index: u64, payload: &Bytes) -> Outcome {
+        self.advance(index);
+        let command = match Command::decode(payload.clone()) {
+            Ok(command) => command,
+            Err(invalid) => return Outcome::Invalid(invalid),
+        };
+        self.log_time_ms = self.log_time_ms.max(command.time_ms);
+        self.applied_since_expiry += 1;
+        if self.applied_since_expiry >= EXPIRY_CHECK_EVERY {
+            self.applied_since_expiry = 0;
+            self.expire_sessions();
+        }
+        if command.client_id != 0
+            && let Some(session) = self.sessions.get_mut(&command.client_id)
+        {
+            session.last_seen_ms = self.log_time_ms;
+            if command.seq == session.last_seq {
+                return Outcome::Written(session.result);
+            }
+            if command.seq < session.last_seq {
+                return Outcome::Stale {
+                    last_seq: session.last_seq,
+                };
+            }
+        }
+        let result = WriteResult {
+            index,
+            succeeded: self.execute(command.write),
+        };
+        if command.client_id != 0 {
+            self.sessions.insert(
+                command.client_id,
+                Session {
+                    last_seq: command.seq,
+                    result,
+                    last_seen_ms: self.log_time_ms,
+                },
+            );
+            if self.sessions.len() > self.policy.max_sessions {
+                self.evict_oldest_session();
+            }
+        }
+        Outcome::Written(result)
+    }
+
+    fn advance(&mut self, index: u64) {
+        assert!(
+            index > self.applied_index,
+            "entries apply in order: {index} after {}",
+            self.applied_index
+        );
+        self.applied_index = index;
+    }
+
+    /// Executes a write; keys and values are copied out of the log entry, so the map never
+    /// pins a whole network frame in memory.
+    fn execute(&mut self, write: Write) -> bool {
+        match write {
+            Write::Put { key, value } => {
+                self.data.insert(own(&key), own(&value));
+                true
+            }
+            Write::Append { key, value } => {
+                let merged = match self.data.get(&key) {
+                    Some(old) => {
+                        let mut merged = BytesMut::with_capacity(old.len() + value.len());
+                        merged.extend_from_slice(old);
+                        merged.extend_from_slice(&value);
+                        merged.freeze()
+                    }
+                    None => own(&value),
+                };
+                self.data.insert(own(&key), merged);
+                true
+            }
+            Write::Delete { key } => {
+                self.data.remove(&key);
+                true
+            }
+            Write::Cas {
+                key,
+                expected,
+                value,
+            } => {
+                if self.data.get(&key) == expected.as_ref() {
+                    self.data.insert(own(&key), own(&value));
+                    true
+                } else {
+                    false
+                }
+            }
+        }
+    }
+
+    fn expire_sessions(&mut self) {
+        let now = self.log_time_ms;
+        let ttl = self.policy.ttl_ms;
+        self.sessions
+            .retain(|_, s| s.last_seen_ms.saturating_add(ttl) >= now);
+    }
+
+    fn evict_oldest_session(&mut self) {
+        let oldest = self
+            .sessions
+            .iter()
+            .min_by_key(|(id, s)| (s.last_seen_ms, **id))
+            .map(|(id, _)| *id);
+        if let Some(id) = oldest {
+            self.sessions.remove(&id);
+        }
+    }
+
+    /// Serializes the whole state for a Raft snapshot.
+    pub fn encode(&self) -> Bytes {
+        let data_bytes: usize = self.data.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
+        let mut out = BytesMut::with_capacity(64 + data_bytes + self.sessions.len() * 41);
+        out.put_u8(SNAPSHOT_VERSION);
+        out.put_u64_le(self.applied_index);
+        out.put_u64_le(self.log_time_ms);
+        out.put_u64_le(self.applied_since_expiry);
+        out.put_u64_le(self.sessions.len() as u64);
+        for (id, s) in &self.sessions {
+            out.put_u64_le(*id);
+            out.put_u64_le(s.last_seq);
+            out.put_u64_le(s.last_seen_ms);
+            out.put_u64_le(s.result.index);
+            out.put_u8(s.result.succeeded as u8);
+        }
+        out.put_u64_le(self.data.len() as u64);
+        for (key, value) in &self.data {
+            put_bytes(&mut out, key);
+            put_bytes(&mut out, value);
+        }
+        out.freeze()
+    }
+
+    /// Restores a state serialized by [`KvState::encode`].
+    pub fn decode(mut input: Bytes, policy: SessionPolicy) -> Result<KvState, InvalidCommand> {
+        let input = &mut input;
+        let need = |input: &Bytes, n: usize| {
+            if input.remaining() < n {
+                Err(InvalidCommand("snapshot truncated"))
+            } else {
+                Ok(())
+            }
+        };
+        need(input, 33)?;
+        if input.get_u8() != SNAPSHOT_VERSION {
+            return Err(InvalidCommand("unknown snapshot version"));
+        }
+        let mut state = KvState::new(policy);
+        state.applied_index = input.get_u64_le();
+        state.log_time_ms = input.get_u64_le();
+        state.applied_since_expiry = input.get_u64_le();
+        let sessions = input.get_u64_le();
+        for _ in 0..sessions {
+            need(input, 33)?;
+            let id = input.get_u64_le();
+            let last_seq = input.get_u64_le();
+            let last_seen_ms = input.get_u64_le();
+            let index = input.get_u64_le();
+            let succeeded = match input.get_u8() {
+                0 => false,
+                1 => true,
+                _ => return Err(InvalidCommand("bad session flag")),
+            };
+            state.sessions.insert(
+                id,
+                Session {
+                    last_seq,
+                    result: WriteResult { index, succeeded },
+                    last_seen_ms,
+                },
+            );
+        }
+        need(input, 8)?;
+        let keys = input.get_u64_le();
+        for _ in 0..keys {
+            let key = get_bytes(input)?;
+            let value = get_bytes(input)?;
+            state.data.insert(key, value);
+        }
+        if input.has_remaining() {
+            return Err(InvalidCommand("trailing bytes in snapshot"));
+        }
+        Ok(state)
+    }
+}
+
+fn own(bytes: &Bytes) -> Bytes {
+    Bytes::copy_from_slice(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: SessionPolicy = SessionPolicy {
+        ttl_ms: 60_000,
+        max_sessions: 3,
+    };
+
+    fn command(client_id: u64, seq: u64, time_ms: u64, write: Write) -> Bytes {
+        Command {
+            client_id,
+            seq,
+            time_ms,
+            write,
+        }
+        .encode()
+    }
+
+    fn put(key: &str, value: &str) -> Write {
+        Write::Put {
+            key: Bytes::from(key.to_string()),
+            value: Bytes::from(value.to_string()),
+        }
+    }
+
+    #[test]
+    fn a_retried_write_is_applied_once_and_answered_with_the_original_result() {
+        let mut s = KvState::new(POLICY);
+        let append = Write::Append {
+            key: Bytes::from("k"),
+            value: Bytes::from("x"),
+        };
+        let first = s.apply(1, &command(9, 1, 0, append.clone()));
+        let retry = s.apply(2, &command(9, 1, 0, append.clone()));
+        assert_eq!(first, retry);
+        assert_eq!(
+            first,
+            Outcome::Written(WriteResult {
+                index: 1,
+                succeeded: true
+            })
+        );
+        assert_eq!(s.get(b"k"), Some(Bytes::from("x")));
+        let older = s.apply(3, &command(9, 0, 0, append));
+        assert_eq!(older, Outcome::Stale { last_seq: 1 });
+    }
+
+    #[test]
+    fn cas_sets_only_when_the_value_matches() {
+        let mut s = KvState::new(POLICY);
+        let cas = |expected: Option<&str>, value: &str| Write::Cas {
+            key: Bytes::from("k"),
+            expected: expected.map(|e| Bytes::from(e.to_string())),
+            value: Bytes::from(value.to_string()),
+        };
+        let set = |o: Outcome| {
+            matches!(
+                o,
+                Outcome::Written(WriteResult {
+                    succeeded: true,
+                    ..
+                })
+            )
+        };
+        assert!(set(s.apply(1, &command(0, 0, 0, cas(None, "a")))));
+        assert!(!set(s.apply(2, &command(0, 0, 0, cas(None, "b")))));
+        assert!(!set(s.apply(3, &command(0, 0, 0, cas(Some("x"), "b")))));
+        assert!(set(s.apply(4, &command(0, 0, 0, cas(Some("a"), "b")))));
+        assert_eq!(s.get(b"k"), Some(Bytes::from("b")));
+    }
+
+    #[test]
+    fn sessions_expire_by_log_time_and_are_bounded() {
+        let mut s = KvState::new(POLICY);
+        s.apply(1, &command(1, 1, 1_000, put("a", "1")));
+        // EXPIRY_CHECK_EVERY commands later, by the log's clock an hour later.
+        let mut index = 1;
+        for i in 0..EXPIRY_CHECK_EVERY {
+            index += 1;
+            s.apply(index, &command(0, 0, 3_600_000 + i, put("b", "2")));
+        }
+        assert_eq!(s.session_count(), 0, "idle session should have expired");
+        for client in 10..20 {
+            index += 1;
+            s.apply(index, &command(client, 1, 3_700_000, put("c", "3")));
+        }
+        assert_eq!(s.session_count(), POLICY.max_sessions);
+    }
+
+    #[test]
+    fn snapshots_round_trip_and_corruption_is_refused() {
+        let mut s = KvState::new(POLICY);
+        s.apply(1, &command(5, 1, 10, put("a", "1")));
+        s.apply(2, &command(0, 0, 11, put("b", "")));
+        s.apply_noop(3);
+        let bytes = s.encode();
+        assert_eq!(KvState::decode(bytes.clone(), POLICY), Ok(s));
+        for len in 0..bytes.len() {
+            assert!(
+                KvState::decode(bytes.slice(..len), POLICY).is_err(),
+                "prefix {len}"
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_entries_are_skipped() {
+        let mut s = KvState::new(POLICY);
+        assert!(matches!(
+            s.apply(1, &Bytes::from_static(b"junk")),
+            Outcome::Invalid(_)
+        ));
+        assert_eq!(s.applied_index(), 1);
+    }
+}
