@@ -1,0 +1,537 @@
+//! The HTTP API every node serves. Requests that need the leader are forwarded to it when this
+//! node is a follower, so clients can talk to any node.
+//!
+//! | request | answer |
+//! | --- | --- |
+//! | `GET /v1/kv/{key}[?consistency=linearizable\|stale]` | 200 raw value, or 404 |
+//! | `PUT /v1/kv/{key}` (raw value) | 200 `{"index": N}` |
+//! | `POST /v1/kv/{key}?op=append` (raw suffix) | 200 `{"index": N}` |
+//! | `POST /v1/kv/{key}?op=cas` (`{"expected": "old" or null, "value": "new"}`) | 200 `{"succeeded": bool, "index": N}` |
+//! | `DELETE /v1/kv/{key}` | 200 `{"index": N}` |
+//! | `GET /v1/status` | JSON view of the node and the cluster |
+//! | `GET /metrics` | Prometheus text format |
+//!
+//! Writes may carry `Keel-Client-Id` and `Keel-Request-Seq` headers for exactly-once retries.
+//! Errors are JSON `{"error": "...", "code": "..."}`: 400 malformed, 404 no such key, 409 stale
+//! sequence number, 413 key or value too large, 503 (with `Retry-After`) when there is no leader
+//! or quorum within the request timeout.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use keel::{NodeId, Role};
+use keel_kv::{Consistency, KvError, KvService, Write, WriteResult};
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::Metrics;
+
+/// Header carrying the client's id for exactly-once writes.
+pub const CLIENT_ID_HEADER: &str = "keel-client-id";
+/// Header carrying the client's request sequence number.
+pub const REQUEST_SEQ_HEADER: &str = "keel-request-seq";
+/// Set on a request one node forwards to the leader, so it is never forwarded twice.
+pub const FORWARDED_HEADER: &str = "keel-forwarded";
+
+/// Where the members of the cluster are.
+pub trait Directory: Send + Sync + 'static {
+    /// Every member's id, this node included, sorted.
+    fn members(&self) -> Vec<NodeId>;
+    /// The address a member serves this API on, if known.
+    fn client_addr(&self, id: NodeId) -> Option<String>;
+    /// The address a member serves Raft traffic on, if known.
+    fn peer_addr(&self, id: NodeId) -> Option<String>;
+}
+
+/// What the handlers share.
+pub struct Api {
+    kv: KvService,
+    directory: Arc<dyn Directory>,
+    metrics: Arc<Metrics>,
+    forwarder: reqwest::Client,
+}
+
+impl Api {
+    /// The API of one node.
+    pub fn new(kv: KvService, directory: Arc<dyn Directory>, metrics: Arc<Metrics>) -> Arc<Api> {
+        let forwarder = reqwest::Client::builder()
+            .pool_max_idle_per_host(1024)
+            .tcp_nodelay(true)
+            .build()
+            .expect("an HTTP client without TLS builds");
+        Arc::new(Api {
+            kv,
+            directory,
+            metrics,
+            forwarder,
+        })
+    }
+}
+
+/// The API's routes.
+pub fn router(api: Arc<Api>) -> Router {
+    Router::new()
+        .route(
+            "/v1/kv/{*key}",
+            get(get_key).put(put_key).post(post_key).delete(delete_key),
+        )
+        .route("/v1/status", get(status))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no_route", "no such endpoint") })
+        .with_state(api)
+}
+
+/// A JSON error answer.
+pub fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    #[derive(Serialize)]
+    struct Body<'a> {
+        error: &'a str,
+        code: &'a str,
+    }
+    let mut response = (
+        status,
+        axum::Json(Body {
+            error: message,
+            code,
+        }),
+    )
+        .into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+fn kv_error(e: &KvError) -> Response {
+    let status = match e {
+        KvError::KeyTooLarge { .. } | KvError::ValueTooLarge { .. } => {
+            StatusCode::PAYLOAD_TOO_LARGE
+        }
+        KvError::Stale { .. } => StatusCode::CONFLICT,
+        KvError::NotLeader { .. }
+        | KvError::Timeout
+        | KvError::LeadershipLost
+        | KvError::Overloaded
+        | KvError::Shutdown => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let code = match e {
+        KvError::NotLeader { .. } => "no_leader",
+        other => other.code(),
+    };
+    error(status, code, &e.to_string())
+}
+
+/// The request as received, kept for forwarding it unchanged.
+struct Incoming {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+type KeyPath = Result<Path<String>, PathRejection>;
+
+fn key_of(api: &Api, path: KeyPath) -> Result<Bytes, Response> {
+    let Path(key) = path.map_err(|e| error(StatusCode::BAD_REQUEST, "bad_key", &e.body_text()))?;
+    let max = api.kv.options().max_key_bytes;
+    if key.is_empty() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "bad_key",
+            "the key is empty",
+        ));
+    }
+    if key.len() > max {
+        return Err(kv_error(&KvError::KeyTooLarge {
+            size: key.len(),
+            max,
+        }));
+    }
+    Ok(Bytes::from(key))
+}
+
+async fn get_key(
+    State(api): State<Arc<Api>>,
+    path: KeyPath,
+    Query(query): Query<BTreeMap<String, String>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let key = match key_of(&api, path) {
+        Ok(key) => key,
+        Err(response) => return response,
+    };
+    let consistency = match query.get("consistency").map(String::as_str) {
+        None | Some("linearizable") => Consistency::Linearizable,
+        Some("stale") => Consistency::Stale,
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_consistency",
+                &format!("consistency must be linearizable or stale, not {other:?}"),
+            );
+        }
+    };
+    api.metrics.reads.inc();
+    match api.kv.read(&key, consistency).await {
+        Ok(Some(value)) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            value,
+        )
+            .into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, "not_found", "key not found"),
+        Err(e) => {
+            let incoming = Incoming {
+                method,
+                uri,
+                headers,
+            };
+            forward_or_fail(&api, &e, incoming, Bytes::new()).await
+        }
+    }
+}
+
+async fn put_key(
+    State(api): State<Arc<Api>>,
+    path: KeyPath,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let incoming = Incoming {
+        method,
+        uri,
+        headers,
+    };
+    let (key, value) = match key_and_body(&api, path, body).await {
+        Ok(kv) => kv,
+        Err(response) => return response,
+    };
+    write(&api, incoming, value.clone(), Write::Put { key, value }).await
+}
+
+async fn delete_key(
+    State(api): State<Arc<Api>>,
+    path: KeyPath,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let incoming = Incoming {
+        method,
+        uri,
+        headers,
+    };
+    let key = match key_of(&api, path) {
+        Ok(key) => key,
+        Err(response) => return response,
+    };
+    write(&api, incoming, Bytes::new(), Write::Delete { key }).await
+}
+
+/// Body of a compare-and-set.
+#[derive(Deserialize)]
+struct CasBody {
+    expected: Option<String>,
+    value: String,
+}
+
+async fn post_key(
+    State(api): State<Arc<Api>>,
+    path: KeyPath,
+    Query(query): Query<BTreeMap<String, String>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let incoming = Incoming {
+        method,
+        uri,
+        headers,
+    };
+    let (key, body) = match key_and_body(&api, path, body).await {
+        Ok(kv) => kv,
+        Err(response) => return response,
+    };
+    match query.get("op").map(String::as_str) {
+        Some("append") => {
+            let write_op = Write::Append {
+                key,
+                value: body.clone(),
+            };
+            write(&api, incoming, body, write_op).await
+        }
+        Some("cas") => {
+            let cas: CasBody = match serde_json::from_slice(&body) {
+                Ok(cas) => cas,
+                Err(e) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "bad_body",
+                        &format!(
+                            "a cas body is JSON {{\"expected\": \"old\" or null, \"value\": \"new\"}}: {e}"
+                        ),
+                    );
+                }
+            };
+            let write_op = Write::Cas {
+                key,
+                expected: cas.expected.map(Bytes::from),
+                value: Bytes::from(cas.value),
+            };
+            write(&api, incoming, body, write_op).await
+        }
+        other => error(
+            StatusCode::BAD_REQUEST,
+            "bad_op",
+            &format!("POST needs ?op=append or ?op=cas, not {other:?}"),
+        ),
+    }
+}
+
+async fn key_and_body(api: &Api, path: KeyPath, body: Body) -> Result<(Bytes, Bytes), Response> {
+    let key = key_of(api, path)?;
+    // A cas body carries two values plus JSON syntax.
+    let max = api.kv.options().max_value_bytes * 2 + 1024;
+    match axum::body::to_bytes(body, max).await {
+        Ok(bytes) => Ok((key, bytes)),
+        Err(e) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.to_string().contains("length limit"))
+                || e.to_string().contains("length limit");
+            if too_large {
+                Err(kv_error(&KvError::ValueTooLarge {
+                    size: max + 1,
+                    max: api.kv.options().max_value_bytes,
+                }))
+            } else {
+                Err(error(StatusCode::BAD_REQUEST, "bad_body", &e.to_string()))
+            }
+        }
+    }
+}
+
+fn session(headers: &HeaderMap) -> Result<Option<(u64, u64)>, Response> {
+    let parse = |name: &str| -> Result<Option<u64>, Response> {
+        let Some(value) = headers.get(name) else {
+            return Ok(None);
+        };
+        value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Some)
+            .ok_or_else(|| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_header",
+                    &format!("{name} must be an unsigned integer"),
+                )
+            })
+    };
+    match (parse(CLIENT_ID_HEADER)?, parse(REQUEST_SEQ_HEADER)?) {
+        (None, None) => Ok(None),
+        (Some(client), Some(seq)) if client != 0 => Ok(Some((client, seq))),
+        (Some(0), Some(_)) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "bad_header",
+            "Keel-Client-Id must not be 0",
+        )),
+        _ => Err(error(
+            StatusCode::BAD_REQUEST,
+            "bad_header",
+            "Keel-Client-Id and Keel-Request-Seq go together",
+        )),
+    }
+}
+
+async fn write(api: &Arc<Api>, incoming: Incoming, body: Bytes, write_op: Write) -> Response {
+    let session = match session(&incoming.headers) {
+        Ok(session) => session,
+        Err(response) => return response,
+    };
+    let is_cas = matches!(write_op, Write::Cas { .. });
+    api.metrics.writes.inc();
+    match api.kv.write(session, write_op).await {
+        Ok(result) => write_answer(is_cas, result),
+        Err(e) => forward_or_fail(api, &e, incoming, body).await,
+    }
+}
+
+fn write_answer(is_cas: bool, result: WriteResult) -> Response {
+    if is_cas {
+        axum::Json(serde_json::json!({"succeeded": result.succeeded, "index": result.index}))
+            .into_response()
+    } else {
+        axum::Json(serde_json::json!({"index": result.index})).into_response()
+    }
+}
+
+/// Sends a request this follower cannot serve to the leader and relays the answer; answers
+/// the error itself when there is no leader to forward to.
+async fn forward_or_fail(api: &Arc<Api>, e: &KvError, incoming: Incoming, body: Bytes) -> Response {
+    let KvError::NotLeader {
+        leader_hint: Some(leader),
+    } = e
+    else {
+        return kv_error(e);
+    };
+    if incoming.headers.contains_key(FORWARDED_HEADER) || *leader == api.kv.raft().id() {
+        return kv_error(e);
+    }
+    let Some(addr) = api.directory.client_addr(*leader) else {
+        return kv_error(e);
+    };
+    api.metrics.forwarded.inc();
+    let path = incoming
+        .uri
+        .path_and_query()
+        .map_or(incoming.uri.path(), |p| p.as_str());
+    let mut request = api
+        .forwarder
+        .request(incoming.method.clone(), format!("http://{addr}{path}"))
+        .header(FORWARDED_HEADER, api.kv.raft().id().to_string())
+        .timeout(api.kv.options().request_timeout)
+        .body(body);
+    for name in [
+        header::CONTENT_TYPE.as_str(),
+        CLIENT_ID_HEADER,
+        REQUEST_SEQ_HEADER,
+    ] {
+        if let Some(value) = incoming.headers.get(name) {
+            request = request.header(name, value.clone());
+        }
+    }
+    match request.send().await {
+        Ok(answer) => {
+            let status = answer.status();
+            let mut headers = HeaderMap::new();
+            for name in [header::CONTENT_TYPE, header::RETRY_AFTER] {
+                if let Some(value) = answer.headers().get(&name) {
+                    headers.insert(name, value.clone());
+                }
+            }
+            match answer.bytes().await {
+                Ok(bytes) => (status, headers, bytes).into_response(),
+                Err(err) => error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "forward_failed",
+                    &format!("leader {leader} at {addr} failed mid-answer: {err}"),
+                ),
+            }
+        }
+        Err(err) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "forward_failed",
+            &format!("cannot reach leader {leader} at {addr}: {err}"),
+        ),
+    }
+}
+
+/// The JSON of `GET /v1/status`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct StatusView {
+    /// This node.
+    pub node_id: NodeId,
+    /// `leader`, `follower`, `candidate` or `pre_candidate`.
+    pub role: String,
+    /// Current term.
+    pub term: u64,
+    /// Known leader.
+    pub leader_id: Option<NodeId>,
+    /// The leader's client address, if known.
+    pub leader_addr: Option<String>,
+    /// Highest index known committed.
+    pub commit_index: u64,
+    /// Highest index applied to the store.
+    pub applied_index: u64,
+    /// Last index in the log.
+    pub last_log_index: u64,
+    /// Last index covered by the snapshot.
+    pub snapshot_index: u64,
+    /// Every member of the cluster.
+    pub members: Vec<MemberView>,
+}
+
+/// One member in [`StatusView`].
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct MemberView {
+    /// Its id.
+    pub id: NodeId,
+    /// Where it serves Raft traffic.
+    pub peer_addr: Option<String>,
+    /// Where it serves this API.
+    pub client_addr: Option<String>,
+    /// On the leader: highest index replicated on it.
+    pub match_index: Option<u64>,
+    /// On the leader: milliseconds since it last answered.
+    pub last_contact_ms: Option<u64>,
+}
+
+/// Builds the status view of the node behind `api`.
+pub fn status_view(api: &Api) -> StatusView {
+    let status = api.kv.raft().status();
+    let role = match status.role {
+        Role::Leader => "leader",
+        Role::Follower => "follower",
+        Role::Candidate => "candidate",
+        Role::PreCandidate => "pre_candidate",
+    };
+    let members = api
+        .directory
+        .members()
+        .into_iter()
+        .map(|id| {
+            let follower = status.followers.iter().find(|f| f.id == id);
+            let is_self_leader = id == status.id && status.role == Role::Leader;
+            MemberView {
+                id,
+                peer_addr: api.directory.peer_addr(id),
+                client_addr: api.directory.client_addr(id),
+                match_index: follower
+                    .map(|f| f.match_index)
+                    .or(is_self_leader.then_some(status.last_log_index)),
+                last_contact_ms: follower
+                    .map(|f| f.last_contact_ms)
+                    .or(is_self_leader.then_some(0)),
+            }
+        })
+        .collect();
+    StatusView {
+        node_id: status.id,
+        role: role.to_string(),
+        term: status.current_term,
+        leader_id: status.leader_id,
+        leader_addr: status.leader_id.and_then(|l| api.directory.client_addr(l)),
+        commit_index: status.commit_index,
+        applied_index: api.kv.applied_index(),
+        last_log_index: status.last_log_index,
+        snapshot_index: status.snapshot_index,
+        members,
+    }
+}
+
+async fn status(State(api): State<Arc<Api>>) -> Response {
+    axum::Json(status_view(&api)).into_response()
+}
+
+async fn metrics(State(api): State<Arc<Api>>) -> Response {
+    let text = api.metrics.render(&api.kv);
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        text,
+    )
+        .into_response()
+}

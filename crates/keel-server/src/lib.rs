@@ -1,0 +1,10 @@
+//! A keel node as a server: the KV service's HTTP API ([`http`]), its metrics ([`metrics`]),
+//! and the assembly of storage, transport, Raft and service into a running node.
+
+#![warn(missing_docs)]
+
+pub mod http;
+pub mod metrics;
+
+pub use http::{Api, Directory, StatusView, router};
+pub use metrics::{Metrics, PeerTraffic, TrafficSource};

@@ -1,0 +1,341 @@
+//! The HTTP API against in-process clusters (in-memory storage, in-process Raft network, real
+//! HTTP on loopback).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use keel::{Config, LocalNetwork, MemStorage, NodeId, Raft, Role};
+use keel_kv::{KvOptions, KvService};
+use keel_server::{Api, Directory, Metrics, StatusView, router};
+use parking_lot::Mutex;
+use reqwest::StatusCode;
+
+#[derive(Default)]
+struct StaticDirectory {
+    addrs: Mutex<BTreeMap<NodeId, String>>,
+}
+
+impl Directory for StaticDirectory {
+    fn members(&self) -> Vec<NodeId> {
+        self.addrs.lock().keys().copied().collect()
+    }
+    fn client_addr(&self, id: NodeId) -> Option<String> {
+        self.addrs.lock().get(&id).cloned()
+    }
+    fn peer_addr(&self, _id: NodeId) -> Option<String> {
+        None
+    }
+}
+
+struct TestCluster {
+    nodes: Vec<(Raft, String)>,
+}
+
+impl TestCluster {
+    async fn start(n: u64, options: KvOptions) -> TestCluster {
+        let network = LocalNetwork::new();
+        let directory = Arc::new(StaticDirectory::default());
+        let members: Vec<NodeId> = (1..=n).collect();
+        let mut nodes = Vec::new();
+        for &id in &members {
+            let config = Config {
+                election_timeout_min: Duration::from_millis(150),
+                election_timeout_max: Duration::from_millis(300),
+                heartbeat_interval: Duration::from_millis(30),
+                ..Config::default()
+            };
+            let (raft, stream) = Raft::new(
+                id,
+                members.clone(),
+                config,
+                Arc::new(MemStorage::new()),
+                network.transport(),
+            )
+            .unwrap();
+            network.register(raft.clone());
+            let (kv, _) = KvService::start(raft.clone(), stream, options.clone());
+            let metrics = Metrics::new();
+            metrics.attach(&kv);
+            let app = router(Api::new(kv, directory.clone(), metrics));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap().to_string();
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            directory.addrs.lock().insert(id, addr.clone());
+            nodes.push((raft, addr));
+        }
+        let cluster = TestCluster { nodes };
+        cluster.leader().await;
+        cluster
+    }
+
+    async fn leader(&self) -> usize {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(i) = self
+                .nodes
+                .iter()
+                .position(|(r, _)| r.status().role == Role::Leader)
+            {
+                return i;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no leader within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn url(&self, i: usize, path: &str) -> String {
+        format!("http://{}{path}", self.nodes[i].1)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_and_reads_follow_the_documented_api() {
+    let c = TestCluster::start(1, KvOptions::default()).await;
+    let http = reqwest::Client::new();
+    let url = |p: &str| c.url(0, p);
+
+    let r = http.get(url("/v1/kv/greeting")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "not_found");
+
+    let r = http
+        .put(url("/v1/kv/greeting"))
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let put: serde_json::Value = r.json().await.unwrap();
+    assert!(put["index"].as_u64().unwrap() > 0);
+
+    let r = http
+        .post(url("/v1/kv/greeting?op=append"))
+        .body(", world")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = http.get(url("/v1/kv/greeting")).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "hello, world");
+    let r = http
+        .get(url("/v1/kv/greeting?consistency=stale"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "hello, world");
+
+    let cas = |expected: serde_json::Value, value: &str| {
+        http.post(url("/v1/kv/greeting?op=cas"))
+            .json(&serde_json::json!({"expected": expected, "value": value}))
+            .send()
+    };
+    let r: serde_json::Value = cas(serde_json::json!("nope"), "x")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["succeeded"], false);
+    let r: serde_json::Value = cas(serde_json::json!("hello, world"), "bye")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["succeeded"], true);
+    let r: serde_json::Value = cas(serde_json::Value::Null, "again")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        r["succeeded"], false,
+        "cas with null expects the key absent"
+    );
+
+    let r = http.delete(url("/v1/kv/greeting")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = http.get(url("/v1/kv/greeting")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+
+    // Keys may contain slashes.
+    let r = http
+        .put(url("/v1/kv/a/b/c"))
+        .body("deep")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = http.get(url("/v1/kv/a/b/c")).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "deep");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_write_with_the_same_session_applies_once() {
+    let c = TestCluster::start(1, KvOptions::default()).await;
+    let http = reqwest::Client::new();
+    let append = || {
+        http.post(c.url(0, "/v1/kv/log?op=append"))
+            .header("Keel-Client-Id", "42")
+            .header("Keel-Request-Seq", "1")
+            .body("x")
+            .send()
+    };
+    let first: serde_json::Value = append().await.unwrap().json().await.unwrap();
+    let again: serde_json::Value = append().await.unwrap().json().await.unwrap();
+    assert_eq!(first, again, "a retry answers with the original result");
+    let r = http.get(c.url(0, "/v1/kv/log")).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "x");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_clear_errors() {
+    let options = KvOptions {
+        max_value_bytes: 1024,
+        max_key_bytes: 64,
+        ..KvOptions::default()
+    };
+    let c = TestCluster::start(1, options).await;
+    let http = reqwest::Client::new();
+    let code = |r: reqwest::Response| async move {
+        let status = r.status();
+        let body: serde_json::Value = r.json().await.unwrap();
+        (status, body["code"].as_str().unwrap().to_string())
+    };
+
+    let r = http
+        .put(c.url(0, "/v1/kv/big"))
+        .body(vec![b'v'; 5000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        code(r).await,
+        (StatusCode::PAYLOAD_TOO_LARGE, "value_too_large".into())
+    );
+    let long_key = "k".repeat(65);
+    let r = http
+        .get(c.url(0, &format!("/v1/kv/{long_key}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        code(r).await,
+        (StatusCode::PAYLOAD_TOO_LARGE, "key_too_large".into())
+    );
+    let r = http
+        .post(c.url(0, "/v1/kv/x?op=frobnicate"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(r).await, (StatusCode::BAD_REQUEST, "bad_op".into()));
+    let r = http
+        .post(c.url(0, "/v1/kv/x?op=cas"))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(r).await, (StatusCode::BAD_REQUEST, "bad_body".into()));
+    let r = http
+        .get(c.url(0, "/v1/kv/x?consistency=eventual"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        code(r).await,
+        (StatusCode::BAD_REQUEST, "bad_consistency".into())
+    );
+    let r = http
+        .put(c.url(0, "/v1/kv/x"))
+        .header("Keel-Client-Id", "banana")
+        .header("Keel-Request-Seq", "1")
+        .body("v")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        code(r).await,
+        (StatusCode::BAD_REQUEST, "bad_header".into())
+    );
+    let r = http
+        .put(c.url(0, "/v1/kv/x"))
+        .header("Keel-Request-Seq", "1")
+        .body("v")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        code(r).await,
+        (StatusCode::BAD_REQUEST, "bad_header".into())
+    );
+    let r = http.get(c.url(0, "/v2/nothing")).send().await.unwrap();
+    assert_eq!(code(r).await, (StatusCode::NOT_FOUND, "no_route".into()));
+
+    // And the node still serves.
+    let r = http
+        .put(c.url(0, "/v1/kv/x"))
+        .body("fine")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_forward_to_the_leader_and_status_shows_the_cluster() {
+    let c = TestCluster::start(3, KvOptions::default()).await;
+    let leader = c.leader().await;
+    let follower = (leader + 1) % 3;
+    let http = reqwest::Client::new();
+
+    let r = http
+        .put(c.url(follower, "/v1/kv/k"))
+        .body("v")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text().await);
+    let r = http.get(c.url(follower, "/v1/kv/k")).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "v");
+
+    let status: StatusView = http
+        .get(c.url(leader, "/v1/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status.role, "leader");
+    assert_eq!(status.members.len(), 3);
+    assert!(status.members.iter().all(|m| m.match_index.is_some()));
+    assert_eq!(
+        status.leader_addr.as_deref(),
+        Some(c.nodes[leader].1.as_str())
+    );
+
+    let metrics = http
+        .get(c.url(leader, "/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "keel_proposals_total",
+        "keel_commits_total",
+        "keel_commit_latency_seconds_bucket",
+        "keel_apply_lag",
+        "keel_leader_changes_total",
+        "keel_term",
+    ] {
+        assert!(metrics.contains(name), "metrics lack {name}:\n{metrics}");
+    }
+}
