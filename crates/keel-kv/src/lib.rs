@@ -19,5 +19,8 @@ pub mod state;
 
 pub use command::{Command, Write};
 pub use error::KvError;
-pub use service::{Consistency, KvCounters, KvOptions, KvService, LatencyObserver, leader_hint};
+pub use service::{
+    Clock, Consistency, KvCounters, KvOptions, KvService, LatencyObserver, leader_hint,
+    system_clock,
+};
 pub use state::{KvState, Outcome, SessionPolicy, WriteResult};

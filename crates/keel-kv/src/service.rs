@@ -17,7 +17,7 @@ use crate::error::KvError;
 use crate::state::{KvState, Outcome, SessionPolicy, WriteResult};
 
 /// Settings of the KV service.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct KvOptions {
     /// Take a snapshot when the Raft log since the last one exceeds this many bytes.
     pub max_raft_state_bytes: u64,
@@ -33,6 +33,35 @@ pub struct KvOptions {
     pub max_value_bytes: usize,
     /// Most writes waiting for their commit on this node.
     pub max_pending_writes: usize,
+    /// The leader's clock, in milliseconds since the Unix epoch, stamped into every command
+    /// (the simulator substitutes its own, so that runs replay).
+    pub clock: Clock,
+}
+
+/// A source of wall-clock milliseconds.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// The system clock in milliseconds since the Unix epoch.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    })
+}
+
+impl std::fmt::Debug for KvOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvOptions")
+            .field("max_raft_state_bytes", &self.max_raft_state_bytes)
+            .field("session_ttl", &self.session_ttl)
+            .field("max_sessions", &self.max_sessions)
+            .field("request_timeout", &self.request_timeout)
+            .field("max_key_bytes", &self.max_key_bytes)
+            .field("max_value_bytes", &self.max_value_bytes)
+            .field("max_pending_writes", &self.max_pending_writes)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for KvOptions {
@@ -45,6 +74,7 @@ impl Default for KvOptions {
             max_key_bytes: 4096,
             max_value_bytes: 1 << 20,
             max_pending_writes: 65_536,
+            clock: system_clock(),
         }
     }
 }
@@ -196,7 +226,7 @@ impl KvService {
         let command = Command {
             client_id,
             seq,
-            time_ms: now_ms(),
+            time_ms: (inner.options.clock)(),
             write,
         }
         .encode();
@@ -418,12 +448,6 @@ async fn watch_leadership(inner: std::sync::Weak<Inner>) {
             return;
         }
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The node id a `KvError::NotLeader` points at, for forwarding.
