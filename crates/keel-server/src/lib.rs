@@ -5,6 +5,8 @@
 
 pub mod http;
 pub mod metrics;
+pub mod node;
 
 pub use http::{Api, Directory, StatusView, router};
 pub use metrics::{Metrics, PeerTraffic, TrafficSource};
+pub use node::{Node, NodeConfig, NodeError, cluster_id};

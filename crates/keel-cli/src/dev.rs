@@ -1,0 +1,327 @@
+//! `keel dev`: a local cluster on loopback, each node its own `keel serve` process, so that
+//! killing one shows a real failover.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use clap::Args;
+use serde::Deserialize;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+use crate::CliError;
+use crate::serve::wait_for_signal;
+
+/// Flags of `keel dev`.
+#[derive(Args, Debug)]
+pub struct DevArgs {
+    /// Where the nodes keep their data (one subdirectory per node). Running again resumes it.
+    #[arg(long, default_value = "keel-data", value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Number of nodes.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u64,
+    /// Node i serves its HTTP API on this port + i - 1.
+    #[arg(long, default_value_t = 8081)]
+    pub client_port: u16,
+    /// Node i listens for peers on this port + i - 1.
+    #[arg(long, default_value_t = 7081)]
+    pub peer_port: u16,
+    /// Do not restart a node process that exits (say, after you kill it).
+    #[arg(long)]
+    pub no_restart: bool,
+}
+
+struct NodeProcess {
+    id: u64,
+    client: String,
+    peer: String,
+    data_dir: PathBuf,
+    child: Option<Child>,
+}
+
+#[derive(Deserialize)]
+struct Status {
+    role: String,
+    term: u64,
+    leader_id: Option<u64>,
+}
+
+/// Runs the cluster until Ctrl-C.
+pub async fn dev(args: DevArgs) -> Result<(), CliError> {
+    if args.nodes == 0 || args.nodes > 9 {
+        return Err(CliError::Config("--nodes must be between 1 and 9".into()));
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| CliError::Start(format!("cannot find the keel executable: {e}")))?;
+    std::fs::create_dir_all(&args.data_dir)
+        .map_err(|e| CliError::Start(format!("cannot create {}: {e}", args.data_dir.display())))?;
+    let mut nodes: Vec<NodeProcess> = (1..=args.nodes)
+        .map(|id| NodeProcess {
+            id,
+            client: format!("127.0.0.1:{}", args.client_port as u64 + id - 1),
+            peer: format!("127.0.0.1:{}", args.peer_port as u64 + id - 1),
+            data_dir: args.data_dir.join(format!("node{id}")),
+            child: None,
+        })
+        .collect();
+    let peers: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("{}={}", n.id, n.peer))
+        .collect();
+    let peers = peers.join(",");
+    let (exited_tx, mut exited) = mpsc::channel::<(u64, String)>(16);
+    for node in &mut nodes {
+        spawn_node(&exe, node, &peers, exited_tx.clone())?;
+    }
+
+    let http = reqwest_like_client();
+    let leader = wait_for_leader(&http, &nodes, Duration::from_secs(30)).await;
+    print_banner(&nodes, leader);
+
+    let mut last_leader = leader;
+    let mut poll = tokio::time::interval(Duration::from_millis(250));
+    let signal = wait_for_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            _ = &mut signal => break,
+            Some((id, how)) = exited.recv() => {
+                let node = nodes.iter_mut().find(|n| n.id == id).expect("known node");
+                node.child = None;
+                if args.no_restart {
+                    eprintln!("[dev] node {id} exited ({how}); not restarting (--no-restart)");
+                } else {
+                    eprintln!("[dev] node {id} exited ({how}); restarting it in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    spawn_node(&exe, node, &peers, exited_tx.clone())?;
+                }
+            }
+            _ = poll.tick() => {
+                let now = current_leader(&http, &nodes).await;
+                if now.is_some() && now != last_leader {
+                    let (id, term) = now.expect("checked");
+                    let pid = nodes.iter().find(|n| n.id == id).and_then(|n| n.child.as_ref()?.id());
+                    eprintln!(
+                        "[dev] leader is now node {id} (term {term}, pid {})",
+                        pid.map_or("?".into(), |p| p.to_string())
+                    );
+                    last_leader = now;
+                }
+            }
+        }
+    }
+    eprintln!("[dev] stopping the cluster");
+    for node in &mut nodes {
+        if let Some(child) = &node.child
+            && let Some(pid) = child.id()
+        {
+            // SAFETY: kill(2) with a pid this process spawned and SIGTERM has no memory effects.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGTERM);
+            }
+        }
+    }
+    for node in &mut nodes {
+        if let Some(mut child) = node.child.take() {
+            match tokio::time::timeout(Duration::from_secs(10), child.wait()).await {
+                Ok(_) => {}
+                Err(_) => {
+                    eprintln!("[dev] node {} did not stop in 10 s; killing it", node.id);
+                    let _ = child.kill().await;
+                }
+            }
+        }
+    }
+    eprintln!("[dev] stopped; data kept in {}", args.data_dir.display());
+    Ok(())
+}
+
+fn spawn_node(
+    exe: &std::path::Path,
+    node: &mut NodeProcess,
+    peers: &str,
+    exited: mpsc::Sender<(u64, String)>,
+) -> Result<(), CliError> {
+    let mut command = Command::new(exe);
+    command
+        .arg("serve")
+        .args(["--id", &node.id.to_string()])
+        .args(["--cluster", "keel-dev"])
+        .arg("--data-dir")
+        .arg(&node.data_dir)
+        .args(["--peer-addr", &node.peer])
+        .args(["--client-addr", &node.client])
+        .args(["--peers", peers])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if std::env::var_os("RUST_LOG").is_none() {
+        // Leader changes are reported by `keel dev` itself; nodes say only what goes wrong.
+        command.env("RUST_LOG", "warn");
+    }
+    let mut child = command
+        .spawn()
+        .map_err(|e| CliError::Start(format!("cannot start node {}: {e}", node.id)))?;
+    let id = node.id;
+    for stream in [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stream).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("[node {id}] {line}");
+            }
+        });
+    }
+    // Watch for the process to end without holding the Child: keep it for kill/wait.
+    let pid = child.id();
+    node.child = Some(child);
+    tokio::spawn(async move {
+        let Some(pid) = pid else {
+            return;
+        };
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            // SAFETY: kill(pid, 0) only checks that the process exists.
+            let alive = unsafe { libc::kill(pid as i32, 0) } == 0 && !is_zombie(pid);
+            if !alive {
+                let _ = exited.send((id, format!("pid {pid}"))).await;
+                return;
+            }
+        }
+    });
+    Ok(())
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
+/// A tiny HTTP/1.1 GET over tokio, enough to poll `/v1/status` without another client stack.
+struct StatusClient;
+
+fn reqwest_like_client() -> StatusClient {
+    StatusClient
+}
+
+impl StatusClient {
+    async fn status(&self, addr: &str) -> Option<Status> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let fetch = async {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+            let request =
+                format!("GET /v1/status HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+            stream.write_all(request.as_bytes()).await.ok()?;
+            let mut response = Vec::new();
+            stream.read_to_end(&mut response).await.ok()?;
+            let text = String::from_utf8(response).ok()?;
+            let (head, body) = text.split_once("\r\n\r\n")?;
+            if !head.starts_with("HTTP/1.1 200") {
+                return None;
+            }
+            serde_json::from_str(body).ok()
+        };
+        tokio::time::timeout(Duration::from_millis(500), fetch)
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
+async fn current_leader(http: &StatusClient, nodes: &[NodeProcess]) -> Option<(u64, u64)> {
+    let mut best: Option<(u64, u64)> = None;
+    for node in nodes {
+        if let Some(status) = http.status(&node.client).await
+            && status.role == "leader"
+            && best.is_none_or(|(_, term)| status.term > term)
+        {
+            best = Some((status.leader_id.unwrap_or(node.id), status.term));
+        }
+    }
+    best
+}
+
+async fn wait_for_leader(
+    http: &StatusClient,
+    nodes: &[NodeProcess],
+    limit: Duration,
+) -> Option<(u64, u64)> {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if let Some(leader) = current_leader(http, nodes).await {
+            return Some(leader);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("[dev] no leader after {limit:?}; the nodes' logs above may say why");
+    None
+}
+
+fn print_banner(nodes: &[NodeProcess], leader: Option<(u64, u64)>) {
+    let first = &nodes[0].client;
+    let second = nodes.get(1).map_or(first, |n| &n.client);
+    println!("keel dev: {} nodes on loopback", nodes.len());
+    for node in nodes {
+        let pid = node
+            .child
+            .as_ref()
+            .and_then(Child::id)
+            .map_or("?".into(), |p| p.to_string());
+        let role = match leader {
+            Some((id, _)) if id == node.id => "  <- leader",
+            _ => "",
+        };
+        println!(
+            "  node {}  http://{}  peers {}  pid {:<7} data {}{}",
+            node.id,
+            node.client,
+            node.peer,
+            pid,
+            node.data_dir.display(),
+            role
+        );
+    }
+    let endpoints: Vec<&str> = nodes.iter().map(|n| n.client.as_str()).collect();
+    let endpoints = endpoints.join(",");
+    let custom = endpoints != "127.0.0.1:8081,127.0.0.1:8082,127.0.0.1:8083";
+    let flag = if custom {
+        format!(" --endpoints {endpoints}")
+    } else {
+        String::new()
+    };
+    println!();
+    println!("Try, in another terminal:");
+    println!("  keel{flag} put greeting hello");
+    println!("  keel{flag} get greeting");
+    println!("  curl -X PUT --data-binary hello http://{first}/v1/kv/greeting");
+    println!("  curl http://{second}/v1/kv/greeting");
+    println!("  keel{flag} status");
+    println!("  keel{flag} bench --clients 64 --duration 10");
+    println!(
+        "  kill -9 <pid of the leader>   # a new leader is elected; keel dev restarts the node"
+    );
+    println!();
+    println!(
+        "(`keel` is target/release/keel after `cargo build --release`.) Ctrl-C stops the cluster."
+    );
+}

@@ -1,0 +1,80 @@
+//! The `keel` command.
+
+mod dev;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// keel: a replicated key-value store on Raft.
+///
+/// Start a local 3-node cluster with `keel dev`, then read and write keys with `keel put`,
+/// `keel get` and friends (or plain HTTP: see README.md). `keel serve` runs one node of a real
+/// multi-machine cluster.
+#[derive(Parser, Debug)]
+#[command(name = "keel", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a local cluster on loopback (3 nodes, HTTP on 127.0.0.1:8081-8083, peers on
+    /// 7081-7083, data under ./keel-data), restarting nodes that die, until Ctrl-C.
+    Dev(dev::DevArgs),
+    /// Run one node of a cluster, until SIGINT or SIGTERM.
+    Serve(serve::ServeArgs),
+}
+
+/// Errors the command reports as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad flags or configuration (exit code 2).
+    #[error("{0}")]
+    Config(String),
+    /// Something failed while starting or running (exit code 1).
+    #[error("{0}")]
+    Start(String),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_filter = match cli.command {
+        Command::Serve(_) | Command::Dev(_) => "info",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("keel: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Dev(args) => dev::dev(args).await,
+            Command::Serve(args) => serve::serve(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keel: {e}");
+            match e {
+                CliError::Config(_) => ExitCode::from(2),
+                CliError::Start(_) => ExitCode::FAILURE,
+            }
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! `keel serve`: one node of a real cluster, configured by flags, a TOML file, or both (flags
+//! win).
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use keel::NodeId;
+use keel_kv::KvOptions;
+use keel_server::{Node, NodeConfig};
+use serde::Deserialize;
+
+use crate::CliError;
+
+/// Flags of `keel serve`.
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    /// Read settings from this TOML file (flags given as well take precedence). See README.md for
+    /// every key.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// This node's id: a positive integer, one of the ids in --peers.
+    #[arg(long)]
+    pub id: Option<NodeId>,
+    /// Directory for this node's log and snapshots (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on for Raft traffic from the other nodes.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub peer_addr: Option<String>,
+    /// Address to serve the HTTP API on.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub client_addr: Option<String>,
+    /// The HTTP address other nodes should forward clients to, if not --client-addr (say, when
+    /// listening on 0.0.0.0).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise_client_addr: Option<String>,
+    /// Every member of the cluster, this node included: ID=HOST:PORT of its peer address,
+    /// comma-separated. Example: 1=10.0.0.1:7081,2=10.0.0.2:7081,3=10.0.0.3:7081
+    #[arg(long, value_name = "ID=HOST:PORT,...")]
+    pub peers: Option<String>,
+    /// Cluster name: nodes of different clusters refuse each other's traffic, and a data dir
+    /// remembers its cluster.
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// Leader heartbeat interval, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub heartbeat_ms: Option<u64>,
+    /// Election timeout: a follower that hears no leader for a random time between this and
+    /// twice this many milliseconds starts an election.
+    #[arg(long, value_name = "MS")]
+    pub election_timeout_ms: Option<u64>,
+    /// Snapshot the store when the Raft log grows past this many bytes.
+    #[arg(long, value_name = "BYTES")]
+    pub max_raft_state_bytes: Option<u64>,
+    /// How long a request may wait for a leader, a quorum and its commit before a 503.
+    #[arg(long, value_name = "MS")]
+    pub request_timeout_ms: Option<u64>,
+    /// Largest value accepted, in bytes (larger get 413).
+    #[arg(long, value_name = "BYTES")]
+    pub max_value_bytes: Option<usize>,
+    /// Largest key accepted, in bytes (larger get 413).
+    #[arg(long, value_name = "BYTES")]
+    pub max_key_bytes: Option<usize>,
+}
+
+/// The TOML form of the same settings.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    id: Option<NodeId>,
+    data_dir: Option<PathBuf>,
+    peer_addr: Option<String>,
+    client_addr: Option<String>,
+    advertise_client_addr: Option<String>,
+    cluster: Option<String>,
+    peers: Option<BTreeMap<String, String>>,
+    heartbeat_ms: Option<u64>,
+    election_timeout_ms: Option<u64>,
+    max_raft_state_bytes: Option<u64>,
+    request_timeout_ms: Option<u64>,
+    max_value_bytes: Option<usize>,
+    max_key_bytes: Option<usize>,
+}
+
+fn resolve(what: &str, addr: &str) -> Result<SocketAddr, CliError> {
+    addr.to_socket_addrs()
+        .map_err(|e| CliError::Config(format!("bad {what} address {addr:?}: {e}")))?
+        .next()
+        .ok_or_else(|| {
+            CliError::Config(format!("bad {what} address {addr:?}: resolves to nothing"))
+        })
+}
+
+/// Parses `1=host:port,2=host:port`.
+pub fn parse_peers(spec: &str) -> Result<BTreeMap<NodeId, SocketAddr>, CliError> {
+    let mut peers = BTreeMap::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part.split_once('=').ok_or_else(|| {
+            CliError::Config(format!("bad --peers entry {part:?}: expected ID=HOST:PORT"))
+        })?;
+        let id: NodeId = id.trim().parse().map_err(|_| {
+            CliError::Config(format!(
+                "bad --peers entry {part:?}: {id:?} is not a node id"
+            ))
+        })?;
+        let addr = resolve(&format!("node {id}'s peer"), addr.trim())?;
+        if peers.insert(id, addr).is_some() {
+            return Err(CliError::Config(format!(
+                "node {id} appears twice in --peers"
+            )));
+        }
+    }
+    if peers.is_empty() {
+        return Err(CliError::Config("--peers lists no nodes".into()));
+    }
+    Ok(peers)
+}
+
+fn load_file(path: &Path) -> Result<FileConfig, CliError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::Config(format!("cannot read {}: {e}", path.display())))?;
+    toml::from_str(&text)
+        .map_err(|e| CliError::Config(format!("{}: {}", path.display(), e.message())))
+}
+
+/// Merges flags over the file and checks that nothing required is missing.
+pub fn node_config(args: ServeArgs) -> Result<NodeConfig, CliError> {
+    let file = match &args.config {
+        Some(path) => load_file(path)?,
+        None => FileConfig::default(),
+    };
+    let missing = |flag: &str| {
+        CliError::Config(format!(
+            "missing --{flag} (or `{}` in the config file)",
+            flag.replace('-', "_")
+        ))
+    };
+    let id = args.id.or(file.id).ok_or_else(|| missing("id"))?;
+    let data_dir = args
+        .data_dir
+        .or(file.data_dir)
+        .ok_or_else(|| missing("data-dir"))?;
+    let peer_addr = args
+        .peer_addr
+        .or(file.peer_addr)
+        .ok_or_else(|| missing("peer-addr"))?;
+    let client_addr = args
+        .client_addr
+        .or(file.client_addr)
+        .ok_or_else(|| missing("client-addr"))?;
+    let peers = match (args.peers, file.peers) {
+        (Some(spec), _) => parse_peers(&spec)?,
+        (None, Some(map)) => {
+            let spec: Vec<String> = map.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            parse_peers(&spec.join(","))?
+        }
+        (None, None) => return Err(missing("peers")),
+    };
+    if !peers.contains_key(&id) {
+        return Err(CliError::Config(format!(
+            "node {id} is not among the peers {:?}: --peers must list every member, this node too",
+            peers.keys().collect::<Vec<_>>()
+        )));
+    }
+    let peer_listen = resolve("--peer-addr", &peer_addr)?;
+    let client_listen = resolve("--client-addr", &client_addr)?;
+
+    let mut raft = keel::Config::default();
+    if let Some(ms) = args.heartbeat_ms.or(file.heartbeat_ms) {
+        raft.heartbeat_interval = Duration::from_millis(ms);
+    }
+    if let Some(ms) = args.election_timeout_ms.or(file.election_timeout_ms) {
+        raft.election_timeout_min = Duration::from_millis(ms);
+        raft.election_timeout_max = Duration::from_millis(ms * 2);
+        raft.rpc_timeout = Duration::from_millis(ms);
+    }
+    raft.validate()
+        .map_err(|e| CliError::Config(e.to_string()))?;
+    let mut kv = KvOptions::default();
+    if let Some(bytes) = args.max_raft_state_bytes.or(file.max_raft_state_bytes) {
+        kv.max_raft_state_bytes = bytes;
+    }
+    if let Some(ms) = args.request_timeout_ms.or(file.request_timeout_ms) {
+        kv.request_timeout = Duration::from_millis(ms);
+    }
+    if let Some(bytes) = args.max_value_bytes.or(file.max_value_bytes) {
+        kv.max_value_bytes = bytes;
+    }
+    if let Some(bytes) = args.max_key_bytes.or(file.max_key_bytes) {
+        kv.max_key_bytes = bytes;
+    }
+    // A value must fit in one AppendEntries with room to spare.
+    raft.max_append_bytes = raft.max_append_bytes.max(kv.max_value_bytes * 2 + 4096);
+    Ok(NodeConfig {
+        id,
+        cluster: args
+            .cluster
+            .or(file.cluster)
+            .unwrap_or_else(|| "keel".into()),
+        data_dir,
+        peer_listen,
+        client_listen,
+        client_advertise: args.advertise_client_addr.or(file.advertise_client_addr),
+        peers,
+        raft,
+        kv,
+        segment_size_bytes: keel_disk_default_segment(),
+    })
+}
+
+fn keel_disk_default_segment() -> u64 {
+    64 << 20
+}
+
+/// Runs one node until SIGINT or SIGTERM, then shuts it down cleanly.
+pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
+    let config = node_config(args)?;
+    let node = Node::start(config)
+        .await
+        .map_err(|e| CliError::Start(e.to_string()))?;
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    node.shutdown().await;
+    Ok(())
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> ServeArgs {
+        ServeArgs {
+            id: Some(1),
+            data_dir: Some("/tmp/x".into()),
+            peer_addr: Some("127.0.0.1:7081".into()),
+            client_addr: Some("127.0.0.1:8081".into()),
+            peers: Some("1=127.0.0.1:7081,2=127.0.0.1:7082".into()),
+            ..ServeArgs::default()
+        }
+    }
+
+    #[test]
+    fn flags_make_a_config() {
+        let config = node_config(args()).unwrap();
+        assert_eq!(config.peers.len(), 2);
+        assert_eq!(config.cluster, "keel");
+    }
+
+    #[test]
+    fn config_errors_say_what_to_fix() {
+        let err = |a: ServeArgs| node_config(a).unwrap_err().to_string();
+        assert_eq!(
+            err(ServeArgs { id: None, ..args() }),
+            "missing --id (or `id` in the config file)"
+        );
+        assert!(
+            err(ServeArgs {
+                id: Some(3),
+                ..args()
+            })
+            .contains("node 3 is not among the peers")
+        );
+        assert!(
+            err(ServeArgs {
+                peers: Some("1=nowhere".into()),
+                ..args()
+            })
+            .contains("bad node 1's peer address")
+        );
+        assert!(
+            err(ServeArgs {
+                peers: Some("one=127.0.0.1:1".into()),
+                ..args()
+            })
+            .contains("is not a node id")
+        );
+        assert!(
+            err(ServeArgs {
+                client_addr: Some("127.0.0.1".into()),
+                ..args()
+            })
+            .contains("bad --client-addr address")
+        );
+        assert!(
+            err(ServeArgs {
+                heartbeat_ms: Some(900),
+                ..args()
+            })
+            .contains("heartbeat_interval")
+        );
+    }
+
+    #[test]
+    fn a_config_file_is_read_and_unknown_keys_are_refused() {
+        let dir = std::env::temp_dir().join(format!("keel-cli-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("keel.toml");
+        std::fs::write(
+            &path,
+            "id = 2\ndata_dir = \"/tmp/n2\"\npeer_addr = \"127.0.0.1:7082\"\nclient_addr = \"127.0.0.1:8082\"\n\
+             [peers]\n1 = \"127.0.0.1:7081\"\n2 = \"127.0.0.1:7082\"\n",
+        )
+        .unwrap();
+        let config = node_config(ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        })
+        .unwrap();
+        assert_eq!(config.id, 2);
+        std::fs::write(&path, "id = 2\nbogus = 1\n").unwrap();
+        let e = node_config(ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown field `bogus`"), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

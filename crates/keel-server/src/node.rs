@@ -1,0 +1,283 @@
+//! One node as a process runs it: disk storage, the TCP transport, Raft, the KV service and the
+//! HTTP API, started together and stopped together.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use keel::{NodeId, Raft};
+use keel_disk::{DiskError, DiskOptions, DiskStorage};
+use keel_kv::{KvOptions, KvService};
+use keel_net::{NetConfig, TcpServer, TcpTransport};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::http::{Api, Directory, router};
+use crate::metrics::{Metrics, PeerTraffic, TrafficSource};
+
+/// Everything a node needs to start.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// This node's id; must be a key of `peers`.
+    pub id: NodeId,
+    /// Name of the cluster; nodes of different clusters refuse each other, and a data dir
+    /// remembers the cluster it belongs to.
+    pub cluster: String,
+    /// Where the node keeps its log and snapshots.
+    pub data_dir: PathBuf,
+    /// Where the node listens for its peers' Raft traffic.
+    pub peer_listen: SocketAddr,
+    /// Where the node serves the HTTP API.
+    pub client_listen: SocketAddr,
+    /// The HTTP address other nodes forward clients to (default: `client_listen`).
+    pub client_advertise: Option<String>,
+    /// Every member's id and peer address, this node included.
+    pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// Raft timing and limits.
+    pub raft: keel::Config,
+    /// KV service limits.
+    pub kv: KvOptions,
+    /// Size at which log segments roll.
+    pub segment_size_bytes: u64,
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The configuration is inconsistent.
+    #[error("{0}")]
+    Config(String),
+    /// The data dir could not be opened.
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    /// A listening address could not be bound.
+    #[error("cannot listen for {what} on {addr}: {source}")]
+    Bind {
+        /// Peers or clients.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Raft refused to start.
+    #[error(transparent)]
+    Raft(#[from] keel::RaftError),
+}
+
+/// A cluster name as the 64-bit id the transport and the data dir carry (FNV-1a, stable across
+/// versions and platforms).
+pub fn cluster_id(name: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in name.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+/// A running node.
+pub struct Node {
+    raft: Raft,
+    kv: KvService,
+    disk: Arc<DiskStorage>,
+    transport: Arc<TcpTransport>,
+    peer_server: TcpServer,
+    http_stop: CancellationToken,
+    http_task: JoinHandle<()>,
+    client_addr: SocketAddr,
+    peer_addr: SocketAddr,
+}
+
+struct NetDirectory {
+    id: NodeId,
+    own_client_addr: String,
+    peers: BTreeMap<NodeId, SocketAddr>,
+    transport: Arc<TcpTransport>,
+}
+
+impl Directory for NetDirectory {
+    fn members(&self) -> Vec<NodeId> {
+        self.peers.keys().copied().collect()
+    }
+    fn client_addr(&self, id: NodeId) -> Option<String> {
+        if id == self.id {
+            return Some(self.own_client_addr.clone());
+        }
+        self.transport.peer_client_addr(id)
+    }
+    fn peer_addr(&self, id: NodeId) -> Option<String> {
+        self.peers.get(&id).map(ToString::to_string)
+    }
+}
+
+struct NetTraffic(Arc<TcpTransport>);
+
+impl TrafficSource for NetTraffic {
+    fn traffic(&self) -> Vec<PeerTraffic> {
+        self.0
+            .stats()
+            .into_iter()
+            .map(|s| PeerTraffic {
+                peer: s.id,
+                rpcs: s.rpcs_sent,
+                bytes_sent: s.bytes_sent,
+                bytes_received: s.bytes_received,
+                errors: s.rpcs_failed,
+            })
+            .collect()
+    }
+}
+
+impl Node {
+    /// Opens the data dir, binds both addresses, and starts Raft, the KV service and the HTTP
+    /// API. Fails with an error that says what to fix.
+    pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        let id = config.id;
+        if !config.peers.contains_key(&id) {
+            return Err(NodeError::Config(format!(
+                "node {id} is not in the peer list {:?}; add {id}=HOST:PORT to --peers",
+                config.peers.keys().collect::<Vec<_>>()
+            )));
+        }
+        let cluster_id = cluster_id(&config.cluster);
+        let client_advertise = config
+            .client_advertise
+            .clone()
+            .unwrap_or_else(|| config.client_listen.to_string());
+
+        let mut disk_options = DiskOptions::new(id, cluster_id);
+        disk_options.segment_size_bytes = config.segment_size_bytes;
+        let disk = Arc::new(DiskStorage::open(&config.data_dir, disk_options)?);
+
+        let mut net = NetConfig::new(
+            cluster_id,
+            id,
+            config.peer_listen,
+            client_advertise.clone(),
+            config.peers.clone(),
+        );
+        net.max_frame_bytes = net.max_frame_bytes.max(
+            config
+                .raft
+                .max_append_bytes
+                .max(config.raft.snapshot_chunk_bytes)
+                + (1 << 20),
+        );
+        net.check_raft_config(&config.raft)
+            .map_err(|e| NodeError::Config(e.to_string()))?;
+        let transport = TcpTransport::new(net).map_err(|e| NodeError::Config(e.to_string()))?;
+        let peer_server = TcpServer::bind(&transport).map_err(|source| NodeError::Bind {
+            what: "peers",
+            addr: config.peer_listen,
+            source,
+        })?;
+        let http_listener = tokio::net::TcpListener::bind(config.client_listen)
+            .await
+            .map_err(|source| NodeError::Bind {
+                what: "clients",
+                addr: config.client_listen,
+                source,
+            })?;
+        let client_addr = http_listener
+            .local_addr()
+            .map_err(|source| NodeError::Bind {
+                what: "clients",
+                addr: config.client_listen,
+                source,
+            })?;
+
+        let members: Vec<NodeId> = config.peers.keys().copied().collect();
+        let (raft, stream) = Raft::new(
+            id,
+            members,
+            config.raft.clone(),
+            disk.clone(),
+            transport.clone(),
+        )?;
+        peer_server.serve(raft.clone());
+        let (kv, _apply_task) = KvService::start(raft.clone(), stream, config.kv.clone());
+
+        let metrics = Metrics::new();
+        metrics.attach(&kv);
+        metrics.set_traffic_source(Arc::new(NetTraffic(transport.clone())));
+        let directory = Arc::new(NetDirectory {
+            id,
+            own_client_addr: client_advertise,
+            peers: config.peers.clone(),
+            transport: transport.clone(),
+        });
+        let app = router(Api::new(kv.clone(), directory, metrics));
+        let http_stop = CancellationToken::new();
+        let stop = http_stop.clone();
+        let http_task = tokio::spawn(async move {
+            let served = axum::serve(http_listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "HTTP server stopped");
+            }
+        });
+        let peer_addr = peer_server.local_addr();
+        tracing::info!(node = id, %peer_addr, %client_addr, data_dir = %config.data_dir.display(), "node started");
+        Ok(Node {
+            raft,
+            kv,
+            disk,
+            transport,
+            peer_server,
+            http_stop,
+            http_task,
+            client_addr,
+            peer_addr,
+        })
+    }
+
+    /// The node's Raft handle.
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// The node's KV service.
+    pub fn kv(&self) -> &KvService {
+        &self.kv
+    }
+
+    /// Where the HTTP API listens.
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client_addr
+    }
+
+    /// Where the peer server listens.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
+    }
+
+    /// Stops serving clients, then Raft, the peer network, and finally the disk (after
+    /// everything queued is written).
+    pub async fn shutdown(self) {
+        self.http_stop.cancel();
+        // In-flight requests end when Raft stops; do not wait for slow clients forever.
+        self.raft.shutdown().await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.http_task).await;
+        self.peer_server.shutdown().await;
+        self.transport.shutdown().await;
+        if let Err(error) = self.disk.close().await {
+            tracing::error!(%error, "storage had failed before shutdown");
+        }
+        tracing::info!("node stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cluster_id;
+
+    #[test]
+    fn cluster_ids_are_stable_and_distinct() {
+        assert_eq!(cluster_id(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(cluster_id("a"), 0xaf63_dc4c_8601_ec8c);
+        assert_ne!(cluster_id("keel"), cluster_id("keel-dev"));
+    }
+}
