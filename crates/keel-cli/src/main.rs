@@ -1,5 +1,6 @@
 //! The `keel` command.
 
+mod client;
 mod dev;
 mod serve;
 
@@ -17,6 +18,8 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    endpoints: client::Endpoints,
 }
 
 #[derive(Subcommand, Debug)]
@@ -26,6 +29,8 @@ enum Command {
     Dev(dev::DevArgs),
     /// Run one node of a cluster, until SIGINT or SIGTERM.
     Serve(serve::ServeArgs),
+    #[command(flatten)]
+    Client(client::ClientCommand),
 }
 
 /// Errors the command reports as one line.
@@ -43,6 +48,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_filter = match cli.command {
         Command::Serve(_) | Command::Dev(_) => "info",
+        Command::Client(_) => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
@@ -65,6 +71,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Dev(args) => dev::dev(args).await,
             Command::Serve(args) => serve::serve(args).await,
+            Command::Client(command) => client::run(command, &cli.endpoints).await,
         }
     });
     match result {

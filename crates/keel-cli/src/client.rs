@@ -1,0 +1,237 @@
+//! The client subcommands: `get`, `put`, `append`, `delete`, `cas`, `status` and `bench`.
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use keel_client::bench::{self, BenchOptions, Workload};
+use keel_client::{Client, ClientError, ClientOptions, Consistency, parse_endpoints};
+
+use crate::CliError;
+
+/// Where the client commands connect.
+#[derive(Args, Debug, Clone)]
+pub struct Endpoints {
+    /// Nodes to talk to, comma-separated HOST:PORT of their HTTP API; any node will do (it
+    /// forwards to the leader). Defaults to the `keel dev` cluster.
+    #[arg(
+        long,
+        global = true,
+        env = "KEEL_ENDPOINTS",
+        default_value = "127.0.0.1:8081,127.0.0.1:8082,127.0.0.1:8083",
+        value_name = "HOST:PORT,..."
+    )]
+    pub endpoints: String,
+    /// Give up on a request (after retrying other nodes) after this many seconds.
+    #[arg(long, global = true, default_value_t = 10.0, value_name = "SECONDS")]
+    pub timeout: f64,
+}
+
+/// A client subcommand.
+#[derive(Subcommand, Debug)]
+pub enum ClientCommand {
+    /// Print a key's value (exit code 1 and a message on stderr if it is absent).
+    Get {
+        /// The key.
+        key: String,
+        /// Answer from the node's own copy at once, which may be behind the leader.
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Set a key's value.
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// Append to a key's value (an absent key counts as empty).
+    Append {
+        /// The key.
+        key: String,
+        /// What to append.
+        suffix: String,
+    },
+    /// Remove a key.
+    Delete {
+        /// The key.
+        key: String,
+    },
+    /// Compare-and-set: set KEY to NEW only if it holds EXPECTED (or, with --absent, only if
+    /// it does not exist). Prints whether it did.
+    Cas {
+        /// The key.
+        key: String,
+        /// The value the key must hold now (omit with --absent).
+        #[arg(required_unless_present = "absent")]
+        expected: Option<String>,
+        /// The new value.
+        new: Option<String>,
+        /// Set only if the key does not exist.
+        #[arg(long)]
+        absent: bool,
+    },
+    /// Show every node: id, address, role, term, commit and applied index, lag, leader.
+    Status,
+    /// Load a running cluster and report throughput and latency percentiles.
+    Bench(BenchArgs),
+}
+
+/// Flags of `keel bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Concurrent clients, each with one request in flight.
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    /// Seconds to measure (after the warm-up).
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// put, get, mixed (half puts) or mixed:N (N% puts).
+    #[arg(long, default_value = "put")]
+    pub workload: Workload,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 256)]
+    pub value_size: usize,
+    /// Number of distinct keys.
+    #[arg(long, default_value_t = 10_000)]
+    pub key_space: u64,
+    /// Send every request to the leader (found through /v1/status) instead of spreading the
+    /// clients over the endpoints.
+    #[arg(long)]
+    pub leader_only: bool,
+    /// Reads answer from the node's own copy (for get and mixed workloads).
+    #[arg(long)]
+    pub stale: bool,
+}
+
+fn client(endpoints: &Endpoints) -> Result<Client, CliError> {
+    let mut options = ClientOptions::with_endpoints(parse_endpoints(&endpoints.endpoints));
+    if !(endpoints.timeout > 0.0 && endpoints.timeout.is_finite()) {
+        return Err(CliError::Config(
+            "--timeout must be a positive number of seconds".into(),
+        ));
+    }
+    options.deadline = Duration::from_secs_f64(endpoints.timeout);
+    Client::new(options).map_err(|e| CliError::Config(e.to_string()))
+}
+
+fn failed(e: ClientError) -> CliError {
+    match e {
+        ClientError::InvalidInput(message) => CliError::Config(message),
+        other => CliError::Start(other.to_string()),
+    }
+}
+
+fn seconds(what: &str, value: f64) -> Result<Duration, CliError> {
+    if value >= 0.0 && value.is_finite() {
+        Ok(Duration::from_secs_f64(value))
+    } else {
+        Err(CliError::Config(format!(
+            "--{what} must be a non-negative number of seconds"
+        )))
+    }
+}
+
+/// Runs a client subcommand, printing its answer on stdout.
+pub async fn run(command: ClientCommand, endpoints: &Endpoints) -> Result<(), CliError> {
+    let client = client(endpoints)?;
+    match command {
+        ClientCommand::Get { key, stale } => {
+            let consistency = if stale {
+                Consistency::Stale
+            } else {
+                Consistency::Linearizable
+            };
+            match client.get(&key, consistency).await {
+                Ok(value) => {
+                    let mut out = std::io::stdout().lock();
+                    let _ = out.write_all(&value);
+                    if std::io::IsTerminal::is_terminal(&out) {
+                        let _ = out.write_all(b"\n");
+                    }
+                    Ok(())
+                }
+                Err(e) => Err(failed(e)),
+            }
+        }
+        ClientCommand::Put { key, value } => {
+            let written = client.put(&key, value).await.map_err(failed)?;
+            println!("ok (index {})", written.index);
+            Ok(())
+        }
+        ClientCommand::Append { key, suffix } => {
+            let written = client.append(&key, suffix).await.map_err(failed)?;
+            println!("ok (index {})", written.index);
+            Ok(())
+        }
+        ClientCommand::Delete { key } => {
+            let written = client.delete(&key).await.map_err(failed)?;
+            println!("ok (index {})", written.index);
+            Ok(())
+        }
+        ClientCommand::Cas {
+            key,
+            expected,
+            new,
+            absent,
+        } => {
+            // With --absent the single positional value is the new one.
+            let (expected, new) = match (absent, expected, new) {
+                (true, Some(new), None) | (true, None, Some(new)) => (None, new),
+                (false, Some(expected), Some(new)) => (Some(expected), new),
+                _ => {
+                    return Err(CliError::Config(
+                        "usage: keel cas KEY EXPECTED NEW, or keel cas --absent KEY NEW".into(),
+                    ));
+                }
+            };
+            let outcome = client
+                .cas(&key, expected.as_deref().map(str::as_bytes), new.as_bytes())
+                .await
+                .map_err(failed)?;
+            if outcome.succeeded {
+                println!("swapped (index {})", outcome.index);
+            } else {
+                println!(
+                    "not swapped: the current value differs (index {})",
+                    outcome.index
+                );
+            }
+            Ok(())
+        }
+        ClientCommand::Status => {
+            let status = client.cluster_status().await;
+            print!("{}", status.table());
+            if status.leader().is_none() {
+                eprintln!("no leader among the reachable nodes");
+            }
+            Ok(())
+        }
+        ClientCommand::Bench(args) => {
+            let options = BenchOptions {
+                client: client.options().clone(),
+                clients: args.clients,
+                duration: seconds("duration", args.duration)?,
+                warmup: seconds("warmup", args.warmup)?,
+                workload: args.workload,
+                value_size: args.value_size,
+                key_space: args.key_space,
+                preload: true,
+                leader_only: args.leader_only,
+                consistency: if args.stale {
+                    Consistency::Stale
+                } else {
+                    Consistency::Linearizable
+                },
+            };
+            let report = bench::run(&options, bench::print_progress)
+                .await
+                .map_err(failed)?;
+            println!("{report}");
+            Ok(())
+        }
+    }
+}
