@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use keel::{Applied, ApplyStream, NodeId, ProposeError, Raft, ReadIndexError, Role};
+use keel::{Applied, ApplyStream, NodeId, ProposeError, Raft, ReadIndexError, Role, Watermark};
 use parking_lot::Mutex;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::command::{Command, Write};
@@ -129,7 +129,8 @@ struct Inner {
     options: KvOptions,
     state: Mutex<KvState>,
     waiters: Mutex<BTreeMap<u64, Waiter>>,
-    applied: watch::Sender<u64>,
+    /// Index applied to `state`, for reads waiting on their ReadIndex.
+    applied: Watermark,
     counters: KvCounters,
     latency: Mutex<Option<LatencyObserver>>,
 }
@@ -148,7 +149,7 @@ impl KvService {
         stream: ApplyStream,
         options: KvOptions,
     ) -> (KvService, JoinHandle<()>) {
-        let (applied, _) = watch::channel(0);
+        let applied = Watermark::new();
         let inner = Arc::new(Inner {
             state: Mutex::new(KvState::new(options.policy())),
             raft,
@@ -185,7 +186,7 @@ impl KvService {
 
     /// Index of the last entry applied to the store.
     pub fn applied_index(&self) -> u64 {
-        *self.inner.applied.borrow()
+        self.inner.applied.get()
     }
 
     /// Number of keys in the store.
@@ -294,9 +295,8 @@ impl KvService {
                 Ok(Err(ReadIndexError::Shutdown)) => return Err(KvError::Shutdown),
                 Err(_) => return Err(KvError::Timeout),
             };
-            let mut applied = inner.applied.subscribe();
-            match tokio::time::timeout(timeout, applied.wait_for(|&a| a >= index)).await {
-                Ok(Ok(_)) => {}
+            match tokio::time::timeout(timeout, inner.applied.wait_for(index)).await {
+                Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(KvError::Shutdown),
                 Err(_) => return Err(KvError::Timeout),
             }
@@ -356,11 +356,12 @@ async fn apply_loop(inner: Arc<Inner>, mut stream: ApplyStream) {
             inner.raft.shutdown().await;
             break;
         }
-        inner.applied.send_replace(applied);
+        inner.applied.advance(applied);
         answer_waiters(&inner, &mut outcomes, installed);
         maybe_snapshot(&inner);
     }
-    // The node shut down: nobody will answer the writes still waiting.
+    // The node shut down: nobody will answer the writes and reads still waiting.
+    inner.applied.close();
     for (_, waiter) in std::mem::take(&mut *inner.waiters.lock()) {
         let _ = waiter.reply.send(Err(KvError::Shutdown));
     }

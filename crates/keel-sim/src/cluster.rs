@@ -636,7 +636,7 @@ impl Checker {
         }
         self.logs[i].insert(entry.index, command);
         self.last_applied[i] = entry.index;
-        (snapshots && entry.index % SNAPSHOT_INTERVAL == 0)
+        (snapshots && entry.index.is_multiple_of(SNAPSHOT_INTERVAL))
             .then(|| (entry.index, encode_snapshot(&self.logs[i], entry.index)))
     }
 

@@ -130,7 +130,7 @@ where
     }));
     // Drop the runtime (and every task of the scenario) before reporting.
     drop(runtime);
-    let replay = format!("replay with: KEEL_SEED={seed} cargo test -p keel-sim {name}");
+    let replay = format!("replay with: KEEL_SEED={seed} cargo test --workspace -- {name}");
     match outcome {
         Ok(simulated) => {
             if let Some(failure) = sim.failure() {

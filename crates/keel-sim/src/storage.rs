@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel::storage::MemImage;
-use keel::{BoxFuture, Recovered, Storage, StorageError, WriteBatch};
+use keel::{BoxFuture, Recovered, Storage, StorageError, Watermark, WriteBatch};
 use parking_lot::Mutex;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
 use crate::rng::SimRng;
@@ -53,7 +53,7 @@ pub struct SimStorage {
     disk: SimDisk,
     queue: Arc<Mutex<Queue>>,
     wake: Arc<Notify>,
-    durable: watch::Receiver<u64>,
+    durable: Watermark,
     flusher: AbortHandle,
 }
 
@@ -61,19 +61,19 @@ struct Queue {
     pending: VecDeque<(u64, WriteBatch)>,
     last_seq: u64,
     crashed: bool,
-    durable: Option<watch::Sender<u64>>,
+    durable: Watermark,
 }
 
 impl SimStorage {
     /// Opens `disk` for a new incarnation whose writes take up to `max_fsync` of simulated time
     /// to become durable. Must be called within the simulation's runtime.
     pub fn open(disk: &SimDisk, rng: SimRng, max_fsync: Duration) -> Arc<Self> {
-        let (durable_tx, durable_rx) = watch::channel(0);
+        let durable = Watermark::new();
         let queue = Arc::new(Mutex::new(Queue {
             pending: VecDeque::new(),
             last_seq: 0,
             crashed: false,
-            durable: Some(durable_tx),
+            durable: durable.clone(),
         }));
         let wake = Arc::new(Notify::new());
         let flusher = tokio::spawn(flush_loop(
@@ -88,7 +88,7 @@ impl SimStorage {
             disk: disk.clone(),
             queue,
             wake,
-            durable: durable_rx,
+            durable,
             flusher,
         })
     }
@@ -99,8 +99,7 @@ impl SimStorage {
         let mut queue = self.queue.lock();
         queue.crashed = true;
         queue.pending.clear();
-        // Dropping the sender fails every waiter with `Closed`.
-        queue.durable = None;
+        queue.durable.close();
     }
 }
 
@@ -133,8 +132,10 @@ async fn flush_loop(
             last = Some(seq);
         }
         drop(image);
-        if let (Some(seq), Some(sender)) = (last, &queue.durable) {
-            sender.send_replace(seq);
+        if let Some(seq) = last
+            && !queue.crashed
+        {
+            queue.durable.advance(seq);
         }
     }
 }
@@ -156,12 +157,11 @@ impl Storage for SimStorage {
     }
 
     fn wait_durable(&self, seq: u64) -> BoxFuture<'static, Result<(), StorageError>> {
-        let mut durable = self.durable.clone();
+        let durable = self.durable.clone();
         Box::pin(async move {
             durable
-                .wait_for(|&d| d >= seq)
+                .wait_for(seq)
                 .await
-                .map(|_| ())
                 .map_err(|_| StorageError::Closed)
         })
     }

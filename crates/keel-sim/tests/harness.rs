@@ -21,6 +21,10 @@ async fn chaotic(sim: Sim, options: ClusterOptions, rounds: usize) {
                 && raft.propose(c.random_command()).is_ok()
             {
                 leader = Some(i);
+                // A burst, so that several writes wait on storage at once.
+                for _ in 0..4 {
+                    let _ = raft.propose(c.random_command());
+                }
             }
         }
         let ms = if c.rand(1000) < 100 {

@@ -69,6 +69,7 @@ pub mod raft;
 pub mod storage;
 pub mod transport;
 pub mod types;
+pub mod watermark;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -80,6 +81,7 @@ pub use raft::{Applied, ApplyStream, FollowerStatus, Leadership, Proposed, Raft,
 pub use storage::{MemStorage, Recovered, Storage, WriteBatch};
 pub use transport::{LocalNetwork, Transport};
 pub use types::{Entry, HardState, NodeId, Payload, Snapshot, SnapshotMeta};
+pub use watermark::Watermark;
 
 /// A boxed, sendable future, as the storage and transport traits return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -1,0 +1,212 @@
+//! The KV cluster fixture: the simulator's cluster with a [`KvService`] on every node, and the
+//! clerks that reach the services through the simulated network, all recording into one
+//! [`History`].
+
+use std::cell::Cell;
+use std::sync::Arc;
+use std::time::Duration;
+
+use keel::NodeId;
+use keel_kv::{KvOptions, KvService};
+use keel_sim::{Cluster, ClusterOptions, ServiceFactory, Sim};
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+use crate::clerk::Clerk;
+use crate::history::History;
+
+/// How long a server lets a request wait for a leader, a quorum or its commit before it
+/// answers `Timeout` (about an election timeout, like the course's servers).
+const REQUEST_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// Clerks' network endpoints are numbered from here, clear of the servers' ids.
+const CLERK_ENDPOINT_BASE: NodeId = 1000;
+
+/// `max_raft_state_bytes` of a service that never snapshots.
+pub const NO_SNAPSHOTS: u64 = u64::MAX;
+
+/// The course's `maxraftstate` for the snapshot scenarios.
+pub const MAX_RAFT_STATE_BYTES: u64 = 1000;
+
+/// The service each node runs now, as the cluster's service factory started it.
+///
+/// A client call reaches a node through [`keel_sim::SimNet::call_with`], which hands over the
+/// node's live Raft handle; the service started on that handle is the one registered here, since
+/// the cluster attaches a node's Raft to the network and starts its service in one step, with
+/// no await between.
+#[derive(Clone)]
+pub struct Services(Arc<Mutex<Vec<Option<KvService>>>>);
+
+impl Services {
+    fn new(servers: usize) -> Self {
+        Services(Arc::new(Mutex::new(vec![None; servers])))
+    }
+
+    /// The service of node `id`, if it was ever started.
+    pub fn get(&self, id: NodeId) -> Option<KvService> {
+        self.0.lock().get(id as usize).cloned().flatten()
+    }
+}
+
+/// An n-server KV cluster on the simulated network.
+pub struct KvCluster {
+    sim: Sim,
+    name: &'static str,
+    cluster: Cluster,
+    services: Services,
+    history: History,
+    clerks_made: Cell<u64>,
+}
+
+impl KvCluster {
+    /// Starts `servers` KV servers that snapshot when their Raft log passes
+    /// `max_raft_state_bytes` ([`NO_SNAPSHOTS`] for never), on a reliable network where calls
+    /// to an unreachable server fail within 100 ms (the course's KV setting).
+    pub fn new(sim: &Sim, name: &'static str, servers: usize, max_raft_state_bytes: u64) -> Self {
+        let services = Services::new(servers);
+        let history = History::new();
+        let options = KvOptions {
+            max_raft_state_bytes,
+            request_timeout: REQUEST_TIMEOUT,
+            clock: simulated_clock(Instant::now()),
+            ..KvOptions::default()
+        };
+        let registry = services.clone();
+        let factory: ServiceFactory = Arc::new(move |i, raft, stream| {
+            let (service, task) = KvService::start(raft, stream, options.clone());
+            registry.0.lock()[i] = Some(service);
+            task
+        });
+        let cluster = Cluster::new(
+            sim,
+            name,
+            ClusterOptions {
+                service: Some(factory),
+                ..ClusterOptions::new(servers)
+            },
+        );
+        cluster.net().set_long_delays(false);
+        KvCluster {
+            sim: sim.clone(),
+            name,
+            cluster,
+            services,
+            history,
+            clerks_made: Cell::new(0),
+        }
+    }
+
+    /// Number of servers.
+    pub fn n(&self) -> usize {
+        self.cluster.n()
+    }
+
+    /// Every server.
+    pub fn all(&self) -> Vec<usize> {
+        (0..self.n()).collect()
+    }
+
+    /// A new clerk, with its own client id, whose endpoint reaches exactly `servers`.
+    pub fn clerk(&self, servers: &[usize]) -> Clerk {
+        let k = self.clerks_made.get();
+        self.clerks_made.set(k + 1);
+        let endpoint = CLERK_ENDPOINT_BASE + k;
+        self.connect_clerk(endpoint, servers);
+        Clerk::new(
+            self.sim.clone(),
+            self.cluster.net().clone(),
+            self.services.clone(),
+            self.history.clone(),
+            endpoint,
+            self.n(),
+        )
+    }
+
+    /// Lets the clerk at `endpoint` reach exactly `servers`.
+    pub fn connect_clerk(&self, endpoint: NodeId, servers: &[usize]) {
+        let ids: Vec<NodeId> = servers.iter().map(|&i| i as NodeId).collect();
+        self.cluster.net().set_client_links(endpoint, &ids);
+    }
+
+    /// The live service of server `i`.
+    pub fn service(&self, i: usize) -> KvService {
+        self.services
+            .get(i as NodeId)
+            .expect("every server's service starts with the cluster")
+    }
+
+    /// Sets whether the network loses and delays messages.
+    pub fn set_reliable(&self, reliable: bool) {
+        self.cluster.set_reliable(reliable);
+    }
+
+    /// Splits the servers into groups that reach only their own group; clerks keep their links.
+    pub fn partition(&self, groups: &[&[usize]]) {
+        self.cluster.partition(groups);
+    }
+
+    /// Connects every server to every other (the course's `ConnectAll`).
+    pub fn connect_all(&self) {
+        self.cluster.net().heal();
+        for i in 0..self.n() {
+            self.cluster.connect(i);
+        }
+    }
+
+    /// Crashes every server: what was not durable is lost.
+    pub async fn crash_all(&self) {
+        for i in 0..self.n() {
+            self.cluster.crash(i).await;
+        }
+    }
+
+    /// Starts every server again from its disk, and connects it.
+    pub async fn restart_all(&self) {
+        for i in 0..self.n() {
+            self.cluster.start(i).await;
+            self.cluster.connect(i);
+        }
+    }
+
+    /// A server that leads, once exactly one does (waits up to about 5 s).
+    pub async fn leader(&self) -> usize {
+        self.cluster.check_one_leader().await
+    }
+
+    /// The largest persisted Raft state (hard state and log) of any server.
+    pub fn log_size(&self) -> usize {
+        self.cluster.log_size()
+    }
+
+    /// The largest persisted snapshot of any server.
+    pub fn snapshot_size(&self) -> usize {
+        self.cluster.snapshot_size()
+    }
+
+    /// A uniform random number in `0..n`, from the run's seed.
+    pub fn rand(&self, n: u64) -> u64 {
+        self.sim.rng.below(n)
+    }
+
+    /// Sleeps `duration` of simulated time.
+    pub async fn sleep(&self, duration: Duration) {
+        self.cluster.sleep(duration).await;
+    }
+
+    /// Ends the scenario: the simulator's end-of-run checks (log matching), then the whole
+    /// client history must be linearizable.
+    pub async fn end(self) {
+        let operations = self.history.len();
+        self.cluster.end().await;
+        self.history.assert_linearizable(self.name, self.sim.seed);
+        println!(
+            "{}: seed {}: {operations} client operations, linearizable",
+            self.name, self.sim.seed
+        );
+    }
+}
+
+/// The service's clock: simulated milliseconds since `epoch`, so that runs replay.
+fn simulated_clock(epoch: Instant) -> keel_kv::Clock {
+    Arc::new(move || epoch.elapsed().as_millis() as u64)
+}
