@@ -1,0 +1,372 @@
+//! Write-ahead log benchmark: prints figures, asserts nothing.
+//!
+//! ```text
+//! cargo bench -p keel-disk --bench wal                  # in a temp dir under /tmp
+//! cargo bench -p keel-disk --bench wal -- --dir /data   # on another disk
+//! cargo bench -p keel-disk --bench wal -- --only group   # one part: single, group, recovery
+//! ```
+//!
+//! 1. one writer appending one 256-byte entry per batch and waiting for each, in rounds
+//!    alternating with raw `write(256 B)` + `fdatasync` on a file in the same dir (the disk's
+//!    floor) and with the same raw write behind the task hand-offs the design prescribes
+//!    (`Notify`, `spawn_blocking`, `watch`), so all three see the same disk weather;
+//! 2. 64 and 256 concurrent writers doing the same (group commit), each run followed by a short
+//!    single-writer run to compare with;
+//! 3. opening a data dir that holds 1,000,000 entries of 256 bytes.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use keel::{Entry, Payload, Storage, WriteBatch};
+use keel_disk::{DiskOptions, DiskStorage};
+use parking_lot::Mutex;
+
+const ENTRY_BYTES: usize = 256;
+const SINGLE_ROUNDS: usize = 10;
+const SINGLE_OPS_PER_ROUND: usize = 250;
+const GROUP_RUN: Duration = Duration::from_secs(4);
+const RECOVERY_ENTRIES: u64 = 1_000_000;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mut base = None;
+    let mut only = None;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--dir" => base = args.next().map(PathBuf::from),
+            "--only" => only = args.next(),
+            _ => {} // cargo passes --bench
+        }
+    }
+    let runs = |part: &str| only.as_deref().is_none_or(|o| o == part);
+    let temp = match &base {
+        Some(dir) => tempfile::tempdir_in(dir),
+        None => tempfile::tempdir(),
+    }
+    .expect("bench dir");
+    let dir = temp.path();
+    println!(
+        "keel-disk WAL benchmark in {} ({} cores; on a shared machine the figures are noisy)\n",
+        dir.display(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+
+    if runs("single") {
+        runtime.block_on(single_vs_raw(dir));
+    }
+    if runs("group") {
+        for writers in [64, 256] {
+            runtime.block_on(group_vs_single(dir, writers));
+        }
+    }
+    if runs("recovery") {
+        runtime.block_on(recovery(&dir.join("recovery")));
+    }
+}
+
+/// Latencies of one run, in microseconds.
+struct Run {
+    latency_us: Vec<u64>,
+    elapsed: Duration,
+    syncs: u64,
+}
+
+impl Run {
+    fn new() -> Self {
+        Run {
+            latency_us: Vec::new(),
+            elapsed: Duration::ZERO,
+            syncs: 0,
+        }
+    }
+
+    fn add(&mut self, other: Run) {
+        self.latency_us.extend(other.latency_us);
+        self.elapsed += other.elapsed;
+        self.syncs += other.syncs;
+    }
+
+    fn rate(&self) -> f64 {
+        self.latency_us.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn histogram(&self) -> Histogram<u64> {
+        let mut histogram = Histogram::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+        for &us in &self.latency_us {
+            histogram.saturating_record(us.max(1));
+        }
+        histogram
+    }
+
+    fn p(&self, quantile: f64) -> u64 {
+        self.histogram().value_at_quantile(quantile)
+    }
+
+    fn print(&self, name: &str) {
+        print!(
+            "{name:<32} {:>8.0} entries/s   p50 {:>6} us   p99 {:>6} us",
+            self.rate(),
+            self.p(0.5),
+            self.p(0.99),
+        );
+        if self.syncs > 0 {
+            print!(
+                "   {:>5.0} fsyncs/s ({:.1} entries/fsync)",
+                self.syncs as f64 / self.elapsed.as_secs_f64(),
+                self.latency_us.len() as f64 / self.syncs as f64
+            );
+        }
+        println!();
+    }
+}
+
+fn micros_since(since: Instant) -> u64 {
+    since.elapsed().as_micros() as u64
+}
+
+/// The disk's floor: one append + fdatasync with no storage code around it.
+fn raw_fdatasync(file: &mut File, ops: usize) -> Run {
+    let data = [7u8; ENTRY_BYTES];
+    let mut run = Run::new();
+    let start = Instant::now();
+    for _ in 0..ops {
+        let op = Instant::now();
+        file.write_all(&data).expect("write");
+        file.sync_data().expect("fdatasync");
+        run.latency_us.push(micros_since(op));
+    }
+    run.elapsed = start.elapsed();
+    run
+}
+
+fn entry(index: u64) -> Entry {
+    Entry {
+        index,
+        term: 1,
+        payload: Payload::Command(Bytes::from(vec![index as u8; ENTRY_BYTES])),
+    }
+}
+
+/// One writer: submit one entry, wait for it, repeat. Runs as a task on the runtime's workers,
+/// as Raft's handlers do.
+async fn single_writer(storage: &Arc<DiskStorage>, next_index: &mut u64, ops: usize) -> Run {
+    let storage = storage.clone();
+    let first = *next_index;
+    *next_index += ops as u64;
+    tokio::spawn(async move {
+        let mut next_index = first;
+        single_writer_loop(&storage, &mut next_index, ops).await
+    })
+    .await
+    .expect("single writer task")
+}
+
+async fn single_writer_loop(storage: &DiskStorage, next_index: &mut u64, ops: usize) -> Run {
+    let mut run = Run::new();
+    let syncs = storage.log_sync_count();
+    let start = Instant::now();
+    for _ in 0..ops {
+        let op = Instant::now();
+        let seq = storage.submit(WriteBatch {
+            entries: vec![entry(*next_index)],
+            ..Default::default()
+        });
+        *next_index += 1;
+        storage.wait_durable(seq).await.expect("durable");
+        run.latency_us.push(micros_since(op));
+    }
+    run.elapsed = start.elapsed();
+    run.syncs = storage.log_sync_count() - syncs;
+    run
+}
+
+/// The cost of the hand-offs the design prescribes, without any keel-disk code: a task wakes a
+/// writer task (`Notify`), which runs write(256 B) + fdatasync in `spawn_blocking` and
+/// publishes on a `watch`, which wakes the task.
+async fn handoff_floor(file: &Arc<std::sync::Mutex<File>>, ops: usize) -> Run {
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let (durable, mut durable_rx) = tokio::sync::watch::channel(0u64);
+    let writer = {
+        let (wake, file) = (wake.clone(), file.clone());
+        tokio::spawn(async move {
+            for seq in 1.. {
+                wake.notified().await;
+                let file = file.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut file = file.lock().expect("raw file");
+                    file.write_all(&[7u8; ENTRY_BYTES]).expect("write");
+                    file.sync_data().expect("fdatasync");
+                })
+                .await
+                .expect("blocking write");
+                durable.send_replace(seq);
+            }
+        })
+    };
+    let run = tokio::spawn(async move {
+        let mut run = Run::new();
+        let start = Instant::now();
+        for seq in 1..=ops as u64 {
+            let op = Instant::now();
+            wake.notify_one();
+            durable_rx.wait_for(|&d| d >= seq).await.expect("writer");
+            run.latency_us.push(micros_since(op));
+        }
+        run.elapsed = start.elapsed();
+        run
+    })
+    .await
+    .expect("floor task");
+    writer.abort();
+    run
+}
+
+async fn single_vs_raw(dir: &Path) {
+    let raw_path = dir.join("raw");
+    let raw_file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&raw_path)
+        .expect("raw file");
+    let raw_file = Arc::new(std::sync::Mutex::new(raw_file));
+    let storage =
+        Arc::new(DiskStorage::open(&dir.join("single"), DiskOptions::new(1, 1)).expect("open"));
+    let mut next_index = 1;
+    let (mut raw, mut floor, mut single) = (Run::new(), Run::new(), Run::new());
+    for _ in 0..SINGLE_ROUNDS {
+        // On a blocking-pool thread, like the storage's writes (the main thread fares worse
+        // when other processes keep the cores busy).
+        let file = raw_file.clone();
+        raw.add(
+            tokio::task::spawn_blocking(move || {
+                raw_fdatasync(&mut file.lock().expect("raw file"), SINGLE_OPS_PER_ROUND)
+            })
+            .await
+            .expect("raw run"),
+        );
+        floor.add(handoff_floor(&raw_file, SINGLE_OPS_PER_ROUND).await);
+        single.add(single_writer(&storage, &mut next_index, SINGLE_OPS_PER_ROUND).await);
+    }
+    storage.close().await.expect("close");
+    std::fs::remove_file(raw_path).expect("remove raw file");
+    raw.print("raw write(256 B) + fdatasync");
+    floor.print("  + tokio hand-offs, no keel-disk");
+    single.syncs = 0;
+    single.print("single writer, 1 entry/batch");
+    println!(
+        "    latency / raw fdatasync latency: p50 {:.2}x, p99 {:.2}x (target: within 1.2x; \
+         the hand-offs alone: p50 {:.2}x)\n",
+        single.p(0.5) as f64 / raw.p(0.5) as f64,
+        single.p(0.99) as f64 / raw.p(0.99) as f64,
+        floor.p(0.5) as f64 / raw.p(0.5) as f64,
+    );
+}
+
+/// `writers` tasks, each submitting a one-entry batch and waiting for it, in a loop. Indexes
+/// are assigned under a lock, as the core assigns them under its state lock.
+async fn concurrent_writers(storage: &Arc<DiskStorage>, next_index: u64, writers: usize) -> Run {
+    let next_index = Arc::new(Mutex::new(next_index));
+    let syncs = storage.log_sync_count();
+    let start = Instant::now();
+    let deadline = start + GROUP_RUN;
+    let tasks: Vec<_> = (0..writers)
+        .map(|_| {
+            let storage = storage.clone();
+            let next_index = next_index.clone();
+            tokio::spawn(async move {
+                let mut latency_us = Vec::with_capacity(4096);
+                while Instant::now() < deadline {
+                    let op = Instant::now();
+                    let seq = {
+                        let mut next = next_index.lock();
+                        let seq = storage.submit(WriteBatch {
+                            entries: vec![entry(*next)],
+                            ..Default::default()
+                        });
+                        *next += 1;
+                        seq
+                    };
+                    storage.wait_durable(seq).await.expect("durable");
+                    latency_us.push(micros_since(op));
+                }
+                latency_us
+            })
+        })
+        .collect();
+    let mut run = Run::new();
+    for task in tasks {
+        run.latency_us.extend(task.await.expect("writer task"));
+    }
+    run.elapsed = start.elapsed();
+    run.syncs = storage.log_sync_count() - syncs;
+    run
+}
+
+async fn group_vs_single(dir: &Path, writers: usize) {
+    let storage = Arc::new(
+        DiskStorage::open(&dir.join(format!("group{writers}")), DiskOptions::new(1, 1))
+            .expect("open"),
+    );
+    let group = concurrent_writers(&storage, 1, writers).await;
+    let mut next_index = group.latency_us.len() as u64 + 1;
+    let single = single_writer(&storage, &mut next_index, 1000).await;
+    storage.close().await.expect("close");
+    group.print(&format!("group commit, {writers} writers"));
+    single.print("  single writer right after");
+    println!(
+        "    throughput / single-writer throughput: {:.1}x (target for 256 writers: 50x)\n",
+        group.rate() / single.rate()
+    );
+}
+
+async fn recovery(dir: &Path) {
+    // Fill the log: batches of 64 entries, in waves of 256 batches.
+    let storage = DiskStorage::open(dir, DiskOptions::new(1, 1)).expect("open");
+    let fill = Instant::now();
+    let mut index = 1;
+    while index <= RECOVERY_ENTRIES {
+        let mut last = 0;
+        for _ in 0..256 {
+            let end = (index + 63).min(RECOVERY_ENTRIES);
+            if index > end {
+                break;
+            }
+            last = storage.submit(WriteBatch {
+                entries: (index..=end).map(entry).collect(),
+                ..Default::default()
+            });
+            index = end + 1;
+        }
+        storage.wait_durable(last).await.expect("durable");
+    }
+    let bytes = storage.log_disk_bytes();
+    storage.close().await.expect("close");
+    let filled = fill.elapsed();
+
+    let start = Instant::now();
+    let storage = DiskStorage::open(dir, DiskOptions::new(1, 1)).expect("reopen");
+    let recovered = storage.recover().expect("recover");
+    let elapsed = start.elapsed();
+    assert_eq!(recovered.entries.len() as u64, RECOVERY_ENTRIES);
+    drop(recovered);
+    storage.close().await.expect("close");
+    println!(
+        "recovery: open + recover of {RECOVERY_ENTRIES} entries of {ENTRY_BYTES} B \
+         ({:.0} MB of log in {} segments, written in {:.1} s): {:.3} s \
+         (target: under 2 s; page cache warm)",
+        bytes as f64 / 1e6,
+        bytes.div_ceil(DiskOptions::DEFAULT_SEGMENT_SIZE_BYTES),
+        filled.as_secs_f64(),
+        elapsed.as_secs_f64()
+    );
+}

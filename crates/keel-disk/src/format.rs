@@ -1,0 +1,558 @@
+//! The bytes of every file keel-disk writes: encoding and decoding, no I/O.
+//!
+//! Integers are little-endian and fixed width; checksums are CRC32C. The crate docs draw the
+//! layouts. Decoding never panics on bad input: it returns what is wrong, and the caller adds the
+//! file name and offset.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use keel::codec::encode_entry_body;
+use keel::{HardState, SnapshotMeta, WriteBatch};
+
+use crate::bounds::LogBounds;
+
+/// The format this build writes, and the newest it reads.
+pub(crate) const FORMAT_VERSION: u32 = 1;
+
+const META_MAGIC: &[u8; 8] = b"KEELMETA";
+const SEGMENT_MAGIC: &[u8; 8] = b"KEELWAL\0";
+const SNAPSHOT_MAGIC: &[u8; 8] = b"KEELSNAP";
+
+/// magic, version, node id, cluster id, crc.
+pub(crate) const META_LEN: usize = 8 + 4 + 8 + 8 + 4;
+/// magic, version, seq, checkpoint, crc.
+pub(crate) const SEGMENT_HEADER_LEN: usize = 8 + 4 + 8 + CHECKPOINT_LEN + 4;
+/// magic, version, id, index, term, data length, data crc, header crc.
+pub(crate) const SNAPSHOT_HEADER_LEN: usize = 8 + 4 + 8 + 8 + 8 + 8 + 4 + 4;
+/// length, crc.
+pub(crate) const RECORD_HEADER_LEN: usize = 8;
+
+const HARD_STATE_LEN: usize = 8 + 1 + 8;
+const SNAPSHOT_REF_LEN: usize = 8 + 8 + 8 + 8 + 4;
+/// hard state, has-snapshot flag, snapshot ref, first index, last index.
+const CHECKPOINT_LEN: usize = HARD_STATE_LEN + 1 + SNAPSHOT_REF_LEN + 8 + 8;
+
+const HAS_HARD_STATE: u8 = 1;
+const HAS_SNAPSHOT: u8 = 2;
+const HAS_TRUNCATE: u8 = 4;
+const HAS_ENTRIES: u8 = 8;
+const HAS_COMPACT: u8 = 16;
+const KNOWN_FLAGS: u8 = HAS_HARD_STATE | HAS_SNAPSHOT | HAS_TRUNCATE | HAS_ENTRIES | HAS_COMPACT;
+
+/// Why a header could not be read.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum HeaderError {
+    /// Written by a newer version of this crate.
+    NewerVersion(u32),
+    /// Anything else: wrong magic, short, bad checksum.
+    Damaged(String),
+}
+
+/// Whose data dir this is (the `meta` file).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Meta {
+    pub node_id: u64,
+    pub cluster_id: u64,
+}
+
+/// Where the current snapshot lives and what it must contain: the log's reference to a
+/// snapshot file, checked against the file at recovery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SnapshotRef {
+    /// Names the file (`{id:020}.snap`); ids are never reused within a data dir's life.
+    pub id: u64,
+    pub meta: SnapshotMeta,
+    /// Bytes of snapshot data.
+    pub len: u64,
+    /// CRC32C of the snapshot data.
+    pub crc: u32,
+}
+
+/// Everything the segments before this one established, except their entries. Each segment
+/// starts with one, so whole segments can be deleted once their entries are compacted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Checkpoint {
+    pub hard_state: HardState,
+    pub snapshot: Option<SnapshotRef>,
+    /// The log when the segment was started.
+    pub log: LogBounds,
+}
+
+impl Checkpoint {
+    /// The state of an empty data dir.
+    pub(crate) fn empty() -> Self {
+        Checkpoint {
+            hard_state: HardState::default(),
+            snapshot: None,
+            log: LogBounds {
+                first_index: 1,
+                last_index: 0,
+            },
+        }
+    }
+}
+
+/// A decoded log record: one [`WriteBatch`], with the snapshot replaced by its reference and the
+/// entries left encoded (they are decoded straight into the recovered log).
+#[derive(Debug)]
+pub(crate) struct Record {
+    pub hard_state: Option<HardState>,
+    pub snapshot: Option<SnapshotRef>,
+    pub truncate_after: Option<u64>,
+    pub entries: Option<EntryRun>,
+    pub compact_through: Option<u64>,
+}
+
+/// Consecutive encoded entries (`keel::codec::encode_entry_body` each), starting at
+/// `first_index`.
+#[derive(Debug)]
+pub(crate) struct EntryRun {
+    pub first_index: u64,
+    pub count: u32,
+    pub bodies: Bytes,
+}
+
+pub(crate) fn encode_meta(meta: Meta) -> Vec<u8> {
+    let mut out = Vec::with_capacity(META_LEN);
+    out.put_slice(META_MAGIC);
+    out.put_u32_le(FORMAT_VERSION);
+    out.put_u64_le(meta.node_id);
+    out.put_u64_le(meta.cluster_id);
+    out.put_u32_le(crc32c::crc32c(&out));
+    out
+}
+
+pub(crate) fn decode_meta(bytes: &[u8]) -> Result<Meta, HeaderError> {
+    let mut r = check_header(bytes, META_MAGIC, META_LEN)?;
+    Ok(Meta {
+        node_id: r.get_u64_le(),
+        cluster_id: r.get_u64_le(),
+    })
+}
+
+pub(crate) fn encode_segment_header(seq: u64, checkpoint: &Checkpoint) -> Vec<u8> {
+    let mut out = Vec::with_capacity(SEGMENT_HEADER_LEN);
+    out.put_slice(SEGMENT_MAGIC);
+    out.put_u32_le(FORMAT_VERSION);
+    out.put_u64_le(seq);
+    put_hard_state(&mut out, checkpoint.hard_state);
+    match &checkpoint.snapshot {
+        Some(snapshot) => {
+            out.put_u8(1);
+            put_snapshot_ref(&mut out, snapshot);
+        }
+        None => {
+            out.put_u8(0);
+            out.put_bytes(0, SNAPSHOT_REF_LEN);
+        }
+    }
+    out.put_u64_le(checkpoint.log.first_index);
+    out.put_u64_le(checkpoint.log.last_index);
+    out.put_u32_le(crc32c::crc32c(&out));
+    debug_assert_eq!(out.len(), SEGMENT_HEADER_LEN);
+    out
+}
+
+/// Decodes a segment header: its sequence number and checkpoint.
+pub(crate) fn decode_segment_header(bytes: &[u8]) -> Result<(u64, Checkpoint), HeaderError> {
+    let mut r = check_header(bytes, SEGMENT_MAGIC, SEGMENT_HEADER_LEN)?;
+    let seq = r.get_u64_le();
+    let hard_state = get_hard_state(&mut r).map_err(|e| HeaderError::Damaged(e.into()))?;
+    let snapshot = match r.get_u8() {
+        0 => {
+            r.advance(SNAPSHOT_REF_LEN);
+            None
+        }
+        1 => Some(get_snapshot_ref(&mut r)),
+        _ => return Err(HeaderError::Damaged("invalid snapshot flag".into())),
+    };
+    let checkpoint = Checkpoint {
+        hard_state,
+        snapshot,
+        log: LogBounds {
+            first_index: r.get_u64_le(),
+            last_index: r.get_u64_le(),
+        },
+    };
+    if checkpoint.log.first_index == 0 || checkpoint.log.last_index < checkpoint.log.first_index - 1
+    {
+        return Err(HeaderError::Damaged("invalid log bounds".into()));
+    }
+    Ok((seq, checkpoint))
+}
+
+pub(crate) fn encode_snapshot_header(snapshot: &SnapshotRef) -> Vec<u8> {
+    let mut out = Vec::with_capacity(SNAPSHOT_HEADER_LEN);
+    out.put_slice(SNAPSHOT_MAGIC);
+    out.put_u32_le(FORMAT_VERSION);
+    put_snapshot_ref(&mut out, snapshot);
+    out.put_u32_le(crc32c::crc32c(&out));
+    debug_assert_eq!(out.len(), SNAPSHOT_HEADER_LEN);
+    out
+}
+
+/// Decodes a snapshot file's header (the data follows it and is checked by the caller).
+pub(crate) fn decode_snapshot_header(bytes: &[u8]) -> Result<SnapshotRef, HeaderError> {
+    let mut r = check_header(bytes, SNAPSHOT_MAGIC, SNAPSHOT_HEADER_LEN)?;
+    Ok(get_snapshot_ref(&mut r))
+}
+
+/// Checks magic, version, length and trailing checksum of a fixed-size header; returns a reader
+/// positioned after the version.
+fn check_header<'a>(bytes: &'a [u8], magic: &[u8; 8], len: usize) -> Result<&'a [u8], HeaderError> {
+    if bytes.len() < 12 || &bytes[..8] != magic {
+        return Err(HeaderError::Damaged(
+            "not a keel-disk file of this kind (bad magic)".into(),
+        ));
+    }
+    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if version > FORMAT_VERSION {
+        return Err(HeaderError::NewerVersion(version));
+    }
+    if version == 0 {
+        return Err(HeaderError::Damaged("format version 0".into()));
+    }
+    if bytes.len() < len {
+        return Err(HeaderError::Damaged(format!(
+            "header truncated ({} of {len} bytes)",
+            bytes.len()
+        )));
+    }
+    let stored = u32::from_le_bytes(bytes[len - 4..len].try_into().expect("4 bytes"));
+    if crc32c::crc32c(&bytes[..len - 4]) != stored {
+        return Err(HeaderError::Damaged("header checksum mismatch".into()));
+    }
+    Ok(&bytes[12..len - 4])
+}
+
+/// Appends one framed record holding `batch` (with `snapshot` standing for its snapshot) to
+/// `out`. A record larger than the 4 GiB frame limit is refused with its size, and nothing is
+/// appended.
+pub(crate) fn encode_record(
+    batch: &WriteBatch,
+    snapshot: Option<&SnapshotRef>,
+    out: &mut BytesMut,
+) -> Result<(), usize> {
+    let start = out.len();
+    let entry_bytes: usize = batch.entries.iter().map(|e| e.encoded_len()).sum();
+    out.reserve(
+        RECORD_HEADER_LEN + 1 + HARD_STATE_LEN + SNAPSHOT_REF_LEN + 8 + 12 + 8 + entry_bytes,
+    );
+    out.put_u64_le(0); // length and crc, filled in below
+    let mut flags = 0;
+    if batch.hard_state.is_some() {
+        flags |= HAS_HARD_STATE;
+    }
+    if snapshot.is_some() {
+        flags |= HAS_SNAPSHOT;
+    }
+    if batch.truncate_after.is_some() {
+        flags |= HAS_TRUNCATE;
+    }
+    if !batch.entries.is_empty() {
+        flags |= HAS_ENTRIES;
+    }
+    if batch.compact_through.is_some() {
+        flags |= HAS_COMPACT;
+    }
+    out.put_u8(flags);
+    if let Some(hard_state) = batch.hard_state {
+        put_hard_state(out, hard_state);
+    }
+    if let Some(snapshot) = snapshot {
+        put_snapshot_ref(out, snapshot);
+    }
+    if let Some(index) = batch.truncate_after {
+        out.put_u64_le(index);
+    }
+    if let Some(first) = batch.entries.first() {
+        out.put_u64_le(first.index);
+        out.put_u32_le(batch.entries.len() as u32);
+        for entry in &batch.entries {
+            encode_entry_body(entry, out);
+        }
+    }
+    if let Some(index) = batch.compact_through {
+        out.put_u64_le(index);
+    }
+    let body_len = out.len() - start - RECORD_HEADER_LEN;
+    let Ok(len) = u32::try_from(body_len) else {
+        out.truncate(start);
+        return Err(body_len);
+    };
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    let crc = record_crc(&out[start..start + 4], &out[start + RECORD_HEADER_LEN..]);
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
+}
+
+/// The checksum covers the length field too, so a damaged length is caught like damaged data.
+fn record_crc(len: &[u8], body: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(len), body)
+}
+
+/// Reads the frame at `offset`: returns the record body and where the next frame starts, or
+/// why no valid frame starts there.
+pub(crate) fn read_frame(data: &Bytes, offset: usize) -> Result<(Bytes, usize), String> {
+    let rest = &data[offset..];
+    if rest.len() < RECORD_HEADER_LEN {
+        return Err(format!(
+            "record header truncated ({} of {RECORD_HEADER_LEN} bytes)",
+            rest.len()
+        ));
+    }
+    let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+    if len == 0 {
+        return Err("zero record length".into());
+    }
+    let end = RECORD_HEADER_LEN + len;
+    if end > rest.len() {
+        return Err(format!(
+            "record of {len} bytes runs past the end of the file ({} bytes left)",
+            rest.len() - RECORD_HEADER_LEN
+        ));
+    }
+    let stored = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
+    if record_crc(&rest[..4], &rest[RECORD_HEADER_LEN..end]) != stored {
+        return Err("checksum mismatch".into());
+    }
+    Ok((
+        data.slice(offset + RECORD_HEADER_LEN..offset + end),
+        offset + end,
+    ))
+}
+
+/// True if a valid frame starts anywhere in `data` after `offset`: the test that tells damage in
+/// the middle of a log (valid records follow) from a torn write at its end (nothing valid does).
+pub(crate) fn valid_frame_after(data: &Bytes, offset: usize) -> bool {
+    (offset + 1..data.len().saturating_sub(RECORD_HEADER_LEN - 1))
+        .any(|start| read_frame(data, start).is_ok())
+}
+
+/// Decodes a record body whose checksum was verified.
+pub(crate) fn decode_record(mut body: Bytes) -> Result<Record, String> {
+    let r = &mut body;
+    let flags = take_u8(r)?;
+    if flags == 0 || flags & !KNOWN_FLAGS != 0 {
+        return Err(format!("invalid record flags {flags:#04x}"));
+    }
+    let hard_state = if flags & HAS_HARD_STATE != 0 {
+        need(r, HARD_STATE_LEN, "hard state")?;
+        Some(get_hard_state(r).map_err(String::from)?)
+    } else {
+        None
+    };
+    let snapshot = if flags & HAS_SNAPSHOT != 0 {
+        need(r, SNAPSHOT_REF_LEN, "snapshot reference")?;
+        Some(get_snapshot_ref(r))
+    } else {
+        None
+    };
+    let truncate_after = if flags & HAS_TRUNCATE != 0 {
+        Some(take_u64(r, "truncation index")?)
+    } else {
+        None
+    };
+    let entries = if flags & HAS_ENTRIES != 0 {
+        let first_index = take_u64(r, "first entry index")?;
+        need(r, 4, "entry count")?;
+        let count = r.get_u32_le();
+        if first_index == 0 || count == 0 {
+            return Err("invalid entry run".into());
+        }
+        let compact_len = if flags & HAS_COMPACT != 0 { 8 } else { 0 };
+        let bodies_len = r
+            .len()
+            .checked_sub(compact_len)
+            .ok_or("record truncated in its entries")?;
+        Some(EntryRun {
+            first_index,
+            count,
+            bodies: r.split_to(bodies_len),
+        })
+    } else {
+        None
+    };
+    let compact_through = if flags & HAS_COMPACT != 0 {
+        Some(take_u64(r, "compaction index")?)
+    } else {
+        None
+    };
+    if !r.is_empty() {
+        return Err(format!(
+            "{} unexpected bytes at the end of a record",
+            r.len()
+        ));
+    }
+    Ok(Record {
+        hard_state,
+        snapshot,
+        truncate_after,
+        entries,
+        compact_through,
+    })
+}
+
+fn need(r: &Bytes, len: usize, field: &str) -> Result<(), String> {
+    if r.len() < len {
+        return Err(format!("record truncated in its {field}"));
+    }
+    Ok(())
+}
+
+fn take_u8(r: &mut Bytes) -> Result<u8, String> {
+    need(r, 1, "flags")?;
+    Ok(r.get_u8())
+}
+
+fn take_u64(r: &mut Bytes, field: &str) -> Result<u64, String> {
+    need(r, 8, field)?;
+    Ok(r.get_u64_le())
+}
+
+fn put_hard_state(out: &mut impl BufMut, hard_state: HardState) {
+    out.put_u64_le(hard_state.current_term);
+    out.put_u8(hard_state.voted_for.is_some() as u8);
+    out.put_u64_le(hard_state.voted_for.unwrap_or(0));
+}
+
+/// Reads a hard state; the caller checked that `HARD_STATE_LEN` bytes are there.
+fn get_hard_state(r: &mut impl Buf) -> Result<HardState, &'static str> {
+    let current_term = r.get_u64_le();
+    let has_vote = r.get_u8();
+    let vote = r.get_u64_le();
+    let voted_for = match has_vote {
+        0 => None,
+        1 => Some(vote),
+        _ => return Err("invalid vote flag"),
+    };
+    Ok(HardState {
+        current_term,
+        voted_for,
+    })
+}
+
+fn put_snapshot_ref(out: &mut impl BufMut, snapshot: &SnapshotRef) {
+    out.put_u64_le(snapshot.id);
+    out.put_u64_le(snapshot.meta.last_included_index);
+    out.put_u64_le(snapshot.meta.last_included_term);
+    out.put_u64_le(snapshot.len);
+    out.put_u32_le(snapshot.crc);
+}
+
+/// Reads a snapshot reference; the caller checked that `SNAPSHOT_REF_LEN` bytes are there.
+fn get_snapshot_ref(r: &mut impl Buf) -> SnapshotRef {
+    SnapshotRef {
+        id: r.get_u64_le(),
+        meta: SnapshotMeta {
+            last_included_index: r.get_u64_le(),
+            last_included_term: r.get_u64_le(),
+        },
+        len: r.get_u64_le(),
+        crc: r.get_u32_le(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use keel::{Entry, Payload};
+
+    use super::*;
+
+    fn batch() -> WriteBatch {
+        WriteBatch {
+            hard_state: Some(HardState {
+                current_term: 3,
+                voted_for: Some(2),
+            }),
+            snapshot: None,
+            truncate_after: Some(4),
+            entries: vec![
+                Entry {
+                    index: 5,
+                    term: 3,
+                    payload: Payload::Noop,
+                },
+                Entry {
+                    index: 6,
+                    term: 3,
+                    payload: Payload::Command(Bytes::from_static(b"put x 1")),
+                },
+            ],
+            compact_through: Some(2),
+        }
+    }
+
+    #[test]
+    fn a_record_round_trips() {
+        let snapshot = SnapshotRef {
+            id: 7,
+            meta: SnapshotMeta {
+                last_included_index: 2,
+                last_included_term: 1,
+            },
+            len: 10,
+            crc: 99,
+        };
+        let mut out = BytesMut::new();
+        encode_record(&batch(), Some(&snapshot), &mut out).expect("fits");
+        let data = out.freeze();
+        let (body, end) = read_frame(&data, 0).expect("valid frame");
+        assert_eq!(end, data.len());
+        let record = decode_record(body).expect("valid record");
+        assert_eq!(record.hard_state, batch().hard_state);
+        assert_eq!(record.snapshot, Some(snapshot));
+        assert_eq!(record.truncate_after, Some(4));
+        assert_eq!(record.compact_through, Some(2));
+        let run = record.entries.expect("entries");
+        assert_eq!((run.first_index, run.count), (5, 2));
+    }
+
+    #[test]
+    fn a_valid_frame_after_damage_is_found_and_zeros_are_not_one() {
+        let mut out = BytesMut::new();
+        encode_record(&batch(), None, &mut out).expect("fits");
+        let first_len = out.len();
+        encode_record(&batch(), None, &mut out).expect("fits");
+        out[10] ^= 1; // damage the first record
+        let data = out.freeze();
+        assert!(read_frame(&data, 0).is_err());
+        assert!(valid_frame_after(&data, 0));
+        assert!(!valid_frame_after(&data, first_len));
+        assert!(!valid_frame_after(&Bytes::from(vec![0u8; 4096]), 0));
+    }
+
+    #[test]
+    fn every_cut_of_a_record_is_an_invalid_frame() {
+        let mut out = BytesMut::new();
+        encode_record(&batch(), None, &mut out).expect("fits");
+        let data = out.freeze();
+        for len in 0..data.len() {
+            assert!(read_frame(&data.slice(..len), 0).is_err(), "prefix {len}");
+        }
+    }
+
+    #[test]
+    fn headers_have_their_documented_sizes_and_reject_damage() {
+        let checkpoint = Checkpoint::empty();
+        let mut header = encode_segment_header(4, &checkpoint);
+        assert_eq!(header.len(), SEGMENT_HEADER_LEN);
+        assert_eq!(SEGMENT_HEADER_LEN, 94, "the crate docs give this size");
+        assert_eq!(
+            SNAPSHOT_HEADER_LEN, 52,
+            "the corruption tests use this offset"
+        );
+        assert_eq!(decode_segment_header(&header), Ok((4, checkpoint)));
+        header[30] ^= 1;
+        assert!(matches!(
+            decode_segment_header(&header),
+            Err(HeaderError::Damaged(_))
+        ));
+        let mut meta = encode_meta(Meta {
+            node_id: 1,
+            cluster_id: 2,
+        });
+        assert_eq!(meta.len(), META_LEN);
+        meta[8] = 9;
+        assert_eq!(decode_meta(&meta), Err(HeaderError::NewerVersion(9)));
+    }
+}

@@ -1,0 +1,488 @@
+//! Opening a data dir: check whose it is, replay the log, load the snapshot, repair a torn
+//! tail, and hand the writer its files. The crate docs state the rules this module follows.
+
+use std::collections::VecDeque;
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use keel::codec::decode_entry_body;
+use keel::{Entry, Recovered, Snapshot};
+
+use crate::DiskOptions;
+use crate::bounds::LogBounds;
+use crate::dir::{self, Listing};
+use crate::error::DiskError;
+use crate::format::{self, Checkpoint, Meta, SEGMENT_HEADER_LEN, SnapshotRef};
+use crate::writer::{self, Figures, LogWriter, Segment, WriterParts};
+
+/// An opened data dir: the writer that owns it, what it held, and the log's bounds (which
+/// `submit` checks batches against).
+pub(crate) struct Opened {
+    pub writer: LogWriter,
+    pub recovered: Recovered,
+    pub log: LogBounds,
+}
+
+pub(crate) fn open(
+    dir: &Path,
+    options: &DiskOptions,
+    figures: Arc<Figures>,
+) -> Result<Opened, DiskError> {
+    let lock = dir::lock(dir)?;
+    let dir_handle = dir::open_dir_handle(dir)?;
+    let meta = Meta {
+        node_id: options.node_id,
+        cluster_id: options.cluster_id,
+    };
+    let listing = dir::list(dir)?;
+    if listing.has_meta {
+        dir::check_meta(dir, meta)?;
+    } else if !listing.segments.is_empty() || !listing.snapshots.is_empty() {
+        return Err(damaged(
+            dir,
+            "its meta file is missing, but log segments or snapshots are present",
+        ));
+    } else {
+        dir::write_meta(dir, &dir_handle, meta)?;
+    }
+
+    let mut replay = if listing.segments.is_empty() {
+        if !listing.snapshots.is_empty() {
+            return Err(damaged(dir, "it holds snapshot files but no log segments"));
+        }
+        let checkpoint = Checkpoint::empty();
+        writer::create_segment(dir, &dir_handle, 1, &checkpoint)?;
+        let mut replay = Replay::new(dir);
+        replay.segment(1, true)?;
+        replay
+    } else {
+        replay_segments(dir, &listing)?
+    };
+    let state = replay.finish()?;
+    let snapshot = state.snapshot.map(|r| load_snapshot(dir, r)).transpose()?;
+
+    // Everything checked out; only now change files.
+    if let Some(torn) = &replay.torn {
+        cut_torn_tail(torn)?;
+    }
+    remove_leftovers(dir, &dir_handle, &listing, state.snapshot)?;
+
+    let last = *replay.segments.back().expect("at least one segment");
+    let last_path = dir::segment_path(dir, last.seq);
+    let file = OpenOptions::new()
+        .append(true)
+        .open(&last_path)
+        .map_err(DiskError::io("open segment", &last_path))?;
+    let next_snapshot_id = listing
+        .snapshots
+        .iter()
+        .copied()
+        .chain([replay.max_snapshot_id])
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let entry_sizes = replay
+        .entries
+        .iter()
+        .map(|e| e.encoded_len() as u32)
+        .collect();
+    let recovered = Recovered {
+        hard_state: state.hard_state,
+        entries: replay.entries_after(snapshot.as_ref()),
+        snapshot,
+    };
+    let writer = LogWriter::new(WriterParts {
+        dir: dir.to_path_buf(),
+        dir_handle,
+        lock,
+        segment_size_bytes: options.segment_size_bytes,
+        segments: std::mem::take(&mut replay.segments),
+        file,
+        state,
+        next_snapshot_id,
+        entry_sizes,
+        figures,
+    });
+    Ok(Opened {
+        writer,
+        recovered,
+        log: state.log,
+    })
+}
+
+fn replay_segments(dir: &Path, listing: &Listing) -> Result<Replay, DiskError> {
+    for pair in listing.segments.windows(2) {
+        if pair[1] != pair[0] + 1 {
+            return Err(damaged(
+                dir,
+                format!(
+                    "log segment {} is missing (the segments go from {} to {})",
+                    dir::segment_path(dir, pair[0] + 1).display(),
+                    pair[0],
+                    pair[1]
+                ),
+            ));
+        }
+    }
+    let mut replay = Replay::new(dir);
+    let last = listing.segments.len() - 1;
+    for (i, &seq) in listing.segments.iter().enumerate() {
+        replay.segment(seq, i == last)?;
+    }
+    Ok(replay)
+}
+
+/// The log as replayed so far, in `MemImage`'s terms: the same bounds, the same entries.
+struct Replay {
+    dir: PathBuf,
+    /// Hard state, snapshot and bounds; `None` until the first segment's header is read.
+    state: Option<Checkpoint>,
+    /// Entries `first_index..=missing_through` were written in segments that are gone (deleted
+    /// by compaction, which must have covered them by the end of the replay).
+    missing_through: u64,
+    /// The entries held: from after `missing_through` (or from `first_index`) to `last_index`.
+    entries: VecDeque<Entry>,
+    segments: VecDeque<Segment>,
+    max_snapshot_id: u64,
+    torn: Option<TornTail>,
+}
+
+/// A partly written record at the end of the last segment.
+struct TornTail {
+    path: PathBuf,
+    /// Where the last good record ends.
+    offset: u64,
+    file_len: u64,
+    problem: String,
+}
+
+impl Replay {
+    fn new(dir: &Path) -> Self {
+        Replay {
+            dir: dir.to_path_buf(),
+            state: None,
+            missing_through: 0,
+            entries: VecDeque::new(),
+            segments: VecDeque::new(),
+            max_snapshot_id: 0,
+            torn: None,
+        }
+    }
+
+    fn segment(&mut self, seq: u64, last: bool) -> Result<(), DiskError> {
+        let path = dir::segment_path(&self.dir, seq);
+        let data = Bytes::from(fs::read(&path).map_err(DiskError::io("read segment", &path))?);
+        let (found_seq, start) =
+            format::decode_segment_header(&data).map_err(|e| dir::header_error(&path, e))?;
+        let corrupt = |offset: usize, problem: String| DiskError::Corrupt {
+            path: path.clone(),
+            offset: offset as u64,
+            problem,
+        };
+        if found_seq != seq {
+            return Err(corrupt(
+                0,
+                format!(
+                    "its header says it is segment {found_seq}: segment files were renamed or mixed up"
+                ),
+            ));
+        }
+        match self.state {
+            None => {
+                self.missing_through = start.log.last_index;
+                self.state = Some(start);
+            }
+            Some(state) if state != start => {
+                return Err(corrupt(
+                    0,
+                    format!(
+                        "its header does not continue the previous segment (header {start:?}, \
+                         log so far {state:?}): the segments come from different histories"
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+        if let Some(snapshot) = start.snapshot {
+            self.max_snapshot_id = self.max_snapshot_id.max(snapshot.id);
+        }
+
+        let mut offset = SEGMENT_HEADER_LEN;
+        while offset < data.len() {
+            match format::read_frame(&data, offset) {
+                Ok((body, next)) => {
+                    self.apply(body)
+                        .map_err(|problem| corrupt(offset, problem))?;
+                    offset = next;
+                }
+                Err(problem) if !last => {
+                    return Err(corrupt(
+                        offset,
+                        format!("{problem} (not the last segment, so not a torn write)"),
+                    ));
+                }
+                Err(problem) if format::valid_frame_after(&data, offset) => {
+                    return Err(corrupt(
+                        offset,
+                        format!("{problem} (valid records follow, so not a torn write)"),
+                    ));
+                }
+                Err(problem) => {
+                    self.torn = Some(TornTail {
+                        path: path.clone(),
+                        offset: offset as u64,
+                        file_len: data.len() as u64,
+                        problem,
+                    });
+                    break;
+                }
+            }
+        }
+        self.segments.push_back(Segment {
+            seq,
+            len: offset as u64,
+            start,
+        });
+        Ok(())
+    }
+
+    /// Applies one record, as `MemImage::apply` applies its batch; anything `MemImage` would
+    /// assert on is damage here.
+    fn apply(&mut self, body: Bytes) -> Result<(), String> {
+        let record = format::decode_record(body)?;
+        let state = self.state.as_mut().expect("the header is read first");
+        if let Some(hard_state) = record.hard_state {
+            state.hard_state = hard_state;
+        }
+        if let Some(snapshot) = record.snapshot {
+            self.max_snapshot_id = self.max_snapshot_id.max(snapshot.id);
+            state.snapshot = Some(snapshot);
+        }
+        if let Some(index) = record.truncate_after {
+            state.log.truncate_after(index);
+            let last = state.log.last_index;
+            while self.entries.back().is_some_and(|e| e.index > last) {
+                self.entries.pop_back();
+            }
+            self.missing_through = self.missing_through.min(last);
+        }
+        if let Some(run) = record.entries {
+            if run.first_index != state.log.next_index() {
+                return Err(format!(
+                    "its entries start at index {} but the log ends at {}",
+                    run.first_index, state.log.last_index
+                ));
+            }
+            if run.first_index.checked_add(u64::from(run.count)).is_none() {
+                return Err("entry indexes overflow".into());
+            }
+            let mut bodies = run.bodies;
+            for index in run.first_index..run.first_index + u64::from(run.count) {
+                let entry = decode_entry_body(&mut bodies, index)
+                    .map_err(|e| format!("entry {index}: {e}"))?;
+                self.entries.push_back(entry);
+            }
+            if !bodies.is_empty() {
+                return Err(format!("{} bytes after its last entry", bodies.len()));
+            }
+            state.log.append(u64::from(run.count));
+        }
+        if let Some(index) = record.compact_through {
+            state.log.compact_through(index);
+            while self.entries.front().is_some_and(|e| e.index <= index) {
+                self.entries.pop_front();
+            }
+        }
+        Ok(())
+    }
+
+    /// The replayed state, once every entry the log still holds was found.
+    fn finish(&self) -> Result<Checkpoint, DiskError> {
+        let state = self.state.expect("at least one segment was read");
+        if self.missing_through >= state.log.first_index {
+            let first = self.segments.front().expect("at least one segment").seq;
+            return Err(damaged(
+                &self.dir,
+                format!(
+                    "log entries {}..={} are missing: segments before {} that held them were \
+                     deleted",
+                    state.log.first_index,
+                    self.missing_through,
+                    dir::segment_path(&self.dir, first).display()
+                ),
+            ));
+        }
+        Ok(state)
+    }
+
+    /// The entries a starting node gets: those after the snapshot.
+    fn entries_after(&mut self, snapshot: Option<&Snapshot>) -> Vec<Entry> {
+        let after = snapshot.map_or(0, |s| s.meta.last_included_index);
+        let mut entries = Vec::from(std::mem::take(&mut self.entries));
+        let covered = entries.partition_point(|e| e.index <= after);
+        entries.drain(..covered);
+        entries
+    }
+}
+
+/// Removes snapshot files the log does not refer to (one replaced before a crash, or one whose
+/// install did not complete) and files an interrupted write left behind.
+fn remove_leftovers(
+    dir: &Path,
+    dir_handle: &std::fs::File,
+    listing: &Listing,
+    current: Option<SnapshotRef>,
+) -> Result<(), DiskError> {
+    let unreferenced = listing
+        .snapshots
+        .iter()
+        .filter(|&&id| current.is_none_or(|current| current.id != id))
+        .map(|&id| dir::snapshot_path(dir, id));
+    let mut removed = false;
+    for path in unreferenced.chain(listing.temporary.iter().cloned()) {
+        tracing::info!(path = %path.display(), "removing a file the log does not refer to");
+        dir::remove(&path)?;
+        removed = true;
+    }
+    if removed {
+        dir::sync_dir(dir_handle, dir)?;
+    }
+    Ok(())
+}
+
+/// Reads the snapshot the log refers to, whole, and checks it against the reference.
+fn load_snapshot(dir: &Path, reference: SnapshotRef) -> Result<Snapshot, DiskError> {
+    let path = dir::snapshot_path(dir, reference.id);
+    let data = match fs::read(&path) {
+        Ok(data) => Bytes::from(data),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            return Err(damaged(
+                dir,
+                format!(
+                    "the log refers to snapshot file {}, which is missing",
+                    path.display()
+                ),
+            ));
+        }
+        Err(source) => {
+            return Err(DiskError::Io {
+                op: "read snapshot",
+                path,
+                source,
+            });
+        }
+    };
+    let found = format::decode_snapshot_header(&data).map_err(|e| dir::header_error(&path, e))?;
+    let corrupt = |problem: String| DiskError::Corrupt {
+        path: path.clone(),
+        offset: format::SNAPSHOT_HEADER_LEN as u64,
+        problem,
+    };
+    if found != reference {
+        return Err(DiskError::Corrupt {
+            path: path.clone(),
+            offset: 0,
+            problem: format!("its header describes {found:?}, but the log expects {reference:?}"),
+        });
+    }
+    let body = data.slice(format::SNAPSHOT_HEADER_LEN..);
+    if body.len() as u64 != reference.len {
+        return Err(corrupt(format!(
+            "{} bytes of snapshot data, expected {}",
+            body.len(),
+            reference.len
+        )));
+    }
+    if crc32c::crc32c(&body) != reference.crc {
+        return Err(corrupt("snapshot data checksum mismatch".into()));
+    }
+    Ok(Snapshot {
+        meta: reference.meta,
+        data: body,
+    })
+}
+
+/// Cuts a partly written record off the end of the last segment, durably.
+fn cut_torn_tail(torn: &TornTail) -> Result<(), DiskError> {
+    tracing::warn!(
+        path = %torn.path.display(),
+        offset = torn.offset,
+        bytes_cut = torn.file_len - torn.offset,
+        problem = %torn.problem,
+        "cutting a torn write off the end of the log (a crash interrupted the last write; it was \
+         never reported durable)"
+    );
+    let file = OpenOptions::new()
+        .write(true)
+        .open(&torn.path)
+        .map_err(DiskError::io("open segment", &torn.path))?;
+    file.set_len(torn.offset)
+        .map_err(DiskError::io("truncate segment", &torn.path))?;
+    file.sync_all()
+        .map_err(DiskError::io("fsync segment", &torn.path))
+}
+
+fn damaged(dir: &Path, problem: impl Into<String>) -> DiskError {
+    DiskError::Damaged {
+        dir: dir.to_path_buf(),
+        problem: problem.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use bytes::BytesMut;
+    use keel::{Entry, Payload, Storage, WriteBatch};
+
+    use crate::{DiskOptions, DiskStorage};
+
+    fn append(first: u64, count: u64) -> WriteBatch {
+        WriteBatch {
+            entries: (first..first + count)
+                .map(|index| Entry {
+                    index,
+                    term: 1,
+                    payload: Payload::Noop,
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    /// A record with a valid checksum that breaks the log's rules is damage, not a torn write:
+    /// the checksum shows the bytes are as written, so something wrote them wrong.
+    #[tokio::test]
+    async fn a_checksummed_record_that_breaks_the_log_rules_is_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = DiskStorage::open(dir.path(), DiskOptions::new(1, 1)).unwrap();
+        let seq = storage.submit(append(1, 3));
+        storage.wait_durable(seq).await.unwrap();
+        storage.close().await.unwrap();
+
+        // Entries 7..=8 do not follow entry 3.
+        let mut record = BytesMut::new();
+        crate::format::encode_record(&append(7, 2), None, &mut record).unwrap();
+        let path = crate::dir::segment_path(dir.path(), 1);
+        let offset = std::fs::metadata(&path).unwrap().len();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        file.write_all(&record).unwrap();
+
+        let error = DiskStorage::open(dir.path(), DiskOptions::new(1, 1)).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "{} corrupt at offset {offset}: its entries start at index 7 but the log ends at \
+                 3; restore this node from a peer: move the data dir away and restart it empty",
+                path.display()
+            )
+        );
+    }
+}

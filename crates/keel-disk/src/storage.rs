@@ -1,0 +1,483 @@
+//! [`DiskStorage`]: the queue `submit` pushes onto, the writer task that drains it in groups,
+//! and the durability watch `wait_durable` follows.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use keel::{BoxFuture, Recovered, Storage, StorageError, WriteBatch};
+use parking_lot::Mutex;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use crate::bounds::LogBounds;
+use crate::error::DiskError;
+use crate::recovery;
+use crate::writer::{Figures, LogWriter};
+
+/// How to open a data dir.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskOptions {
+    /// The node this data dir belongs to; recorded on first open and checked on every open.
+    pub node_id: u64,
+    /// The cluster the node belongs to; recorded and checked like `node_id`.
+    pub cluster_id: u64,
+    /// A new segment is started once the current one reaches this size (a segment holds at
+    /// least one record, so it can exceed it by one record). Compaction deletes whole segments,
+    /// so smaller segments free disk space sooner; larger ones mean fewer files.
+    pub segment_size_bytes: u64,
+}
+
+impl DiskOptions {
+    /// The default segment size: 64 MiB.
+    pub const DEFAULT_SEGMENT_SIZE_BYTES: u64 = 64 << 20;
+
+    /// Options for `node_id` of `cluster_id`, with default segment size.
+    pub fn new(node_id: u64, cluster_id: u64) -> Self {
+        DiskOptions {
+            node_id,
+            cluster_id,
+            segment_size_bytes: Self::DEFAULT_SEGMENT_SIZE_BYTES,
+        }
+    }
+}
+
+/// Durable [`Storage`] in a data dir: a write-ahead log with group commit, and snapshot files.
+///
+/// Open it with [`DiskStorage::open`] inside a tokio runtime, hand it to `keel::Raft::new` (as
+/// `Arc<dyn Storage>`), and [`close`](DiskStorage::close) it when the node stops. See the
+/// crate docs for the files and the recovery rules.
+pub struct DiskStorage {
+    shared: Arc<Shared>,
+    dir: PathBuf,
+    recovered: Mutex<Option<Recovered>>,
+    writer_task: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// What `submit`, `wait_durable` and the writer task share.
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Wakes the writer task when `queue` gets work or is closed.
+    wake: Notify,
+    durable: watch::Sender<Durability>,
+    figures: Arc<Figures>,
+}
+
+struct Queue {
+    /// Batches submitted but not yet taken by the writer, in submission order.
+    pending: Vec<WriteBatch>,
+    /// Seq of the last batch submitted; the last of `pending` if any.
+    last_seq: u64,
+    /// The log as it will be once every submitted batch is written; `submit` checks new batches
+    /// against it.
+    log: LogBounds,
+    mode: Mode,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Accepting batches.
+    Open,
+    /// `close` was called: the writer writes what is queued, then stops.
+    Closing,
+    /// Nothing more is written: crashed, failed, or closed.
+    Stopped,
+}
+
+/// What waiters watch: how far the log is durable, and why the storage stopped, if it did.
+#[derive(Clone, Debug, Default)]
+struct Durability {
+    seq: u64,
+    stopped: Option<StorageError>,
+}
+
+impl DiskStorage {
+    /// Opens (or creates) the data dir `dir` for `options.node_id`, recovers its contents and
+    /// starts the log writer.
+    ///
+    /// Recovery runs synchronously here: it replays the log, verifying every checksum, cuts a
+    /// torn last record off, and fails with a [`DiskError`] naming the file and offset on any
+    /// other damage. Must be called within a tokio runtime.
+    pub fn open(dir: &Path, options: DiskOptions) -> Result<DiskStorage, DiskError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| DiskError::NoRuntime)?;
+        let figures = Arc::new(Figures::default());
+        let opened = recovery::open(dir, &options, figures.clone())?;
+        let (durable, _) = watch::channel(Durability::default());
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                pending: Vec::new(),
+                last_seq: 0,
+                log: opened.log,
+                mode: Mode::Open,
+            }),
+            wake: Notify::new(),
+            durable,
+            figures,
+        });
+        let writer_task = runtime.spawn(run_writer(shared.clone(), opened.writer));
+        Ok(DiskStorage {
+            shared,
+            dir: dir.to_path_buf(),
+            recovered: Mutex::new(Some(opened.recovered)),
+            writer_task: Mutex::new(Some(writer_task)),
+        })
+    }
+
+    /// The data dir.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Bytes of hard state and log as `keel::storage::MemImage::raft_state_size` counts them
+    /// (each entry's encoded length plus 8, plus 17), as of the last durable write: the figure
+    /// services compare with their log-size limit to decide when to snapshot. It drops as soon
+    /// as a snapshot compacts the log, while [`log_disk_bytes`](Self::log_disk_bytes) drops only
+    /// when whole segments are deleted.
+    pub fn raft_state_size(&self) -> usize {
+        self.shared.figures.raft_state_bytes.load(Ordering::Relaxed) as usize
+    }
+
+    /// Bytes of the current snapshot's data (0 without a snapshot), as
+    /// `MemImage::snapshot_size` counts them.
+    pub fn snapshot_size(&self) -> usize {
+        self.shared.figures.snapshot_bytes.load(Ordering::Relaxed) as usize
+    }
+
+    /// Bytes of log segment files on disk: what the log costs in disk space, including records
+    /// that truncation or compaction made obsolete but whose segments are still in use.
+    pub fn log_disk_bytes(&self) -> u64 {
+        self.shared.figures.log_disk_bytes.load(Ordering::Relaxed)
+    }
+
+    /// `fdatasync` calls on log segments since open: with group commit, far fewer than the
+    /// batches written.
+    pub fn log_sync_count(&self) -> u64 {
+        self.shared.figures.log_syncs.load(Ordering::Relaxed)
+    }
+
+    /// Writes everything submitted so far, stops the writer and releases the data dir. Later
+    /// submissions are not written; their waiters get [`StorageError::Closed`]. Returns the
+    /// error that stopped the storage earlier, if one did.
+    pub async fn close(&self) -> Result<(), StorageError> {
+        {
+            let mut queue = self.shared.queue.lock();
+            if queue.mode == Mode::Open {
+                queue.mode = Mode::Closing;
+            }
+        }
+        self.shared.wake.notify_one();
+        self.join_writer().await;
+        match self.shared.durable.borrow().stopped.clone() {
+            None | Some(StorageError::Closed) => Ok(()),
+            Some(error) => Err(error),
+        }
+    }
+
+    /// Simulates a crash, for tests: drops every batch not yet handed to the disk, fails their
+    /// waiters with [`StorageError::Closed`], and stops the writer once the write in flight (if
+    /// any) returns, without reporting it durable. Files stay as they are; the data dir is
+    /// released when this returns.
+    pub async fn crash(&self) {
+        {
+            let mut queue = self.shared.queue.lock();
+            queue.mode = Mode::Stopped;
+            queue.pending.clear();
+        }
+        self.shared.stop(StorageError::Closed);
+        self.shared.wake.notify_one();
+        self.join_writer().await;
+    }
+
+    async fn join_writer(&self) {
+        let task = self.writer_task.lock().take();
+        if let Some(task) = task {
+            // A panic in the writer was already reported to the waiters.
+            let _ = task.await;
+        }
+    }
+
+    /// Test hook: make every fsync from now on fail, as a dying disk's would.
+    #[cfg(test)]
+    pub(crate) fn fail_syncs(&self) {
+        self.shared
+            .figures
+            .fail_syncs
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for DiskStorage {
+    /// Lets the writer finish what was submitted, then stop; nobody waits for it. Use
+    /// [`DiskStorage::close`] to know when the data dir is released.
+    fn drop(&mut self) {
+        let mut queue = self.shared.queue.lock();
+        if queue.mode == Mode::Open {
+            queue.mode = Mode::Closing;
+        }
+        drop(queue);
+        self.shared.wake.notify_one();
+    }
+}
+
+impl std::fmt::Debug for DiskStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiskStorage")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Storage for DiskStorage {
+    /// Returns what `open` recovered. The state is handed over, not kept: a second call is an
+    /// error, so the storage does not pin the recovered log in memory for the node's life.
+    fn recover(&self) -> Result<Recovered, StorageError> {
+        self.recovered.lock().take().ok_or_else(|| {
+            DiskError::AlreadyRecovered {
+                dir: self.dir.clone(),
+            }
+            .into()
+        })
+    }
+
+    /// Queues the batch for the writer and wakes it; never blocks on I/O.
+    ///
+    /// # Panics
+    ///
+    /// If the batch breaks the storage contract (entries that do not follow the log), as
+    /// `MemImage::apply` does, or holds an entry of term 0: that is a bug in the caller.
+    fn submit(&self, batch: WriteBatch) -> u64 {
+        let mut queue = self.shared.queue.lock();
+        check_batch(&mut queue.log, &batch);
+        queue.last_seq += 1;
+        let seq = queue.last_seq;
+        if queue.mode == Mode::Open {
+            queue.pending.push(batch);
+            drop(queue);
+            self.shared.wake.notify_one();
+        }
+        seq
+    }
+
+    fn wait_durable(&self, seq: u64) -> BoxFuture<'static, Result<(), StorageError>> {
+        let mut durable = self.shared.durable.subscribe();
+        Box::pin(async move {
+            let state = durable
+                .wait_for(|d| d.seq >= seq || d.stopped.is_some())
+                .await
+                .map_err(|_| StorageError::Closed)?;
+            if state.seq >= seq {
+                return Ok(());
+            }
+            Err(state.stopped.clone().unwrap_or(StorageError::Closed))
+        })
+    }
+}
+
+/// Moves `log` by `batch`, panicking where `MemImage::apply` would, and on entries of term 0
+/// (Raft's terms start at 1, and `keel::codec` refuses to decode term 0, so such a log could
+/// not be recovered).
+fn check_batch(log: &mut LogBounds, batch: &WriteBatch) {
+    if let Some(index) = batch.truncate_after {
+        log.truncate_after(index);
+    }
+    for (i, entry) in batch.entries.iter().enumerate() {
+        assert_eq!(
+            entry.index,
+            log.next_index() + i as u64,
+            "appended entries must be consecutive and follow the log"
+        );
+        assert_ne!(entry.term, 0, "entry {} has term 0", entry.index);
+    }
+    log.append(batch.entries.len() as u64);
+    if let Some(index) = batch.compact_through {
+        log.compact_through(index);
+    }
+}
+
+impl Shared {
+    /// Stops the storage: every waiter for a write that is not durable gets `error`. The first
+    /// reason sticks.
+    fn stop(&self, error: StorageError) {
+        self.durable.send_modify(|d| {
+            if d.stopped.is_none() {
+                d.stopped = Some(error);
+            }
+        });
+    }
+}
+
+/// The writer task: waits for batches, then has them written on tokio's blocking pool.
+///
+/// The I/O runs in `spawn_blocking` rather than on a thread of our own: tokio's paused test
+/// clock does not auto-advance while a blocking task runs, so simulated time stands still
+/// while a write is in flight, as it would for any other pending work.
+async fn run_writer(shared: Arc<Shared>, writer: LogWriter) {
+    let dir = writer.dir().to_path_buf();
+    let mut writer = Some(writer);
+    loop {
+        match next_step(&shared) {
+            Step::Wait => shared.wake.notified().await,
+            Step::Stop => return,
+            Step::Write => {
+                let mut w = writer.take().expect("the writer is back after each step");
+                let on_pool = shared.clone();
+                let written = tokio::task::spawn_blocking(move || {
+                    let goes_on = write_while_queued(&on_pool, &mut w);
+                    (w, goes_on)
+                })
+                .await;
+                match written {
+                    Ok((w, true)) => writer = Some(w),
+                    Ok((_, false)) => return,
+                    Err(error) => {
+                        let error = DiskError::WriterStopped {
+                            dir,
+                            reason: error.to_string(),
+                        };
+                        report(&shared, Err(error), None);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What the writer task does next.
+enum Step {
+    /// Nothing is queued.
+    Wait,
+    /// Batches are queued.
+    Write,
+    /// The storage stopped (crashed, failed, or closed with nothing left to write).
+    Stop,
+}
+
+fn next_step(shared: &Shared) -> Step {
+    let mut queue = shared.queue.lock();
+    match queue.mode {
+        Mode::Stopped => Step::Stop,
+        _ if !queue.pending.is_empty() => Step::Write,
+        Mode::Open => Step::Wait,
+        Mode::Closing => {
+            queue.mode = Mode::Stopped;
+            drop(queue);
+            shared.stop(StorageError::Closed);
+            Step::Stop
+        }
+    }
+}
+
+/// Group commit, on the blocking pool: takes everything queued, writes it with one fdatasync,
+/// tells the waiters, and repeats while batches keep arriving (so a busy log pays the hand-off
+/// to the blocking pool once, not once per group). Files a group made obsolete (compaction, a
+/// replaced snapshot) are deleted after its waiters were told. Returns whether the writer goes
+/// on.
+fn write_while_queued(shared: &Shared, writer: &mut LogWriter) -> bool {
+    // The queue's previous buffer, reused for the next group.
+    let mut spare = Vec::new();
+    loop {
+        let (mut group, last_seq) = {
+            let mut queue = shared.queue.lock();
+            if queue.mode == Mode::Stopped || queue.pending.is_empty() {
+                return true;
+            }
+            let group = std::mem::replace(&mut queue.pending, std::mem::take(&mut spare));
+            (group, queue.last_seq)
+        };
+        let written = writer.write_group(&group);
+        group.clear();
+        spare = group;
+        if !report(shared, written, Some(last_seq)) {
+            return false;
+        }
+        if writer.has_garbage() && !report(shared, writer.collect_garbage(), None) {
+            return false;
+        }
+    }
+}
+
+/// Reports the outcome of a writer step: on success, publishes `durable_seq` (if given); on
+/// error, stops the storage for good. Returns whether the writer goes on.
+fn report(shared: &Shared, result: Result<(), DiskError>, durable_seq: Option<u64>) -> bool {
+    let mut queue = shared.queue.lock();
+    if queue.mode == Mode::Stopped {
+        // Crashed while the step ran: report nothing more.
+        return false;
+    }
+    match result {
+        Ok(()) => {
+            drop(queue);
+            if let Some(seq) = durable_seq {
+                shared.durable.send_modify(|d| d.seq = seq);
+            }
+            true
+        }
+        Err(error) => {
+            // Never retry: after a failed fsync the kernel may have dropped the dirty pages,
+            // so a later fsync could "succeed" without the data (fsyncgate).
+            tracing::error!(%error, "storage I/O failed; the storage is stopped for good");
+            queue.mode = Mode::Stopped;
+            queue.pending.clear();
+            drop(queue);
+            shared.stop(StorageError::backend(error));
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use keel::{Entry, HardState, Payload};
+
+    use super::*;
+
+    fn entry(index: u64) -> Entry {
+        Entry {
+            index,
+            term: 1,
+            payload: Payload::Command(bytes::Bytes::from_static(b"x")),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_fsync_stops_the_storage_and_names_the_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let storage = DiskStorage::open(dir.path(), DiskOptions::new(1, 1)).expect("open");
+        let seq = storage.submit(WriteBatch {
+            entries: vec![entry(1)],
+            ..Default::default()
+        });
+        storage.wait_durable(seq).await.expect("durable");
+
+        storage.fail_syncs();
+        let failed = storage.submit(WriteBatch {
+            entries: vec![entry(2)],
+            ..Default::default()
+        });
+        let error = storage
+            .wait_durable(failed)
+            .await
+            .expect_err("fsync failed");
+        let message = error.to_string();
+        assert!(
+            message.contains("fdatasync segment") && message.contains("00000000000000000001.wal"),
+            "{message}"
+        );
+        // Earlier writes stay durable; later ones fail with the same error, without retrying.
+        storage.wait_durable(seq).await.expect("still durable");
+        let later = storage.submit(WriteBatch {
+            hard_state: Some(HardState {
+                current_term: 2,
+                voted_for: None,
+            }),
+            ..Default::default()
+        });
+        let error = storage.wait_durable(later).await.expect_err("stopped");
+        assert_eq!(error.to_string(), message);
+        assert_eq!(
+            storage.close().await.expect_err("failed").to_string(),
+            message
+        );
+    }
+}

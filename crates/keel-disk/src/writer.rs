@@ -1,0 +1,327 @@
+//! The log writer: turns a group of batches into one buffered write and one `fdatasync`.
+//!
+//! It does blocking I/O, so the writer task in `storage.rs` moves it onto tokio's blocking pool
+//! for each call; only one call runs at a time, which is what orders the writes.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::BytesMut;
+use keel::{Snapshot, WriteBatch};
+
+use crate::dir;
+use crate::error::DiskError;
+use crate::format::{self, Checkpoint, SEGMENT_HEADER_LEN, SnapshotRef};
+
+/// The group buffer's starting size, and the most it keeps between groups.
+const BUF_INITIAL_BYTES: usize = 64 << 10;
+const BUF_KEEP_BYTES: usize = 8 << 20;
+
+/// Sizes the writer publishes for services deciding when to snapshot.
+#[derive(Debug, Default)]
+pub(crate) struct Figures {
+    /// Bytes of segment files.
+    pub log_disk_bytes: AtomicU64,
+    /// `MemImage::raft_state_size` of the stored state.
+    pub raft_state_bytes: AtomicU64,
+    pub snapshot_bytes: AtomicU64,
+    /// `fdatasync` calls on log segments since open.
+    pub log_syncs: AtomicU64,
+    /// Test hook: fail every fsync from now on, as a dying disk would.
+    #[cfg(test)]
+    pub fail_syncs: std::sync::atomic::AtomicBool,
+}
+
+/// A segment file the writer knows about.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Segment {
+    pub seq: u64,
+    /// Bytes written to it so far, header included.
+    pub len: u64,
+    /// The state it starts from (its header's checkpoint).
+    pub start: Checkpoint,
+}
+
+/// Owns the data dir while the storage is open: the lock, the segment being appended to, and
+/// the knowledge of which files are obsolete.
+pub(crate) struct LogWriter {
+    dir: PathBuf,
+    dir_handle: File,
+    /// Held, never read: the data dir's lock lasts as long as this file is open.
+    _lock: File,
+    segment_size_bytes: u64,
+    /// Oldest first; the last one is open in `file`.
+    segments: VecDeque<Segment>,
+    file: File,
+    /// What the log holds after everything written so far; the next segment's checkpoint.
+    state: Checkpoint,
+    next_snapshot_id: u64,
+    /// The group's records, written with one call. Reused between groups.
+    buf: BytesMut,
+    /// Snapshot files replaced by newer ones, deleted once the replacement is durable.
+    replaced_snapshots: Vec<u64>,
+    /// `Entry::encoded_len` of each entry the log holds, from `state.log.first_index` on, and
+    /// their sum: for the size figure services compare with their log-size limit.
+    entry_sizes: VecDeque<u32>,
+    entry_bytes: u64,
+    figures: std::sync::Arc<Figures>,
+}
+
+/// What `LogWriter::new` needs: the result of recovery, or of creating a new data dir.
+pub(crate) struct WriterParts {
+    pub dir: PathBuf,
+    pub dir_handle: File,
+    pub lock: File,
+    pub segment_size_bytes: u64,
+    pub segments: VecDeque<Segment>,
+    /// The last segment, opened for appending at its end.
+    pub file: File,
+    pub state: Checkpoint,
+    pub next_snapshot_id: u64,
+    /// `Entry::encoded_len` of each entry the log holds.
+    pub entry_sizes: VecDeque<u32>,
+    pub figures: std::sync::Arc<Figures>,
+}
+
+impl LogWriter {
+    pub(crate) fn new(parts: WriterParts) -> Self {
+        assert!(
+            !parts.segments.is_empty(),
+            "the writer needs a segment to append to"
+        );
+        let writer = LogWriter {
+            dir: parts.dir,
+            dir_handle: parts.dir_handle,
+            _lock: parts.lock,
+            segment_size_bytes: parts.segment_size_bytes,
+            segments: parts.segments,
+            file: parts.file,
+            state: parts.state,
+            next_snapshot_id: parts.next_snapshot_id,
+            buf: BytesMut::with_capacity(BUF_INITIAL_BYTES),
+            replaced_snapshots: Vec::new(),
+            entry_bytes: parts.entry_sizes.iter().map(|&n| u64::from(n)).sum(),
+            entry_sizes: parts.entry_sizes,
+            figures: parts.figures,
+        };
+        writer.publish_figures();
+        writer
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes every batch of the group in order and makes them durable together. On error the
+    /// caller must stop using the writer: what reached the disk is unknown.
+    pub(crate) fn write_group(&mut self, batches: &[WriteBatch]) -> Result<(), DiskError> {
+        self.buf.clear();
+        let mut wrote = false;
+        for batch in batches.iter().filter(|b| !b.is_empty()) {
+            // The snapshot file is durable before the record that makes it current is written.
+            let snapshot = match &batch.snapshot {
+                Some(snapshot) => Some(self.write_snapshot(snapshot)?),
+                None => None,
+            };
+            let segment_len = self.current().len + self.buf.len() as u64;
+            if segment_len >= self.segment_size_bytes && segment_len > SEGMENT_HEADER_LEN as u64 {
+                self.flush()?;
+                self.roll()?;
+            }
+            format::encode_record(batch, snapshot.as_ref(), &mut self.buf)
+                .map_err(|bytes| DiskError::RecordTooLarge { bytes })?;
+            self.apply(batch, snapshot);
+            wrote = true;
+        }
+        if wrote {
+            self.flush()?;
+            self.sync()?;
+            self.publish_figures();
+        }
+        Ok(())
+    }
+
+    /// True if files became obsolete: replaced snapshots, or segments whose entries are all
+    /// compacted.
+    pub(crate) fn has_garbage(&self) -> bool {
+        !self.replaced_snapshots.is_empty() || self.obsolete_segments() > 0
+    }
+
+    /// Deletes obsolete files. Call only once the group that made them obsolete is durable.
+    pub(crate) fn collect_garbage(&mut self) -> Result<(), DiskError> {
+        for id in std::mem::take(&mut self.replaced_snapshots) {
+            dir::remove(&dir::snapshot_path(&self.dir, id))?;
+        }
+        // Oldest first, so a crash part way leaves a contiguous run of segments.
+        for _ in 0..self.obsolete_segments() {
+            let segment = self.segments.pop_front().expect("counted above");
+            dir::remove(&dir::segment_path(&self.dir, segment.seq))?;
+        }
+        dir::sync_dir(&self.dir_handle, &self.dir)?;
+        self.publish_figures();
+        Ok(())
+    }
+
+    /// Segments at the front whose entries are all compacted. Segment k is obsolete once the
+    /// log starts after the last entry that existed when segment k + 1 began: every entry k or
+    /// earlier segments still contributed had an index up to there. What else they recorded
+    /// (hard state, snapshot, log bounds) is in the checkpoint of segment k + 1.
+    fn obsolete_segments(&self) -> usize {
+        let first_index = self.state.log.first_index;
+        self.segments
+            .iter()
+            .skip(1)
+            .take_while(|next| first_index > next.start.log.last_index)
+            .count()
+    }
+
+    fn current(&self) -> &Segment {
+        self.segments
+            .back()
+            .expect("the writer always has a segment")
+    }
+
+    fn current_path(&self) -> PathBuf {
+        dir::segment_path(&self.dir, self.current().seq)
+    }
+
+    /// Follows the batch's effect on the log, as recovery will when it reads the record.
+    fn apply(&mut self, batch: &WriteBatch, snapshot: Option<SnapshotRef>) {
+        if let Some(hard_state) = batch.hard_state {
+            self.state.hard_state = hard_state;
+        }
+        if let Some(replaced) = snapshot.and_then(|s| self.state.snapshot.replace(s)) {
+            self.replaced_snapshots.push(replaced.id);
+        }
+        if let Some(index) = batch.truncate_after {
+            self.state.log.truncate_after(index);
+            let held = self.state.log.last_index + 1 - self.state.log.first_index;
+            while self.entry_sizes.len() as u64 > held {
+                let size = self.entry_sizes.pop_back().expect("length checked");
+                self.entry_bytes -= u64::from(size);
+            }
+        }
+        self.state.log.append(batch.entries.len() as u64);
+        for entry in &batch.entries {
+            // Within the 4 GiB record limit, which `encode_record` enforces.
+            let size = entry.encoded_len() as u32;
+            self.entry_sizes.push_back(size);
+            self.entry_bytes += u64::from(size);
+        }
+        if let Some(index) = batch.compact_through {
+            let old_first = self.state.log.first_index;
+            self.state.log.compact_through(index);
+            let compacted = self.state.log.first_index - old_first;
+            for _ in 0..compacted.min(self.entry_sizes.len() as u64) {
+                let size = self.entry_sizes.pop_front().expect("length checked");
+                self.entry_bytes -= u64::from(size);
+            }
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), DiskError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        if let Err(source) = self.file.write_all(&self.buf) {
+            return Err(DiskError::Io {
+                op: "write segment",
+                path: self.current_path(),
+                source,
+            });
+        }
+        let written = self.buf.len() as u64;
+        self.segments.back_mut().expect("a segment").len += written;
+        if self.buf.capacity() > BUF_KEEP_BYTES {
+            // A huge batch grew the buffer; do not keep that memory for good.
+            self.buf = BytesMut::with_capacity(BUF_INITIAL_BYTES);
+        } else {
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), DiskError> {
+        #[cfg(test)]
+        if self.figures.fail_syncs.load(Ordering::Relaxed) {
+            return Err(DiskError::Io {
+                op: "fdatasync segment",
+                path: self.current_path(),
+                source: std::io::Error::other("injected failure"),
+            });
+        }
+        self.figures.log_syncs.fetch_add(1, Ordering::Relaxed);
+        self.file.sync_data().map_err(|source| DiskError::Io {
+            op: "fdatasync segment",
+            path: self.current_path(),
+            source,
+        })
+    }
+
+    /// Starts the next segment. The current one is made durable first, so that only the last
+    /// segment can ever end in a torn write.
+    fn roll(&mut self) -> Result<(), DiskError> {
+        self.sync()?;
+        let seq = self.current().seq + 1;
+        self.file = create_segment(&self.dir, &self.dir_handle, seq, &self.state)?;
+        self.segments.push_back(Segment {
+            seq,
+            len: SEGMENT_HEADER_LEN as u64,
+            start: self.state,
+        });
+        tracing::debug!(dir = %self.dir.display(), seq, "started a new log segment");
+        Ok(())
+    }
+
+    /// Writes a snapshot file through a temporary file, fsync, rename and directory fsync.
+    fn write_snapshot(&mut self, snapshot: &Snapshot) -> Result<SnapshotRef, DiskError> {
+        let reference = SnapshotRef {
+            id: self.next_snapshot_id,
+            meta: snapshot.meta,
+            len: snapshot.data.len() as u64,
+            crc: crc32c::crc32c(&snapshot.data),
+        };
+        self.next_snapshot_id += 1;
+        let path = dir::snapshot_path(&self.dir, reference.id);
+        let mut file = dir::create_tmp(&path)?;
+        file.write_all(&format::encode_snapshot_header(&reference))
+            .and_then(|()| file.write_all(&snapshot.data))
+            .map_err(DiskError::io("write snapshot", dir::tmp_path(&path)))?;
+        dir::install(file, &path, &self.dir_handle)?;
+        Ok(reference)
+    }
+
+    fn publish_figures(&self) {
+        let disk_bytes = self.segments.iter().map(|s| s.len).sum();
+        self.figures
+            .log_disk_bytes
+            .store(disk_bytes, Ordering::Relaxed);
+        // The formula of `MemImage::raft_state_size`: hard state, entries, 8 bytes each.
+        let raft_state_bytes = 17 + self.entry_bytes + 8 * self.entry_sizes.len() as u64;
+        self.figures
+            .raft_state_bytes
+            .store(raft_state_bytes, Ordering::Relaxed);
+        let snapshot_bytes = self.state.snapshot.map_or(0, |s| s.len);
+        self.figures
+            .snapshot_bytes
+            .store(snapshot_bytes, Ordering::Relaxed);
+    }
+}
+
+/// Creates segment `seq` starting from `checkpoint`, durable and in place, and returns it open
+/// for appending after its header.
+pub(crate) fn create_segment(
+    dir: &Path,
+    dir_handle: &File,
+    seq: u64,
+    checkpoint: &Checkpoint,
+) -> Result<File, DiskError> {
+    let path = dir::segment_path(dir, seq);
+    let mut file = dir::create_tmp(&path)?;
+    file.write_all(&format::encode_segment_header(seq, checkpoint))
+        .map_err(DiskError::io("write", dir::tmp_path(&path)))?;
+    dir::install(file, &path, dir_handle)
+}

@@ -1,0 +1,311 @@
+//! A crash can stop a write at any byte. For every such point, recovery must return exactly
+//! the batches whose bytes all reached the disk: a prefix of the writes, holding every write
+//! that was reported durable.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use keel::{Storage, WriteBatch};
+use keel_disk::DiskStorage;
+
+/// A log whose last batches are of every kind a torn write can hit.
+fn history() -> Vec<WriteBatch> {
+    vec![
+        hard_state(1, Some(3)),
+        append(1..=6, 1),
+        take_snapshot(3, 1, "state through 3"),
+        hard_state(2, None),
+        WriteBatch {
+            hard_state: Some(keel::HardState {
+                current_term: 2,
+                voted_for: Some(1),
+            }),
+            truncate_after: Some(5),
+            entries: entries(6..=8, 2),
+            ..Default::default()
+        },
+        append(9..=9, 2),
+    ]
+}
+
+/// Rewrites `path` to its first `len` bytes of `original`, then `fill` up to the original
+/// length (nothing, zeros or junk: what a crash can leave after the last complete write).
+/// Returns how many leading bytes are intact (a fill byte can happen to equal the original).
+fn cut(path: &Path, original: &[u8], len: usize, fill: Fill) -> usize {
+    let mut bytes = original[..len].to_vec();
+    match fill {
+        Fill::Nothing => {}
+        Fill::Zeros => bytes.resize(original.len(), 0),
+        Fill::Junk => bytes.extend((len..original.len()).map(|i| (i * 31 % 251) as u8)),
+    }
+    std::fs::write(path, &bytes).unwrap();
+    bytes
+        .iter()
+        .zip(original)
+        .take_while(|(a, b)| a == b)
+        .count()
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Fill {
+    Nothing,
+    Zeros,
+    Junk,
+}
+
+#[tokio::test]
+async fn a_cut_at_every_byte_of_the_last_records_recovers_the_complete_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let batches = history();
+    let sizes = write_dir(dir.path(), options(), &batches).await;
+    let segment = last_segment(dir.path());
+    let original = std::fs::read(&segment).unwrap();
+    assert_eq!(original.len() as u64, sizes[sizes.len() - 1]);
+
+    // Every byte of the last five records, with each kind of leftover after the cut. Each cut
+    // starts from a copy of the intact dir: recovery repairs the dir it opens.
+    let from = sizes[sizes.len() - 6] as usize;
+    let name = segment.file_name().unwrap();
+    for fill in [Fill::Nothing, Fill::Zeros, Fill::Junk] {
+        for len in from..=original.len() {
+            let step = copy_dir(dir.path());
+            let segment = step.path().join(name);
+            let intact = cut(&segment, &original, len, fill);
+            let complete = sizes.iter().filter(|&&s| s as usize <= intact).count();
+            let recovered = reopen(step.path(), options())
+                .await
+                .unwrap_or_else(|e| panic!("cut at {len} ({fill:?}): {e}"));
+            assert_eq!(
+                recovered,
+                model(&batches[..complete]),
+                "cut at byte {len} ({fill:?}) must recover the {complete} complete batches"
+            );
+            assert_eq!(
+                file_len(&segment),
+                sizes[complete - 1],
+                "the torn tail is cut off at the last good record"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn after_cutting_a_torn_tail_the_log_takes_new_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let batches = history();
+    let sizes = write_dir(dir.path(), options(), &batches).await;
+    let segment = last_segment(dir.path());
+    let original = std::fs::read(&segment).unwrap();
+    // Tear the last record in half.
+    let half = (sizes[sizes.len() - 2] + sizes[sizes.len() - 1]) / 2;
+    cut(&segment, &original, half as usize, Fill::Zeros);
+
+    let storage = DiskStorage::open(dir.path(), options()).unwrap();
+    let kept = &batches[..batches.len() - 1];
+    assert_eq!(storage.recover().unwrap(), model(kept));
+    let next = vec![append(9..=10, 3)];
+    write_each(&storage, &next).await;
+    close(&storage).await;
+    let mut expected = kept.to_vec();
+    expected.extend(next);
+    assert_eq!(
+        reopen(dir.path(), options()).await.unwrap(),
+        model(&expected)
+    );
+}
+
+#[tokio::test]
+async fn a_cut_in_a_freshly_rolled_segment_keeps_the_earlier_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = small_segments(200);
+    let storage = DiskStorage::open(dir.path(), options.clone()).unwrap();
+    // Write until a batch starts a new segment; it is then that segment's only record.
+    let mut batches = Vec::new();
+    loop {
+        let index = batches.len() as u64 + 1;
+        let before = segments(dir.path()).len();
+        batches.push(append(index..=index, 1));
+        write_each(&storage, &batches[batches.len() - 1..]).await;
+        if index > 3 && segments(dir.path()).len() > before {
+            break;
+        }
+    }
+    close(&storage).await;
+    let segment = last_segment(dir.path());
+    let original = std::fs::read(&segment).unwrap();
+    let header_len = 94;
+    for len in header_len..original.len() {
+        let step = copy_dir(dir.path());
+        cut(
+            &step.path().join(segment.file_name().unwrap()),
+            &original,
+            len,
+            Fill::Nothing,
+        );
+        let recovered = reopen(step.path(), options.clone()).await.unwrap();
+        assert_eq!(
+            recovered,
+            model(&batches[..batches.len() - 1]),
+            "cut at {len}"
+        );
+    }
+}
+
+/// The data dir before and after a snapshot that compacts whole segments away.
+struct SnapshotInstall {
+    before: tempfile::TempDir,
+    after: tempfile::TempDir,
+    batches_before: Vec<WriteBatch>,
+    batches_after: Vec<WriteBatch>,
+}
+
+async fn snapshot_install() -> SnapshotInstall {
+    let options = small_segments(400);
+    let before = tempfile::tempdir().unwrap();
+    let mut batches: Vec<WriteBatch> = (1..=20).map(|i| append(i..=i, 1)).collect();
+    batches.push(take_snapshot(5, 1, "the old snapshot"));
+    write_dir(before.path(), options.clone(), &batches).await;
+    let batches_before = batches.clone();
+
+    let after = copy_dir(before.path());
+    let install = take_snapshot(18, 1, "the new snapshot, through 18");
+    let storage = DiskStorage::open(after.path(), options).unwrap();
+    storage.recover().unwrap();
+    write_each(&storage, std::slice::from_ref(&install)).await;
+    close(&storage).await;
+    batches.push(install);
+    SnapshotInstall {
+        before,
+        after,
+        batches_before,
+        batches_after: batches,
+    }
+}
+
+fn names(dir: &Path, suffix: &str) -> Vec<String> {
+    files_with_suffix(dir, suffix)
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn every_step_of_installing_a_snapshot_recovers_before_or_after_it() {
+    let install = snapshot_install().await;
+    let (before, after) = (install.before.path(), install.after.path());
+    let old_model = model(&install.batches_before);
+    let new_model = model(&install.batches_after);
+    let old_snap = names(before, ".snap");
+    let new_snap = names(after, ".snap");
+    assert_eq!((old_snap.len(), new_snap.len()), (1, 1));
+    assert_ne!(old_snap, new_snap);
+    let deleted: Vec<String> = names(before, ".wal")
+        .into_iter()
+        .filter(|s| !names(after, ".wal").contains(s))
+        .collect();
+    assert!(
+        !deleted.is_empty(),
+        "the install compacts whole segments away"
+    );
+    let new_snap_bytes = std::fs::read(after.join(&new_snap[0])).unwrap();
+
+    // 1. The new snapshot is being written to its temporary file.
+    for len in [0, 10, new_snap_bytes.len() / 2, new_snap_bytes.len()] {
+        let step = copy_dir(before);
+        std::fs::write(
+            step.path().join(format!("{}.tmp", new_snap[0])),
+            &new_snap_bytes[..len],
+        )
+        .unwrap();
+        assert_eq!(
+            reopen(step.path(), options()).await.unwrap(),
+            old_model,
+            "tmp of {len} bytes"
+        );
+        assert!(
+            names(step.path(), ".tmp").is_empty(),
+            "recovery removes the tmp file"
+        );
+    }
+
+    // 2. The snapshot was renamed into place, but the record that refers to it is not
+    //    written, or only in part.
+    let old_segment = last_segment(before);
+    let old_tail = std::fs::read(&old_segment).unwrap();
+    let new_tail = std::fs::read(after.join(old_segment.file_name().unwrap())).unwrap();
+    assert!(
+        new_tail.starts_with(&old_tail),
+        "the record was appended to the same segment"
+    );
+    for len in old_tail.len()..new_tail.len() {
+        let step = copy_dir(before);
+        std::fs::write(step.path().join(&new_snap[0]), &new_snap_bytes).unwrap();
+        std::fs::write(
+            step.path().join(old_segment.file_name().unwrap()),
+            &new_tail[..len],
+        )
+        .unwrap();
+        assert_eq!(
+            reopen(step.path(), options()).await.unwrap(),
+            old_model,
+            "record cut at {len}"
+        );
+        assert_eq!(
+            names(step.path(), ".snap"),
+            old_snap,
+            "the new snapshot the log does not refer to is removed"
+        );
+    }
+
+    // 3. The record is durable, but the old snapshot and the covered segments are not yet
+    //    deleted, or only some of them (oldest first).
+    for kept_segments in 0..=deleted.len() {
+        for keep_old_snapshot in [true, false] {
+            let step = copy_dir(after);
+            for name in &deleted[deleted.len() - kept_segments..] {
+                std::fs::copy(before.join(name), step.path().join(name)).unwrap();
+            }
+            if keep_old_snapshot {
+                std::fs::copy(before.join(&old_snap[0]), step.path().join(&old_snap[0])).unwrap();
+            }
+            assert_eq!(
+                reopen(step.path(), options()).await.unwrap(),
+                new_model,
+                "{kept_segments} covered segments left, old snapshot kept: {keep_old_snapshot}"
+            );
+            assert_eq!(names(step.path(), ".snap"), new_snap);
+        }
+    }
+
+    // 4. Done.
+    assert_eq!(reopen(after, options()).await.unwrap(), new_model);
+}
+
+#[tokio::test]
+async fn a_crash_while_the_meta_file_is_written_leaves_a_fresh_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("meta.tmp"), b"KEELME").unwrap();
+    assert_eq!(reopen(dir.path(), options()).await.unwrap(), model(&[]));
+    // A crash after the meta file but before the first segment.
+    std::fs::remove_file(dir.path().join("00000000000000000001.wal")).unwrap();
+    assert_eq!(reopen(dir.path(), options()).await.unwrap(), model(&[]));
+}
+
+#[tokio::test]
+async fn a_crash_while_a_segment_is_created_keeps_the_previous_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = small_segments(200);
+    let batches: Vec<WriteBatch> = (1..=8).map(|i| append(i..=i, 1)).collect();
+    write_dir(dir.path(), options.clone(), &batches).await;
+    // The next segment's header was being written to its temporary file.
+    let last = last_segment(dir.path());
+    let seq: u64 = last.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+    std::fs::write(
+        dir.path().join(format!("{:020}.wal.tmp", seq + 1)),
+        b"KEELWAL\0partial",
+    )
+    .unwrap();
+    assert_eq!(reopen(dir.path(), options).await.unwrap(), model(&batches));
+}
