@@ -1,0 +1,146 @@
+//! The link task: one per peer, started by the first call to it. It keeps one connection to the
+//! peer up, writes the queued requests on it and hands replies to their callers.
+//!
+//! ```text
+//!  Idle --first call--> Connecting: dial and handshake, within handshake_timeout
+//!                         | ok: backoff := backoff_min           | failed
+//!                         v                                      v
+//!                       Connected: write the queue,  --lost-->  Down: sleep backoff, double it
+//!                       read the replies                        (<= backoff_max), then Connecting
+//! ```
+//!
+//! Calls queue while Connecting, go out at once while Connected, and fail at once while Down.
+//! Leaving Connected or a dial for Down fails every pending request with
+//! `TransportError::Unreachable` and drops the frames still queued for them.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use keel::TransportError;
+use keel::codec;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::NetConfig;
+use crate::framed::{self, ConnError, FrameReader};
+use crate::handshake::{self, Connected};
+use crate::peer::{LinkState, Peer};
+use crate::wire::FrameKind;
+
+pub(crate) async fn run_link(peer: Arc<Peer>, config: Arc<NetConfig>, cancel: CancellationToken) {
+    let mut queue = peer.take_queue();
+    let mut backoff = config.backoff_min;
+    // Failed dials in a row: only the first of a run is logged as a warning.
+    let mut failures = 0u32;
+    loop {
+        let dialed = tokio::select! {
+            _ = cancel.cancelled() => return,
+            dialed = tokio::time::timeout(config.handshake_timeout, handshake::dial(&peer, &config)) => {
+                dialed.unwrap_or(Err(ConnError::HandshakeTimeout))
+            }
+        };
+        match dialed {
+            Ok(connected) => {
+                tracing::info!(
+                    peer = peer.id,
+                    "connected to node {} at {}",
+                    peer.id,
+                    peer.addr
+                );
+                failures = 0;
+                backoff = config.backoff_min;
+                peer.counters.connects.fetch_add(1, Ordering::Relaxed);
+                peer.set_state(LinkState::Connected);
+                let error = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    error = run_connection(&peer, connected, &mut queue) => error,
+                };
+                let message = format!(
+                    "connection to node {} at {} lost: {error}",
+                    peer.id, peer.addr
+                );
+                match error {
+                    ConnError::Closed => tracing::info!(peer = peer.id, "{message}"),
+                    _ => tracing::warn!(peer = peer.id, "{message}"),
+                }
+            }
+            Err(error) => {
+                failures += 1;
+                let message = format!("dialing node {} at {} failed: {error}", peer.id, peer.addr);
+                if failures == 1 {
+                    tracing::warn!(
+                        peer = peer.id,
+                        "{message} (retrying, further failures at debug level)"
+                    );
+                } else {
+                    tracing::debug!(peer = peer.id, failures, "{message}");
+                }
+            }
+        }
+        peer.set_state(LinkState::Down);
+        // Their callers were just failed; sending them later would only waste the peer's work.
+        while queue.try_recv().is_ok() {}
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(config.backoff_max);
+        peer.set_state(LinkState::Connecting);
+    }
+}
+
+/// Runs one connection until it fails; returns why.
+async fn run_connection(
+    peer: &Peer,
+    connected: Connected,
+    queue: &mut mpsc::Receiver<Bytes>,
+) -> ConnError {
+    let Connected {
+        mut reader,
+        mut writer,
+    } = connected;
+    tokio::select! {
+        error = read_replies(peer, &mut reader) => error,
+        written = framed::write_frames(&mut writer, queue, &peer.counters.bytes_sent) => {
+            written.err().unwrap_or(ConnError::Closed)
+        }
+    }
+}
+
+async fn read_replies(peer: &Peer, reader: &mut FrameReader<OwnedReadHalf>) -> ConnError {
+    loop {
+        let frame = match reader.next_frame().await {
+            Ok(frame) => frame,
+            Err(error) => return error,
+        };
+        peer.counters
+            .bytes_received
+            .fetch_add(frame.wire_len() as u64, Ordering::Relaxed);
+        match frame.kind {
+            FrameKind::Response => match codec::decode_response(frame.body) {
+                Ok(response) => peer.deliver(frame.request_id, Ok(response)),
+                Err(error) => {
+                    let reply = Err(TransportError::BadReply(error.to_string()));
+                    peer.deliver(frame.request_id, reply);
+                    return ConnError::Body {
+                        kind: frame.kind,
+                        error,
+                    };
+                }
+            },
+            FrameKind::Error => {
+                tracing::debug!(
+                    peer = peer.id,
+                    "node {} did not answer request {}: {}",
+                    peer.id,
+                    frame.request_id,
+                    crate::wire::decode_text(&frame.body)
+                );
+                peer.deliver(frame.request_id, Err(TransportError::Unreachable(peer.id)));
+            }
+            kind => return ConnError::Unexpected(kind),
+        }
+    }
+}

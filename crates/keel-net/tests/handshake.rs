@@ -1,0 +1,130 @@
+//! The acceptor's checks on a dialer's hello: each wrong claim is refused with its reason and
+//! the connection closed, and real peers are served all along.
+
+mod common;
+
+use common::{CLUSTER, Pair, Raw, hello};
+use keel_net::wire::{self, FrameKind};
+
+/// Sends `hello` on a raw connection and returns the reason of the reject it must get, after
+/// checking that the server then closes the connection.
+async fn refusal(pair: &Pair, hello: wire::Hello) -> String {
+    let mut raw = Raw::connect(pair.addr()).await;
+    raw.send(&hello.encode()).await;
+    let frame = raw.frame().await.expect("an answer to the hello");
+    assert_eq!(
+        frame.kind,
+        FrameKind::HelloReject,
+        "{hello:?} was not refused: {frame:?}"
+    );
+    raw.expect_closed("a reject").await;
+    wire::decode_text(&frame.body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_claims_are_refused_with_their_reason_and_real_peers_are_still_served() {
+    let pair = Pair::with_raft(|_| {});
+    pair.assert_serves("start-up").await;
+
+    let reason = refusal(&pair, hello(7, 2, 1)).await;
+    assert_eq!(
+        reason,
+        format!("claims cluster 7, this node is in cluster {CLUSTER}")
+    );
+
+    let reason = refusal(&pair, hello(CLUSTER, 9, 1)).await;
+    assert_eq!(
+        reason,
+        "claims node id 9, which is not a configured peer (peers: [2, 3])"
+    );
+
+    let reason = refusal(&pair, hello(CLUSTER, 1, 1)).await;
+    assert_eq!(reason, "claims node id 1, which is this node's own id");
+
+    let reason = refusal(&pair, hello(CLUSTER, 2, 5)).await;
+    assert_eq!(reason, "calls node 5, but this is node 1");
+
+    pair.assert_serves("four refused handshakes").await;
+    pair.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anything_but_a_valid_hello_first_is_refused() {
+    let pair = Pair::start(common::Echo, |_| {});
+
+    // Something that is not a keel node at all: an HTTP request.
+    let mut raw = Raw::connect(pair.addr()).await;
+    raw.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let frame = raw.frame().await.expect("a reject");
+    assert_eq!(frame.kind, FrameKind::HelloReject);
+    let reason = wire::decode_text(&frame.body);
+    assert!(reason.contains("exceeds the maximum"), "{reason}");
+    raw.expect_closed("garbage instead of a hello").await;
+
+    // A keel frame, but not a hello.
+    let mut raw = Raw::connect(pair.addr()).await;
+    raw.send(&wire::encode_request(1, &common::vote(1))).await;
+    let frame = raw.frame().await.expect("a reject");
+    assert_eq!(
+        wire::decode_text(&frame.body),
+        "bad hello: unexpected request frame"
+    );
+    raw.expect_closed("a request before the hello").await;
+
+    // A hello without the magic.
+    let mut raw = Raw::connect(pair.addr()).await;
+    raw.send(&common::raw_frame(
+        wire::VERSION,
+        1,
+        0,
+        b"KEEX0123456701234567012345670\0",
+    ))
+    .await;
+    let frame = raw.frame().await.expect("a reject");
+    let reason = wire::decode_text(&frame.body);
+    assert!(reason.contains("bad magic"), "{reason}");
+    raw.expect_closed("a hello without magic").await;
+
+    // A dialer of a future version learns why.
+    let mut raw = Raw::connect(pair.addr()).await;
+    let mut future_hello = hello(CLUSTER, 2, 1).encode().to_vec();
+    future_hello[4] = wire::VERSION + 1;
+    raw.send(&future_hello).await;
+    let frame = raw.frame().await.expect("a reject");
+    let reason = wire::decode_text(&frame.body);
+    assert!(reason.contains("unsupported frame version 2"), "{reason}");
+    raw.expect_closed("a hello of another version").await;
+
+    pair.assert_serves("refused garbage").await;
+    pair.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_dialer_is_closed_after_the_handshake_timeout() {
+    let pair = Pair::start(common::Echo, |c| {
+        c.handshake_timeout = std::time::Duration::from_millis(200)
+    });
+    let mut raw = Raw::connect(pair.addr()).await;
+    raw.expect_closed("saying nothing").await;
+    pair.assert_serves("a silent dialer").await;
+    pair.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dialer_reports_a_refusal_as_unreachable() {
+    // Node 2 dials node 1 believing the cluster is 8: every call fails fast, none hangs.
+    let pair = Pair::start(common::Echo, |_| {});
+    let mut config = pair.client.config().clone();
+    config.cluster_id = 8;
+    let stranger = keel_net::TcpTransport::new(config).expect("valid config");
+    let error = common::within(
+        "a refused call",
+        keel::Transport::call(&*stranger, 1, common::vote(1)),
+    )
+    .await
+    .expect_err("a node of another cluster is refused");
+    assert_eq!(error, keel::TransportError::Unreachable(1));
+    assert_eq!(stranger.peer_client_addr(1), None);
+    stranger.shutdown().await;
+    pair.stop().await;
+}
