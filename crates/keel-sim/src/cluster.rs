@@ -15,7 +15,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use keel::{Applied, ApplyStream, Config, Entry, NodeId, Payload, Raft, Request, Role, Snapshot};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+
+use keel::{
+    Applied, ApplyStream, Config, Entry, NodeId, Payload, Raft, Request, Role, Snapshot, Storage,
+};
+use keel_disk::{DiskOptions, DiskStorage};
 use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -23,6 +29,9 @@ use tokio::time::Instant;
 use crate::net::SimNet;
 use crate::runner::Sim;
 use crate::storage::{SimDisk, SimStorage};
+
+/// Distinguishes the temporary directories of clusters in one process.
+static NEXT_CLUSTER: AtomicU64 = AtomicU64::new(0);
 
 /// The election timeout the course suites reason with: tests wait multiples of it.
 pub const ELECTION_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -34,6 +43,17 @@ pub const SNAPSHOT_INTERVAL: u64 = 10;
 /// checker (the KV scenarios run their store this way); returns the service's task, which a
 /// crash aborts.
 pub type ServiceFactory = Arc<dyn Fn(usize, Raft, ApplyStream) -> JoinHandle<()> + Send + Sync>;
+
+/// Which storage the nodes use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StorageKind {
+    /// [`SimStorage`]: in memory, durable after a simulated fsync delay; runs replay exactly.
+    Simulated,
+    /// `keel_disk::DiskStorage` in a temporary directory per node: real files and fsyncs; a
+    /// crash leaves the files as they are. Runs do not replay exactly (real I/O takes real
+    /// time), but every check applies.
+    Disk,
+}
 
 /// How a cluster is built.
 #[derive(Clone)]
@@ -53,6 +73,8 @@ pub struct ClusterOptions {
     pub amnesia: bool,
     /// A service to run on each node instead of the fixture's apply checker.
     pub service: Option<ServiceFactory>,
+    /// The nodes' storage.
+    pub storage: StorageKind,
 }
 
 impl ClusterOptions {
@@ -70,7 +92,14 @@ impl ClusterOptions {
             },
             amnesia: false,
             service: None,
+            storage: StorageKind::Simulated,
         }
+    }
+
+    /// Uses `storage` for the nodes.
+    pub fn storage(mut self, storage: StorageKind) -> Self {
+        self.storage = storage;
+        self
     }
 
     /// Starts with an unreliable network.
@@ -96,13 +125,30 @@ pub struct Cluster {
     nodes: Mutex<Vec<Node>>,
     checker: Arc<Mutex<Checker>>,
     started: Instant,
+    _dirs: Option<TempDirs>,
 }
 
 struct Node {
     raft: Option<Raft>,
     disk: SimDisk,
-    storage: Option<Arc<SimStorage>>,
+    /// For [`StorageKind::Disk`]: the node's data dir.
+    dir: PathBuf,
+    storage: Option<NodeStorage>,
     consumer: Option<JoinHandle<()>>,
+}
+
+enum NodeStorage {
+    Simulated(Arc<SimStorage>),
+    Disk(Arc<DiskStorage>),
+}
+
+/// Temporary data dirs of a disk-backed cluster, removed when it ends.
+struct TempDirs(PathBuf);
+
+impl Drop for TempDirs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// What the nodes applied, and the leaders seen per term.
@@ -138,15 +184,23 @@ impl Cluster {
                     .leader_seen(&observer_sim, append.term, append.leader_id);
             }
         }));
+        let root = std::env::temp_dir().join(format!(
+            "keel-sim-{}-{}-{}",
+            std::process::id(),
+            name,
+            NEXT_CLUSTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let dirs = (options.storage == StorageKind::Disk).then(|| TempDirs(root.clone()));
         let cluster = Cluster {
             sim: sim.clone(),
             name: name.to_string(),
             members: (0..n as NodeId).collect(),
             nodes: Mutex::new(
                 (0..n)
-                    .map(|_| Node {
+                    .map(|i| Node {
                         raft: None,
                         disk: SimDisk::new(),
+                        dir: root.join(format!("node{i}")),
                         storage: None,
                         consumer: None,
                     })
@@ -156,6 +210,7 @@ impl Cluster {
             net,
             checker,
             started: Instant::now(),
+            _dirs: dirs,
         };
         for i in 0..n {
             cluster.start_node(i);
@@ -240,7 +295,19 @@ impl Cluster {
     fn start_node(&self, i: usize) {
         let mut nodes = self.nodes.lock();
         let node = &mut nodes[i];
-        let storage = SimStorage::open(&node.disk, self.sim.rng.clone(), self.options.max_fsync);
+        let (storage, dyn_storage): (NodeStorage, Arc<dyn Storage>) = match self.options.storage {
+            StorageKind::Simulated => {
+                let s = SimStorage::open(&node.disk, self.sim.rng.clone(), self.options.max_fsync);
+                (NodeStorage::Simulated(s.clone()), s)
+            }
+            StorageKind::Disk => {
+                let s = Arc::new(
+                    DiskStorage::open(&node.dir, DiskOptions::new(i as u64, 1))
+                        .unwrap_or_else(|e| panic!("node {i} cannot open its data dir: {e}")),
+                );
+                (NodeStorage::Disk(s.clone()), s)
+            }
+        };
         let config = Config {
             rng_seed: Some(self.sim.rng.next_u64()),
             ..self.options.config.clone()
@@ -249,7 +316,7 @@ impl Cluster {
             i as NodeId,
             self.members.clone(),
             config,
-            storage.clone(),
+            dyn_storage,
             self.net.transport(i as NodeId),
         )
         .expect("the fixture's configuration is valid");
@@ -279,22 +346,31 @@ impl Cluster {
     /// tasks stop and it is disconnected. Its disk is kept for a restart.
     pub async fn crash(&self, i: usize) {
         self.disconnect(i);
-        let raft = {
+        let (raft, disk) = {
             let mut nodes = self.nodes.lock();
             let node = &mut nodes[i];
-            if let Some(storage) = node.storage.take() {
-                storage.crash();
+            let mut disk = None;
+            match node.storage.take() {
+                Some(NodeStorage::Simulated(storage)) => storage.crash(),
+                Some(NodeStorage::Disk(storage)) => disk = Some(storage),
+                None => {}
             }
             if self.options.amnesia {
                 node.disk = SimDisk::new();
+                let _ = std::fs::remove_dir_all(&node.dir);
             }
             self.net.detach(i as NodeId);
             if let Some(consumer) = node.consumer.take() {
                 consumer.abort();
             }
             self.checker.lock().rafts[i] = None;
-            node.raft.take()
+            (node.raft.take(), disk)
         };
+        if let Some(disk) = disk {
+            // Unwritten batches are dropped; the files stay as they are, as after a power cut
+            // that spared what the OS already had.
+            disk.crash().await;
+        }
         if let Some(raft) = raft {
             raft.shutdown().await;
         }
@@ -466,22 +542,30 @@ impl Cluster {
         self.net.bytes_total()
     }
 
-    /// The largest persisted Raft state (hard state and log, without snapshot) of any node.
+    /// The largest persisted Raft state (hard state and log, without snapshot) of any running
+    /// node (of any node, with simulated storage).
     pub fn log_size(&self) -> usize {
         let nodes = self.nodes.lock();
         nodes
             .iter()
-            .map(|n| n.disk.raft_state_size())
+            .map(|n| match &n.storage {
+                Some(NodeStorage::Disk(d)) => d.raft_state_size(),
+                _ => n.disk.raft_state_size(),
+            })
             .max()
             .unwrap_or(0)
     }
 
-    /// The largest persisted snapshot of any node.
+    /// The largest persisted snapshot of any running node (of any node, with simulated
+    /// storage).
     pub fn snapshot_size(&self) -> usize {
         let nodes = self.nodes.lock();
         nodes
             .iter()
-            .map(|n| n.disk.snapshot_size())
+            .map(|n| match &n.storage {
+                Some(NodeStorage::Disk(d)) => d.snapshot_size(),
+                _ => n.disk.snapshot_size(),
+            })
             .max()
             .unwrap_or(0)
     }

@@ -3,16 +3,46 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use keel_sim::{Cluster, ClusterOptions, ELECTION_TIMEOUT, command, run};
+use keel_sim::{Cluster, ClusterOptions, ELECTION_TIMEOUT, StorageKind, command, run};
 use parking_lot::Mutex;
 
 const SEEDS: u64 = 3;
 
-#[test]
-fn persist_all_crash() {
-    run("persist_all_crash", SEEDS, |sim| async move {
+/// Real fsyncs take real time: fewer seeds on disk.
+const DISK_SEEDS: u64 = 1;
+
+/// Defines a scenario twice: on simulated storage (replays exactly from its seed) and on the real
+/// disk storage in temporary directories (a crash leaves the files as they are).
+macro_rules! on_both_storages {
+    ($name:ident, $disk_name:ident, |$sim:ident, $storage:ident| $body:expr) => {
+        #[test]
+        fn $name() {
+            run(stringify!($name), SEEDS, |$sim| {
+                let $storage = StorageKind::Simulated;
+                $body
+            });
+        }
+
+        #[test]
+        fn $disk_name() {
+            run(stringify!($disk_name), DISK_SEEDS, |$sim| {
+                let $storage = StorageKind::Disk;
+                $body
+            });
+        }
+    };
+}
+
+on_both_storages!(
+    persist_all_crash,
+    persist_all_crash_on_disk,
+    |sim, storage| async move {
         let servers = 3;
-        let c = Cluster::new(&sim, "persist_all_crash", ClusterOptions::new(servers));
+        let c = Cluster::new(
+            &sim,
+            "persist_all_crash",
+            ClusterOptions::new(servers).storage(storage),
+        );
         c.one(command(11), servers, true).await;
 
         // Crash and restart every node.
@@ -48,17 +78,18 @@ fn persist_all_crash() {
         c.connect(i3);
         c.one(command(16), servers, true).await;
         c.end().await;
-    });
-}
+    }
+);
 
-#[test]
-fn persist_followers_crash() {
-    run("persist_followers_crash", SEEDS, |sim| async move {
+on_both_storages!(
+    persist_followers_crash,
+    persist_followers_crash_on_disk,
+    |sim, storage| async move {
         let servers = 5;
         let c = Cluster::new(
             &sim,
             "persist_followers_crash",
-            ClusterOptions::new(servers),
+            ClusterOptions::new(servers).storage(storage),
         );
         let mut value = 11;
         for _ in 0..5 {
@@ -86,95 +117,94 @@ fn persist_followers_crash() {
         }
         c.one(command(1000), servers, true).await;
         c.end().await;
-    });
-}
+    }
+);
 
-#[test]
-fn persist_partitioned_leader_and_follower_crash() {
-    run(
-        "persist_partitioned_leader_and_follower_crash",
-        SEEDS,
-        |sim| async move {
-            let servers = 3;
-            let c = Cluster::new(
-                &sim,
-                "persist_partitioned_leader_and_follower_crash",
-                ClusterOptions::new(servers),
-            );
-            c.one(command(101), 3, true).await;
-            let leader = c.check_one_leader().await;
-            c.disconnect((leader + 2) % servers);
-            c.one(command(102), 2, true).await;
-            c.crash(leader).await;
-            c.crash((leader + 1) % servers).await;
-            c.connect((leader + 2) % servers);
-            c.start(leader).await;
-            c.connect(leader);
-            c.one(command(103), 2, true).await;
-            c.start((leader + 1) % servers).await;
-            c.connect((leader + 1) % servers);
-            c.one(command(104), servers, true).await;
-            c.end().await;
-        },
-    );
-}
-
-/// The scenario of Figure 8: leaders crash right after proposing, so entries of old terms are
-/// replicated by later leaders; none may be committed by counting replicas alone.
-#[test]
-fn figure_8() {
-    run("figure_8", SEEDS, |sim| async move {
-        let servers = 5;
-        let c = Cluster::new(&sim, "figure_8", ClusterOptions::new(servers));
-        c.one(c.random_command(), 1, true).await;
-        let mut up = servers;
-        for _ in 0..1000 {
-            let mut leader = None;
-            for i in 0..servers {
-                if let Some(raft) = c.raft(i)
-                    && raft.propose(c.random_command()).is_ok()
-                {
-                    leader = Some(i);
-                }
-            }
-            let ms = if c.rand(1000) < 100 {
-                c.rand(ELECTION_TIMEOUT.as_millis() as u64 / 2)
-            } else {
-                c.rand(13)
-            };
-            c.sleep(Duration::from_millis(ms)).await;
-            if let Some(leader) = leader {
-                c.crash(leader).await;
-                up -= 1;
-            }
-            if up < 3 {
-                let s = c.rand(servers as u64) as usize;
-                if c.raft(s).is_none() {
-                    c.start(s).await;
-                    c.connect(s);
-                    up += 1;
-                }
-            }
-        }
-        for i in 0..servers {
-            if c.raft(i).is_none() {
-                c.start(i).await;
-                c.connect(i);
-            }
-        }
-        c.one(c.random_command(), servers, true).await;
+on_both_storages!(
+    persist_partitioned_leader_and_follower_crash,
+    persist_partitioned_leader_and_follower_crash_on_disk,
+    |sim, storage| async move {
+        let servers = 3;
+        let c = Cluster::new(
+            &sim,
+            "persist_partitioned_leader_and_follower_crash",
+            ClusterOptions::new(servers).storage(storage),
+        );
+        c.one(command(101), 3, true).await;
+        let leader = c.check_one_leader().await;
+        c.disconnect((leader + 2) % servers);
+        c.one(command(102), 2, true).await;
+        c.crash(leader).await;
+        c.crash((leader + 1) % servers).await;
+        c.connect((leader + 2) % servers);
+        c.start(leader).await;
+        c.connect(leader);
+        c.one(command(103), 2, true).await;
+        c.start((leader + 1) % servers).await;
+        c.connect((leader + 1) % servers);
+        c.one(command(104), servers, true).await;
         c.end().await;
-    });
-}
+    }
+);
 
-#[test]
-fn unreliable_agree() {
-    run("unreliable_agree", SEEDS, |sim| async move {
+// The scenario of Figure 8: leaders crash right after proposing, so entries of old terms are
+// replicated by later leaders; none may be committed by counting replicas alone.
+on_both_storages!(figure_8, figure_8_on_disk, |sim, storage| async move {
+    let servers = 5;
+    let c = Cluster::new(
+        &sim,
+        "figure_8",
+        ClusterOptions::new(servers).storage(storage),
+    );
+    c.one(c.random_command(), 1, true).await;
+    let mut up = servers;
+    for _ in 0..1000 {
+        let mut leader = None;
+        for i in 0..servers {
+            if let Some(raft) = c.raft(i)
+                && raft.propose(c.random_command()).is_ok()
+            {
+                leader = Some(i);
+            }
+        }
+        let ms = if c.rand(1000) < 100 {
+            c.rand(ELECTION_TIMEOUT.as_millis() as u64 / 2)
+        } else {
+            c.rand(13)
+        };
+        c.sleep(Duration::from_millis(ms)).await;
+        if let Some(leader) = leader {
+            c.crash(leader).await;
+            up -= 1;
+        }
+        if up < 3 {
+            let s = c.rand(servers as u64) as usize;
+            if c.raft(s).is_none() {
+                c.start(s).await;
+                c.connect(s);
+                up += 1;
+            }
+        }
+    }
+    for i in 0..servers {
+        if c.raft(i).is_none() {
+            c.start(i).await;
+            c.connect(i);
+        }
+    }
+    c.one(c.random_command(), servers, true).await;
+    c.end().await;
+});
+
+on_both_storages!(
+    unreliable_agree,
+    unreliable_agree_on_disk,
+    |sim, storage| async move {
         let servers = 5;
         let c = Cluster::new(
             &sim,
             "unreliable_agree",
-            ClusterOptions::new(servers).unreliable(),
+            ClusterOptions::new(servers).storage(storage).unreliable(),
         );
         for iter in 1..50u64 {
             let batch = (0..4u64).map(|j| c.one(command(100 * iter + j), 1, true));
@@ -183,17 +213,18 @@ fn unreliable_agree() {
         c.set_reliable(true);
         c.one(command(100), servers, true).await;
         c.end().await;
-    });
-}
+    }
+);
 
-#[test]
-fn figure_8_unreliable() {
-    run("figure_8_unreliable", SEEDS, |sim| async move {
+on_both_storages!(
+    figure_8_unreliable,
+    figure_8_unreliable_on_disk,
+    |sim, storage| async move {
         let servers = 5;
         let c = Cluster::new(
             &sim,
             "figure_8_unreliable",
-            ClusterOptions::new(servers).unreliable(),
+            ClusterOptions::new(servers).storage(storage).unreliable(),
         );
         c.one(command(c.rand(10_000)), 1, true).await;
         let mut up = servers;
@@ -235,8 +266,8 @@ fn figure_8_unreliable() {
         }
         c.one(command(c.rand(10_000)), servers, true).await;
         c.end().await;
-    });
-}
+    }
+);
 
 /// Clients propose while nodes are disconnected, reconnected, crashed and restarted at random;
 /// every value a client saw committed must be in the final log.
@@ -326,24 +357,31 @@ async fn churn(c: Cluster) {
     c.end().await;
 }
 
-#[test]
-fn reliable_churn() {
-    run("reliable_churn", SEEDS, |sim| async move {
-        churn(Cluster::new(&sim, "reliable_churn", ClusterOptions::new(5))).await;
-    });
-}
+on_both_storages!(
+    reliable_churn,
+    reliable_churn_on_disk,
+    |sim, storage| async move {
+        churn(Cluster::new(
+            &sim,
+            "reliable_churn",
+            ClusterOptions::new(5).storage(storage),
+        ))
+        .await;
+    }
+);
 
-#[test]
-fn unreliable_churn() {
-    run("unreliable_churn", SEEDS, |sim| async move {
+on_both_storages!(
+    unreliable_churn,
+    unreliable_churn_on_disk,
+    |sim, storage| async move {
         churn(Cluster::new(
             &sim,
             "unreliable_churn",
-            ClusterOptions::new(5).unreliable(),
+            ClusterOptions::new(5).storage(storage).unreliable(),
         ))
         .await;
-    });
-}
+    }
+);
 
 /// Awaits every future of `futures`, concurrently, on the current task.
 async fn futures_join_all<F: std::future::Future>(

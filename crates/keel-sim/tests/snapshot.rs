@@ -1,9 +1,34 @@
 //! Snapshot scenarios (the course suite's 2D). The fixture snapshots every 10 applied entries
 //! and checks every snapshot a node receives against what the others applied.
 
-use keel_sim::{Cluster, ClusterOptions, SNAPSHOT_INTERVAL, run};
+use keel_sim::{Cluster, ClusterOptions, SNAPSHOT_INTERVAL, StorageKind, run};
 
 const SEEDS: u64 = 3;
+
+/// Real fsyncs take real time: fewer seeds on disk.
+const DISK_SEEDS: u64 = 1;
+
+/// Defines a scenario twice: on simulated storage (replays exactly from its seed) and on the real
+/// disk storage in temporary directories (a crash leaves the files as they are).
+macro_rules! on_both_storages {
+    ($name:ident, $disk_name:ident, |$sim:ident, $storage:ident| $body:expr) => {
+        #[test]
+        fn $name() {
+            run(stringify!($name), SEEDS, |$sim| {
+                let $storage = StorageKind::Simulated;
+                $body
+            });
+        }
+
+        #[test]
+        fn $disk_name() {
+            run(stringify!($disk_name), DISK_SEEDS, |$sim| {
+                let $storage = StorageKind::Disk;
+                $body
+            });
+        }
+    };
+}
 
 /// Persisted Raft state (hard state and log) may not grow past this, snapshots aside.
 const MAX_LOG_SIZE: usize = 2000;
@@ -57,65 +82,81 @@ async fn snap_common(c: Cluster, disconnect: bool, crash: bool) {
     c.end().await;
 }
 
-#[test]
-fn snapshot_basic() {
-    run("snapshot_basic", SEEDS, |sim| async move {
-        let c = Cluster::new(&sim, "snapshot_basic", ClusterOptions::new(3).snapshots());
+on_both_storages!(
+    snapshot_basic,
+    snapshot_basic_on_disk,
+    |sim, storage| async move {
+        let c = Cluster::new(
+            &sim,
+            "snapshot_basic",
+            ClusterOptions::new(3).storage(storage).snapshots(),
+        );
         snap_common(c, false, false).await;
-    });
-}
+    }
+);
 
-#[test]
-fn snapshot_install() {
-    run("snapshot_install", SEEDS, |sim| async move {
-        let c = Cluster::new(&sim, "snapshot_install", ClusterOptions::new(3).snapshots());
+on_both_storages!(
+    snapshot_install,
+    snapshot_install_on_disk,
+    |sim, storage| async move {
+        let c = Cluster::new(
+            &sim,
+            "snapshot_install",
+            ClusterOptions::new(3).storage(storage).snapshots(),
+        );
         snap_common(c, true, false).await;
-    });
-}
+    }
+);
 
-#[test]
-fn snapshot_install_unreliable() {
-    run("snapshot_install_unreliable", SEEDS, |sim| async move {
-        let options = ClusterOptions::new(3).snapshots().unreliable();
+on_both_storages!(
+    snapshot_install_unreliable,
+    snapshot_install_unreliable_on_disk,
+    |sim, storage| async move {
+        let options = ClusterOptions::new(3)
+            .storage(storage)
+            .snapshots()
+            .unreliable();
         let c = Cluster::new(&sim, "snapshot_install_unreliable", options);
         snap_common(c, true, false).await;
-    });
-}
+    }
+);
 
-#[test]
-fn snapshot_install_crash() {
-    run("snapshot_install_crash", SEEDS, |sim| async move {
+on_both_storages!(
+    snapshot_install_crash,
+    snapshot_install_crash_on_disk,
+    |sim, storage| async move {
         let c = Cluster::new(
             &sim,
             "snapshot_install_crash",
-            ClusterOptions::new(3).snapshots(),
+            ClusterOptions::new(3).storage(storage).snapshots(),
         );
         snap_common(c, false, true).await;
-    });
-}
+    }
+);
 
-#[test]
-fn snapshot_install_unreliable_crash() {
-    run(
-        "snapshot_install_unreliable_crash",
-        SEEDS,
-        |sim| async move {
-            let options = ClusterOptions::new(3).snapshots().unreliable();
-            let c = Cluster::new(&sim, "snapshot_install_unreliable_crash", options);
-            snap_common(c, false, true).await;
-        },
-    );
-}
+on_both_storages!(
+    snapshot_install_unreliable_crash,
+    snapshot_install_unreliable_crash_on_disk,
+    |sim, storage| async move {
+        let options = ClusterOptions::new(3)
+            .storage(storage)
+            .snapshots()
+            .unreliable();
+        let c = Cluster::new(&sim, "snapshot_install_unreliable_crash", options);
+        snap_common(c, false, true).await;
+    }
+);
 
-/// Crash all nodes repeatedly; after each restart the log continues past where it was.
-#[test]
-fn snapshot_all_crash() {
-    run("snapshot_all_crash", SEEDS, |sim| async move {
+// Crash all nodes repeatedly; after each restart the log continues past where it was.
+on_both_storages!(
+    snapshot_all_crash,
+    snapshot_all_crash_on_disk,
+    |sim, storage| async move {
         let servers = 3;
         let c = Cluster::new(
             &sim,
             "snapshot_all_crash",
-            ClusterOptions::new(servers).snapshots(),
+            ClusterOptions::new(servers).storage(storage).snapshots(),
         );
         c.one(c.random_command(), servers, true).await;
         for _ in 0..5 {
@@ -135,19 +176,20 @@ fn snapshot_all_crash() {
             assert!(index2 > index1, "index decreased from {index1} to {index2}");
         }
         c.end().await;
-    });
-}
+    }
+);
 
-/// Crash all, one operation, crash all again: the state a node restores from its snapshot and
-/// log is right (the fixture checks every restored snapshot against what was applied).
-#[test]
-fn snapshot_init() {
-    run("snapshot_init", SEEDS, |sim| async move {
+// Crash all, one operation, crash all again: the state a node restores from its snapshot and
+// log is right (the fixture checks every restored snapshot against what was applied).
+on_both_storages!(
+    snapshot_init,
+    snapshot_init_on_disk,
+    |sim, storage| async move {
         let servers = 3;
         let c = Cluster::new(
             &sim,
             "snapshot_init",
-            ClusterOptions::new(servers).snapshots(),
+            ClusterOptions::new(servers).storage(storage).snapshots(),
         );
         c.one(c.random_command(), servers, true).await;
         // Enough ops to make a snapshot.
@@ -167,5 +209,5 @@ fn snapshot_init() {
             let _ = round;
         }
         c.end().await;
-    });
-}
+    }
+);
