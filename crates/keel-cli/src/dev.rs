@@ -101,8 +101,9 @@ pub async fn dev(args: DevArgs) -> Result<(), CliError> {
             }
             _ = poll.tick() => {
                 let now = current_leader(&http, &nodes).await;
-                if now.is_some() && now != last_leader {
-                    let (id, term) = now.expect("checked");
+                if let Some((id, term)) = now
+                    && now != last_leader
+                {
                     let pid = nodes.iter().find(|n| n.id == id).and_then(|n| n.child.as_ref()?.id());
                     eprintln!(
                         "[dev] leader is now node {id} (term {term}, pid {})",

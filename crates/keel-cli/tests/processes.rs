@@ -2,7 +2,7 @@
 //! while the leader and then a follower are killed with SIGKILL and restarted. The recorded
 //! history must be linearizable and no acknowledged write may be lost.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -352,17 +352,24 @@ fn a_node_refuses_the_data_dir_of_another_cluster() {
             .spawn()
             .expect("start keel serve")
     };
-    // Create the data dir as node 1 of cluster "a", then stop it.
-    let mut first = serve("a", "1", free_port(), free_port());
-    wait_for_file(&data, Duration::from_secs(20));
-    std::thread::sleep(Duration::from_millis(300));
+    // Create the data dir as node 1 of cluster "a"; stop it once it serves.
+    let client_port = free_port();
+    let mut first = serve("a", "1", free_port(), client_port);
+    wait_for_http(client_port, Duration::from_secs(60));
     let _ = first.kill();
     let _ = first.wait();
 
     for (cluster, id, expect) in [("b", "1", "cluster"), ("a", "2", "node")] {
-        let output = serve(cluster, id, free_port(), free_port())
-            .wait_with_output()
-            .expect("keel serve ends");
+        let mut child = serve(cluster, id, free_port(), free_port());
+        let until = Instant::now() + Duration::from_secs(60);
+        while child.try_wait().expect("poll child").is_none() {
+            if Instant::now() > until {
+                let _ = child.kill();
+                panic!("keel serve kept running on the data dir of another {expect}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let output = child.wait_with_output().expect("keel serve ends");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "a foreign data dir was accepted");
         assert!(
@@ -373,10 +380,28 @@ fn a_node_refuses_the_data_dir_of_another_cluster() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn wait_for_file(path: &Path, limit: Duration) {
+/// Waits until an HTTP server answers `GET /v1/status` on `port`.
+fn wait_for_http(port: u16, limit: Duration) {
+    use std::io::{Read, Write};
     let until = Instant::now() + limit;
-    while !path.exists() {
-        assert!(Instant::now() < until, "{} was not created", path.display());
+    loop {
+        let answered = std::net::TcpStream::connect(("127.0.0.1", port))
+            .and_then(|mut stream| {
+                stream.write_all(
+                    b"GET /v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                )?;
+                let mut response = String::new();
+                stream.read_to_string(&mut response)?;
+                Ok(response.starts_with("HTTP/1.1 200"))
+            })
+            .unwrap_or(false);
+        if answered {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "no HTTP answer on port {port} within {limit:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -112,7 +112,7 @@
 //!
 //! | what | bound | when it is reached |
 //! | --- | --- | --- |
-//! | requests awaiting replies from a peer | `max_pending_per_peer` | the call fails at once (`TransportError::Lost`) |
+//! | requests awaiting replies from a peer | `max_pending_per_peer` | the call fails at once (`TransportError::Overloaded`) |
 //! | frames queued for a connection | twice `max_pending_per_peer` (room for frames of callers that gave up) | as above |
 //! | one frame | `max_frame_bytes` | the connection closes |
 //! | request handlers of one incoming connection | `max_handlers_per_connection` | the server stops reading that connection |

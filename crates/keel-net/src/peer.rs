@@ -102,7 +102,7 @@ impl Peer {
                 peer = self.id,
                 "{max_pending} requests pending; failing a call"
             );
-            return Err(TransportError::Lost);
+            return Err(TransportError::Overloaded(self.id));
         }
         let (sender, receiver) = oneshot::channel();
         link.pending.insert(id, sender);

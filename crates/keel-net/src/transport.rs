@@ -117,7 +117,7 @@ impl TcpTransport {
                 self.config.max_frame_bytes
             );
             peer.counters.rpcs_failed.fetch_add(1, Ordering::Relaxed);
-            return Err(TransportError::Lost);
+            return Err(TransportError::TooLarge(frame.len()));
         }
         let (call, start) = peer
             .enqueue(id, frame, self.config.max_pending_per_peer)

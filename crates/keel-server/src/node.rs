@@ -51,6 +51,22 @@ pub enum NodeError {
     /// The data dir could not be opened.
     #[error(transparent)]
     Disk(#[from] DiskError),
+    /// The data dir belongs to another cluster.
+    #[error(
+        "data dir {dir} belongs to another cluster (id {found:#x}); this node was started with \
+         --cluster {name:?} (id {expected:#x}). Use the data dir's cluster name, or another \
+         data dir"
+    )]
+    ForeignDataDir {
+        /// The data dir.
+        dir: PathBuf,
+        /// The cluster id recorded in it.
+        found: u64,
+        /// This node's cluster name.
+        name: String,
+        /// Its id.
+        expected: u64,
+    },
     /// A listening address could not be bound.
     #[error("cannot listen for {what} on {addr}: {source}")]
     Bind {
@@ -149,7 +165,22 @@ impl Node {
 
         let mut disk_options = DiskOptions::new(id, cluster_id);
         disk_options.segment_size_bytes = config.segment_size_bytes;
-        let disk = Arc::new(DiskStorage::open(&config.data_dir, disk_options)?);
+        let disk = match DiskStorage::open(&config.data_dir, disk_options) {
+            Ok(disk) => Arc::new(disk),
+            Err(DiskError::WrongCluster {
+                dir,
+                found,
+                expected,
+            }) => {
+                return Err(NodeError::ForeignDataDir {
+                    dir,
+                    found,
+                    name: config.cluster.clone(),
+                    expected,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
 
         let mut net = NetConfig::new(
             cluster_id,

@@ -79,6 +79,12 @@ pub enum TransportError {
     /// The request or its reply was lost.
     #[error("message lost")]
     Lost,
+    /// The transport has too many requests waiting for this peer; the request was not sent.
+    #[error("too many requests pending for peer {0}")]
+    Overloaded(NodeId),
+    /// The request is larger than the transport can carry.
+    #[error("request of {0} bytes exceeds the transport's frame limit")]
+    TooLarge(usize),
     /// The peer is not part of the configuration the transport knows.
     #[error("unknown peer {0}")]
     UnknownPeer(NodeId),

@@ -467,6 +467,11 @@ impl Raft {
     }
 
     /// Handles an RPC from a peer: the entry point for a transport's server side.
+    ///
+    /// Cancel-safe: a transport may drop the future at any point (the connection closed, the
+    /// server stopped). Every state change happens at once under the lock; what remains is
+    /// waiting for durability before the reply, and a dropped reply is a lost message, which
+    /// Raft tolerates.
     pub async fn handle(&self, request: Request) -> Result<Response, RaftError> {
         Ok(match request {
             Request::Vote(r) => Response::Vote(self.request_vote(r).await?),

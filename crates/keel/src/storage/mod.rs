@@ -37,8 +37,9 @@ pub struct WriteBatch {
     pub snapshot: Option<Snapshot>,
     /// Remove every entry with an index above this one (a conflicting suffix).
     pub truncate_after: Option<u64>,
-    /// Entries to append; consecutive, following the last entry kept (or the snapshot, if no
-    /// entry is left).
+    /// Entries to append: consecutive, with terms of at least 1, continuing the log where
+    /// it ends after the truncation (an emptied log continues at its first index, which
+    /// compaction moves past the snapshot).
     pub entries: Vec<Entry>,
     /// Remove every entry with an index up to and including this one; it is covered by the
     /// snapshot stored in this or an earlier batch.
@@ -62,7 +63,8 @@ impl WriteBatch {
 /// submitted before it, and `wait_durable(n)` completes only when writes `1..=n` are all durable.
 /// After a crash, recovery must return a state that includes every write reported durable.
 pub trait Storage: Send + Sync + 'static {
-    /// Reads the persisted state. Raft calls it once, when the node starts.
+    /// Reads the persisted state. Raft calls it exactly once, when the node starts, so an
+    /// implementation may hand over what it recovered at open and keep no copy.
     fn recover(&self) -> Result<Recovered, StorageError>;
 
     /// Queues `batch` after every earlier one and returns its sequence number (starting at 1,
