@@ -86,13 +86,15 @@ impl Waiters {
     }
 
     fn applied(&self, index: u64) {
-        let mut inner = self.inner.lock();
-        inner.applied = index;
-        while let Some(entry) = inner.waiting.first_entry() {
-            if *entry.key() > index {
-                break;
-            }
-            let _ = entry.remove().send(());
+        let ready = {
+            let mut inner = self.inner.lock();
+            inner.applied = index;
+            let later = inner.waiting.split_off(&(index + 1));
+            std::mem::replace(&mut inner.waiting, later)
+        };
+        // Wake the clients outside the lock, which they take to register again.
+        for (_, waiter) in ready {
+            let _ = waiter.send(());
         }
     }
 }

@@ -77,7 +77,9 @@ use std::pin::Pin;
 pub use config::Config;
 pub use error::{ProposeError, RaftError, ReadIndexError, StorageError, TransportError};
 pub use message::{Request, Response};
-pub use raft::{Applied, ApplyStream, FollowerStatus, Leadership, Proposed, Raft, Role, Status};
+pub use raft::{
+    Applied, ApplyStream, FollowerStatus, Leadership, Proposed, Raft, Role, Status, WeakRaft,
+};
 pub use storage::{MemStorage, Recovered, Storage, WriteBatch};
 pub use transport::{LocalNetwork, Transport};
 pub use types::{Entry, HardState, NodeId, Payload, Snapshot, SnapshotMeta};

@@ -189,13 +189,13 @@ fn become_leader(shared: &Arc<Shared>, s: &mut StateGuard<'_>, now: Instant) {
     let term = s.current_term;
     s.term_start_index = next_index;
     s.read_round_confirmed = s.read_round_sent;
-    s.append_to_log(vec![Entry {
+    s.append_to_log(Some(Entry {
         index: next_index,
         term,
         payload: Payload::Noop,
-    }]);
+    }));
     tracing::info!(node = shared.id, term, "became leader");
-    replication::replicate_to_all(shared, s, true);
+    replication::replicate_to_all(shared, s, replication::Trigger::Heartbeat);
 }
 
 /// Check-quorum: a leader that has not heard from a majority for the maximum election timeout

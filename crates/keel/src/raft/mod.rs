@@ -57,6 +57,20 @@ pub struct Raft {
     shared: Arc<Shared>,
 }
 
+/// A handle to a node that does not keep it alive (for transports and registries that the
+/// node itself refers to, which would otherwise form a reference cycle).
+#[derive(Clone)]
+pub struct WeakRaft {
+    shared: std::sync::Weak<Shared>,
+}
+
+impl WeakRaft {
+    /// The node, if it still exists.
+    pub fn upgrade(&self) -> Option<Raft> {
+        self.shared.upgrade().map(|shared| Raft { shared })
+    }
+}
+
 /// What a successful proposal was given: where it sits in the log, if it commits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Proposed {
@@ -146,6 +160,9 @@ pub(crate) struct StateGuard<'a> {
     shared: &'a Shared,
     guard: MutexGuard<'a, State>,
     leadership: Leadership,
+    /// Leave newly appended entries for the persistence watcher to submit (proposals do: many
+    /// then share one storage write).
+    defer_entries: bool,
 }
 
 impl Deref for StateGuard<'_> {
@@ -170,17 +187,30 @@ impl StateGuard<'_> {
         self.guard.last_submitted_seq
     }
 
-    fn flush(&mut self) {
+    /// Submits the staged writes now (unless deferred, see `defer_entries`).
+    pub(crate) fn flush(&mut self) {
+        if self.defer_entries && self.guard.staged_only_entries() {
+            if !self.guard.flush_requested {
+                self.guard.flush_requested = true;
+                self.shared.persist_wake.notify_one();
+            }
+            return;
+        }
         match self.guard.submit_staged(&*self.shared.storage) {
             Submitted::Nothing | Submitted::Pending => {}
             Submitted::WakeWatcher => self.shared.persist_wake.notify_one(),
             Submitted::Durable => {
-                if self.guard.role == Role::Leader {
+                // Our own durable entries can only move the commit index if they passed it.
+                if self.guard.role == Role::Leader
+                    && self.guard.persisted_index > self.guard.commit_index
+                {
                     replication::advance_commit(self.shared, &mut self.guard);
                 }
             }
         }
     }
+
+
 }
 
 impl Drop for StateGuard<'_> {
@@ -198,7 +228,22 @@ impl Drop for StateGuard<'_> {
 }
 
 impl Shared {
+    /// Takes the state lock. Entries that proposals left staged are submitted first, so that
+    /// every other critical section starts with nothing staged and storage never sees them
+    /// mixed with (and reordered against) a truncation, snapshot or term change.
     pub(crate) fn lock(&self) -> StateGuard<'_> {
+        let mut guard = self.lock_deferring();
+        guard.defer_entries = false;
+        if guard.flush_requested {
+            guard.flush_requested = false;
+            guard.flush();
+        }
+        guard
+    }
+
+    /// Takes the state lock for a proposal: appended entries may stay staged after it (see
+    /// `StateGuard::defer_entries`).
+    pub(crate) fn lock_deferring(&self) -> StateGuard<'_> {
         let guard = self.state.lock();
         let leadership = Leadership {
             term: guard.current_term,
@@ -209,6 +254,7 @@ impl Shared {
             shared: self,
             guard,
             leadership,
+            defer_entries: true,
         }
     }
 
@@ -334,6 +380,13 @@ impl Raft {
         self.shared.id
     }
 
+    /// A handle that does not keep the node alive.
+    pub fn downgrade(&self) -> WeakRaft {
+        WeakRaft {
+            shared: Arc::downgrade(&self.shared),
+        }
+    }
+
     /// Appends `command` to the log if this node is the leader, and starts replicating it.
     /// Returns at once: it never waits for the entry to commit, for the network or for the disk.
     /// The entry is committed once the apply stream delivers it at the returned index with the
@@ -347,7 +400,10 @@ impl Raft {
                 max: max - 13,
             });
         }
-        let mut s = shared.lock();
+        // The leader may write its own copy after sending it (Raft thesis 10.2.1): the entry
+        // stays staged for the next critical section or the persistence watcher to submit,
+        // together with those of other proposals.
+        let mut s = shared.lock_deferring();
         if s.shutdown {
             return Err(ProposeError::Shutdown);
         }
@@ -364,12 +420,13 @@ impl Raft {
             index: s.log.last_index() + 1,
             term: s.current_term,
         };
-        s.append_to_log(vec![Entry {
+
+        s.append_to_log(Some(Entry {
             index: proposed.index,
             term: proposed.term,
             payload: Payload::Command(command),
-        }]);
-        replication::replicate_to_all(shared, &mut s, false);
+        }));
+        replication::replicate_new_entries(shared, &mut s);
         Ok(proposed)
     }
 

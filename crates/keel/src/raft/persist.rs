@@ -17,6 +17,7 @@ pub(super) async fn run_persist_watcher(shared: Arc<Shared>) {
             if s.shutdown {
                 return;
             }
+            // Taking the lock submitted what proposals left staged, in one batch.
             s.newest_pending_write()
         };
         let Some(seq) = newest else {

@@ -28,24 +28,41 @@ pub(super) async fn run_heartbeats(shared: Arc<Shared>) {
             return;
         }
         if s.role == Role::Leader {
-            replicate_to_all(&shared, &mut s, false);
+            replicate_to_all(&shared, &mut s, Trigger::Due);
         }
     }
 }
 
-/// Sends to every follower whatever it needs now: new entries, or a heartbeat if `heartbeat`
-/// or its heartbeat is due.
-pub(super) fn replicate_to_all(shared: &Arc<Shared>, s: &mut StateGuard<'_>, heartbeat: bool) {
+/// Why replication is being looked at; decides whether a heartbeat may go out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Trigger {
+    /// Entries were appended: send them if flow control allows, nothing else.
+    NewEntries,
+    /// A tick or a reply: send entries if allowed, else a heartbeat if one is due (the interval
+    /// passed, or a read round waits to be confirmed).
+    Due,
+    /// Send something now (a new leader announcing itself).
+    Heartbeat,
+}
+
+/// Sends to every follower whatever `trigger` calls for.
+pub(super) fn replicate_to_all(shared: &Arc<Shared>, s: &mut StateGuard<'_>, trigger: Trigger) {
     for peer in shared.peers() {
-        replicate(shared, s, peer, heartbeat);
+        replicate(shared, s, peer, trigger);
     }
 }
 
+/// Sends newly proposed entries to every follower whose window has room.
+pub(super) fn replicate_new_entries(shared: &Arc<Shared>, s: &mut StateGuard<'_>) {
+    replicate_to_all(shared, s, Trigger::NewEntries);
+}
+
 /// Sends AppendEntries to `peer` as flow control allows: new entries if the window has room,
-/// else an empty heartbeat if one is due or `heartbeat` is set. Each request gets its own task.
-pub(super) fn replicate(shared: &Arc<Shared>, s: &mut State, peer: NodeId, mut heartbeat: bool) {
+/// else an empty heartbeat if `trigger` calls for one. Each request gets its own task.
+pub(super) fn replicate(shared: &Arc<Shared>, s: &mut State, peer: NodeId, mut trigger: Trigger) {
     let config = &shared.config;
-    let now = Instant::now();
+    // Read the clock only when a heartbeat decision or a send needs it: this runs per proposal.
+    let mut now: Option<Instant> = None;
     loop {
         let State {
             progress,
@@ -73,11 +90,20 @@ pub(super) fn replicate(shared: &Arc<Shared>, s: &mut State, peer: NodeId, mut h
             _ => config.max_inflight_appends,
         };
         let send_entries = p.next_index <= log.last_index() && p.inflight_appends < window;
-        let heartbeat_due = heartbeat
-            || p.read_round_sent < *read_round_sent
-            || now.duration_since(p.last_sent) >= config.heartbeat_interval;
-        if !send_entries && !heartbeat_due {
-            return;
+        if !send_entries {
+            let heartbeat = match trigger {
+                Trigger::NewEntries => false,
+                Trigger::Heartbeat => true,
+                Trigger::Due => {
+                    p.read_round_sent < *read_round_sent || {
+                        let t = *now.get_or_insert_with(Instant::now);
+                        t.duration_since(p.last_sent) >= config.heartbeat_interval
+                    }
+                }
+            };
+            if !heartbeat {
+                return;
+            }
         }
         let entries = if send_entries {
             log.slice(
@@ -98,7 +124,7 @@ pub(super) fn replicate(shared: &Arc<Shared>, s: &mut State, peer: NodeId, mut h
             p.next_index += count;
         }
         p.inflight_rpcs += 1;
-        p.last_sent = now;
+        p.last_sent = *now.get_or_insert_with(Instant::now);
         p.read_round_sent = *read_round_sent;
         let request = AppendEntriesRequest {
             term: *current_term,
@@ -111,7 +137,7 @@ pub(super) fn replicate(shared: &Arc<Shared>, s: &mut State, peer: NodeId, mut h
         let read_round = *read_round_sent;
         let pipelining = count > 0 && p.mode == Mode::Replicate;
         shared.spawn(send_append(shared.clone(), peer, request, read_round));
-        heartbeat = false;
+        trigger = Trigger::NewEntries;
         if !pipelining {
             return;
         }
@@ -193,7 +219,7 @@ async fn send_append(
         advance_commit(&shared, &mut s);
     }
     confirm_reads(&shared, &mut s);
-    replicate(&shared, &mut s, peer, false);
+    replicate(&shared, &mut s, peer, Trigger::Due);
 }
 
 /// Figure 2: "If there exists an N such that N > commitIndex, a majority of matchIndex[i] >= N,
@@ -367,7 +393,7 @@ pub(super) fn start_read(
 fn send_read_round(shared: &Arc<Shared>, s: &mut StateGuard<'_>) {
     s.read_round_sent = s.read_round_open;
     s.read_round_open += 1;
-    replicate_to_all(shared, s, false);
+    replicate_to_all(shared, s, Trigger::Due);
 }
 
 /// Completes the reads whose round a quorum has answered in this term.

@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
 use super::Shared;
-use super::replication::{advance_commit, replicate};
+use super::replication::{Trigger, advance_commit, replicate};
 use super::state::{IncomingSnapshot, Mode, Role, State};
 use crate::error::RaftError;
 use crate::message::{InstallSnapshotRequest, InstallSnapshotResponse, Request, Response};
@@ -134,7 +134,7 @@ async fn send_snapshot(
         p.match_index = p.match_index.max(meta.last_included_index);
         p.next_index = p.match_index + 1;
         advance_commit(&shared, &mut s);
-        replicate(&shared, &mut s, peer, false);
+        replicate(&shared, &mut s, peer, Trigger::Due);
     }
     // On failure the next heartbeat tick starts a new transfer (next_index is still covered by
     // the snapshot).

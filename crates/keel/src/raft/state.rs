@@ -141,6 +141,10 @@ pub(crate) struct State {
     pub snapshot_data: Bytes,
     pub incoming_snapshot: Option<IncomingSnapshot>,
 
+    /// A proposal staged entries and left submitting them to the persistence watcher, so that
+    /// many proposals share one storage write.
+    pub flush_requested: bool,
+
     /// Set once by shutdown or a fatal error; every entry point checks it.
     pub shutdown: bool,
     pub fatal: Option<String>,
@@ -181,6 +185,7 @@ impl State {
             persisted_index,
             snapshot_data: data,
             incoming_snapshot: None,
+            flush_requested: false,
             shutdown: false,
             fatal: None,
         };
@@ -236,9 +241,11 @@ impl State {
     }
 
     /// Appends entries to the log and stages them.
-    pub(crate) fn append_to_log(&mut self, entries: Vec<Entry>) {
-        self.staged.entries.extend(entries.iter().cloned());
-        self.log.append(entries);
+    pub(crate) fn append_to_log(&mut self, entries: impl IntoIterator<Item = Entry>) {
+        for entry in entries {
+            self.staged.entries.push(entry.clone());
+            self.log.append(Some(entry));
+        }
     }
 
     /// Removes every log entry after `index` and stages the truncation.
@@ -309,6 +316,15 @@ impl State {
         } else {
             Submitted::Pending
         }
+    }
+
+    /// True if the only staged changes are appended entries (which a leader may write later).
+    pub(crate) fn staged_only_entries(&self) -> bool {
+        let s = &self.staged;
+        s.hard_state.is_none()
+            && s.snapshot.is_none()
+            && s.truncate_after.is_none()
+            && s.compact_through.is_none()
     }
 
     /// Marks every write up to `seq` durable.

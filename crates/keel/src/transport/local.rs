@@ -10,7 +10,7 @@ use super::Transport;
 use crate::BoxFuture;
 use crate::error::TransportError;
 use crate::message::{Request, Response};
-use crate::raft::Raft;
+use crate::raft::{Raft, WeakRaft};
 use crate::types::NodeId;
 
 /// Nodes in one process, reachable by id.
@@ -24,7 +24,9 @@ use crate::types::NodeId;
 /// ```
 #[derive(Clone, Default)]
 pub struct LocalNetwork {
-    nodes: Arc<RwLock<BTreeMap<NodeId, Raft>>>,
+    /// Weak: each node holds this network as its transport, so strong handles here would keep
+    /// every node alive forever.
+    nodes: Arc<RwLock<BTreeMap<NodeId, WeakRaft>>>,
 }
 
 impl LocalNetwork {
@@ -40,7 +42,7 @@ impl LocalNetwork {
 
     /// Makes `raft` reachable under its id (replacing an earlier node with that id).
     pub fn register(&self, raft: Raft) {
-        self.nodes.write().insert(raft.id(), raft);
+        self.nodes.write().insert(raft.id(), raft.downgrade());
     }
 
     /// Makes node `id` unreachable.
@@ -55,7 +57,7 @@ impl Transport for LocalNetwork {
         target: NodeId,
         request: Request,
     ) -> BoxFuture<'static, Result<Response, TransportError>> {
-        let node = self.nodes.read().get(&target).cloned();
+        let node = self.nodes.read().get(&target).and_then(WeakRaft::upgrade);
         Box::pin(async move {
             let node = node.ok_or(TransportError::Unreachable(target))?;
             node.handle(request)
