@@ -369,34 +369,46 @@ async fn apply_loop(inner: Arc<Inner>, mut stream: ApplyStream) {
 
 fn answer_waiters(inner: &Inner, outcomes: &mut Vec<(u64, u64, Outcome)>, installed: Option<u64>) {
     let latency = inner.latency.lock().clone();
-    let mut waiters = inner.waiters.lock();
-    if let Some(index) = installed {
-        // A snapshot replaced entries whose results this node never computed.
-        while let Some(entry) = waiters.first_entry() {
-            if *entry.key() > index {
-                break;
+    // Take the waiters out under the lock, answer them outside it: request handlers take the
+    // same lock to register.
+    let mut answered = Vec::with_capacity(outcomes.len());
+    {
+        let mut waiters = inner.waiters.lock();
+        if let Some(index) = installed {
+            // A snapshot replaced entries whose results this node never computed.
+            let later = waiters.split_off(&(index + 1));
+            for (_, waiter) in std::mem::replace(&mut *waiters, later) {
+                answered.push((waiter, Err(KvError::LeadershipLost)));
             }
-            let _ = entry.remove().reply.send(Err(KvError::LeadershipLost));
         }
-    }
-    for (index, term, outcome) in outcomes.drain(..) {
-        let Some(waiter) = waiters.remove(&index) else {
-            continue;
-        };
-        let answer = if waiter.term != term {
-            // Another leader's entry took this index: ours was never committed here.
-            Err(KvError::LeadershipLost)
-        } else {
-            match outcome {
-                Outcome::Written(result) => Ok(result),
-                Outcome::Stale { last_seq } => Err(KvError::Stale { last_seq }),
-                Outcome::Noop | Outcome::Invalid(_) => Err(KvError::LeadershipLost),
+        if !waiters.is_empty() {
+            for (index, term, outcome) in outcomes.drain(..) {
+                if let Some(waiter) = waiters.remove(&index) {
+                    let result = answer(waiter.term, term, outcome);
+                    answered.push((waiter, result));
+                }
             }
-        };
+        }
+        outcomes.clear();
+    }
+    for (waiter, answer) in answered {
         if let Some(observe) = &latency {
             observe(waiter.proposed_at.elapsed());
         }
         let _ = waiter.reply.send(answer);
+    }
+}
+
+/// What a write proposed in `proposed_term` gets, given what was applied at its index.
+fn answer(proposed_term: u64, applied_term: u64, outcome: Outcome) -> Result<WriteResult, KvError> {
+    if proposed_term != applied_term {
+        // Another leader's entry took this index: ours was never committed here.
+        return Err(KvError::LeadershipLost);
+    }
+    match outcome {
+        Outcome::Written(result) => Ok(result),
+        Outcome::Stale { last_seq } => Err(KvError::Stale { last_seq }),
+        Outcome::Noop | Outcome::Invalid(_) => Err(KvError::LeadershipLost),
     }
 }
 

@@ -26,8 +26,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use keel::{NodeId, Role};
@@ -133,12 +133,8 @@ fn kv_error(e: &KvError) -> Response {
     error(status, code, &e.to_string())
 }
 
-/// The request as received, kept for forwarding it unchanged.
-struct Incoming {
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-}
+/// The request as received (without its body), kept for forwarding it unchanged.
+type Incoming = axum::http::request::Parts;
 
 type KeyPath = Result<Path<String>, PathRejection>;
 
@@ -165,9 +161,7 @@ async fn get_key(
     State(api): State<Arc<Api>>,
     path: KeyPath,
     Query(query): Query<BTreeMap<String, String>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    request: Request,
 ) -> Response {
     let key = match key_of(&api, path) {
         Ok(key) => key,
@@ -194,29 +188,14 @@ async fn get_key(
             .into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, "not_found", "key not found"),
         Err(e) => {
-            let incoming = Incoming {
-                method,
-                uri,
-                headers,
-            };
+            let (incoming, _) = request.into_parts();
             forward_or_fail(&api, &e, incoming, Bytes::new()).await
         }
     }
 }
 
-async fn put_key(
-    State(api): State<Arc<Api>>,
-    path: KeyPath,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let incoming = Incoming {
-        method,
-        uri,
-        headers,
-    };
+async fn put_key(State(api): State<Arc<Api>>, path: KeyPath, request: Request) -> Response {
+    let (incoming, body) = request.into_parts();
     let (key, value) = match key_and_body(&api, path, body).await {
         Ok(kv) => kv,
         Err(response) => return response,
@@ -224,18 +203,8 @@ async fn put_key(
     write(&api, incoming, value.clone(), Write::Put { key, value }).await
 }
 
-async fn delete_key(
-    State(api): State<Arc<Api>>,
-    path: KeyPath,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    let incoming = Incoming {
-        method,
-        uri,
-        headers,
-    };
+async fn delete_key(State(api): State<Arc<Api>>, path: KeyPath, request: Request) -> Response {
+    let (incoming, _) = request.into_parts();
     let key = match key_of(&api, path) {
         Ok(key) => key,
         Err(response) => return response,
@@ -254,16 +223,9 @@ async fn post_key(
     State(api): State<Arc<Api>>,
     path: KeyPath,
     Query(query): Query<BTreeMap<String, String>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Response {
-    let incoming = Incoming {
-        method,
-        uri,
-        headers,
-    };
+    let (incoming, body) = request.into_parts();
     let (key, body) = match key_and_body(&api, path, body).await {
         Ok(kv) => kv,
         Err(response) => return response,
@@ -374,12 +336,21 @@ async fn write(api: &Arc<Api>, incoming: Incoming, body: Bytes, write_op: Write)
 }
 
 fn write_answer(is_cas: bool, result: WriteResult) -> Response {
-    if is_cas {
-        axum::Json(serde_json::json!({"succeeded": result.succeeded, "index": result.index}))
-            .into_response()
+    // Written by hand: this runs for every write, and the shape is fixed.
+    let body = if is_cas {
+        format!(
+            "{{\"succeeded\":{},\"index\":{}}}",
+            result.succeeded, result.index
+        )
     } else {
-        axum::Json(serde_json::json!({"index": result.index})).into_response()
-    }
+        format!("{{\"index\":{}}}", result.index)
+    };
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 /// Sends a request this follower cannot serve to the leader and relays the answer; answers
