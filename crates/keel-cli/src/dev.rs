@@ -156,6 +156,8 @@ fn spawn_node(
         .args(["--peer-addr", &node.peer])
         .args(["--client-addr", &node.client])
         .args(["--peers", peers])
+        // The nodes share this machine: one runtime thread each keeps them from contending.
+        .args(["--threads", "1"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

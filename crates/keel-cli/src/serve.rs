@@ -64,6 +64,10 @@ pub struct ServeArgs {
     /// Largest key accepted, in bytes (larger get 413).
     #[arg(long, value_name = "BYTES")]
     pub max_key_bytes: Option<usize>,
+    /// Worker threads of the node's async runtime: 0 for one per CPU core, 1 for a single
+    /// thread (best when several nodes share a small machine, as with `keel dev`).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
 }
 
 /// The TOML form of the same settings.

@@ -153,3 +153,4 @@ mod writer;
 
 pub use error::DiskError;
 pub use storage::{DiskOptions, DiskStorage};
+pub use writer::SyncObserver;

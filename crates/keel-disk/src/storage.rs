@@ -149,6 +149,12 @@ impl DiskStorage {
         self.shared.figures.log_disk_bytes.load(Ordering::Relaxed)
     }
 
+    /// Calls `observer` with the duration of every log `fdatasync` from now on (for a latency
+    /// histogram).
+    pub fn set_sync_observer(&self, observer: crate::writer::SyncObserver) {
+        *self.shared.figures.sync_observer.lock() = Some(observer);
+    }
+
     /// `fdatasync` calls on log segments since open: with group commit, far fewer than the
     /// batches written.
     pub fn log_sync_count(&self) -> u64 {

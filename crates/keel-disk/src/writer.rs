@@ -20,8 +20,11 @@ use crate::format::{self, Checkpoint, SEGMENT_HEADER_LEN, SnapshotRef};
 const BUF_INITIAL_BYTES: usize = 64 << 10;
 const BUF_KEEP_BYTES: usize = 8 << 20;
 
+/// Called with the duration of every log `fdatasync`, for metrics.
+pub type SyncObserver = std::sync::Arc<dyn Fn(std::time::Duration) + Send + Sync>;
+
 /// Sizes the writer publishes for services deciding when to snapshot.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Figures {
     /// Bytes of segment files.
     pub log_disk_bytes: AtomicU64,
@@ -33,6 +36,18 @@ pub(crate) struct Figures {
     /// Test hook: fail every fsync from now on, as a dying disk would.
     #[cfg(test)]
     pub fail_syncs: std::sync::atomic::AtomicBool,
+    pub sync_observer: parking_lot::Mutex<Option<SyncObserver>>,
+}
+
+impl std::fmt::Debug for Figures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Figures")
+            .field("log_disk_bytes", &self.log_disk_bytes)
+            .field("raft_state_bytes", &self.raft_state_bytes)
+            .field("snapshot_bytes", &self.snapshot_bytes)
+            .field("log_syncs", &self.log_syncs)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A segment file the writer knows about.
@@ -254,11 +269,16 @@ impl LogWriter {
             });
         }
         self.figures.log_syncs.fetch_add(1, Ordering::Relaxed);
+        let started = std::time::Instant::now();
         self.file.sync_data().map_err(|source| DiskError::Io {
             op: "fdatasync segment",
             path: self.current_path(),
             source,
-        })
+        })?;
+        if let Some(observe) = self.figures.sync_observer.lock().as_ref() {
+            observe(started.elapsed());
+        }
+        Ok(())
     }
 
     /// Starts the next segment. The current one is made durable first, so that only the last

@@ -232,6 +232,12 @@ impl Node {
 
         let metrics = Metrics::new();
         metrics.attach(&kv);
+        let fsyncs = Arc::downgrade(&metrics);
+        disk.set_sync_observer(Arc::new(move |latency| {
+            if let Some(metrics) = fsyncs.upgrade() {
+                metrics.observe_fsync(latency);
+            }
+        }));
         metrics.set_traffic_source(Arc::new(NetTraffic(transport.clone())));
         let directory = Arc::new(NetDirectory {
             id,

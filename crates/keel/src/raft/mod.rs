@@ -209,8 +209,6 @@ impl StateGuard<'_> {
             }
         }
     }
-
-
 }
 
 impl Drop for StateGuard<'_> {
