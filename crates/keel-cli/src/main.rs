@@ -28,7 +28,7 @@ enum Command {
     /// 7081-7083, data under ./keel-data), restarting nodes that die, until Ctrl-C.
     Dev(dev::DevArgs),
     /// Run one node of a cluster, until SIGINT or SIGTERM.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     #[command(flatten)]
     Client(client::ClientCommand),
 }
@@ -79,7 +79,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Dev(args) => dev::dev(args).await,
-            Command::Serve(args) => serve::serve(args).await,
+            Command::Serve(args) => serve::serve(*args).await,
             Command::Client(command) => client::run(command, &cli.endpoints).await,
         }
     });
