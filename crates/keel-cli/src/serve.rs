@@ -211,12 +211,9 @@ pub fn node_config(args: ServeArgs) -> Result<NodeConfig, CliError> {
         peers,
         raft,
         kv,
-        segment_size_bytes: keel_disk_default_segment(),
+        segment_size_bytes: keel_server::DEFAULT_SEGMENT_SIZE_BYTES,
+        max_client_connections: 4096,
     })
-}
-
-fn keel_disk_default_segment() -> u64 {
-    64 << 20
 }
 
 /// Runs one node until SIGINT or SIGTERM, then shuts it down cleanly.

@@ -4,9 +4,10 @@
 #![warn(missing_docs)]
 
 pub mod http;
+pub mod listener;
 pub mod metrics;
 pub mod node;
 
 pub use http::{Api, Directory, StatusView, router};
 pub use metrics::{Metrics, PeerTraffic, TrafficSource};
-pub use node::{Node, NodeConfig, NodeError, cluster_id};
+pub use node::{DEFAULT_SEGMENT_SIZE_BYTES, Node, NodeConfig, NodeError, cluster_id};

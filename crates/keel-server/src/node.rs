@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::http::{Api, Directory, router};
+use crate::listener::BoundedListener;
 use crate::metrics::{Metrics, PeerTraffic, TrafficSource};
 
 /// Everything a node needs to start.
@@ -40,6 +41,8 @@ pub struct NodeConfig {
     pub kv: KvOptions,
     /// Size at which log segments roll.
     pub segment_size_bytes: u64,
+    /// Most HTTP client connections open at once; more wait in the listen backlog.
+    pub max_client_connections: usize,
 }
 
 /// Why a node could not start.
@@ -81,6 +84,9 @@ pub enum NodeError {
     #[error(transparent)]
     Raft(#[from] keel::RaftError),
 }
+
+/// Size at which log segments roll, unless configured otherwise.
+pub const DEFAULT_SEGMENT_SIZE_BYTES: u64 = DiskOptions::DEFAULT_SEGMENT_SIZE_BYTES;
 
 /// A cluster name as the 64-bit id the transport and the data dir carry (FNV-1a, stable across
 /// versions and platforms).
@@ -246,10 +252,12 @@ impl Node {
             transport: transport.clone(),
         });
         let app = router(Api::new(kv.clone(), directory, metrics));
+        let max_connections = config.max_client_connections;
         let http_stop = CancellationToken::new();
         let stop = http_stop.clone();
         let http_task = tokio::spawn(async move {
-            let served = axum::serve(http_listener, app)
+            let listener = BoundedListener::new(http_listener, max_connections);
+            let served = axum::serve(listener, app)
                 .with_graceful_shutdown(async move { stop.cancelled().await })
                 .await;
             if let Err(error) = served {
