@@ -135,6 +135,8 @@ pub struct Leadership {
 }
 
 pub(crate) struct Shared {
+    /// This struct's own `Arc`, for tasks spawned where only `&Shared` is at hand.
+    me: std::sync::Weak<Shared>,
     pub id: NodeId,
     /// Every voting member, this node included, sorted.
     pub members: Vec<NodeId>,
@@ -155,26 +157,34 @@ pub(crate) struct Shared {
 }
 
 /// The state lock. Dropping it submits whatever the critical section staged for storage, so the
-/// storage sees writes in the order the state changed, and publishes leadership changes.
+/// storage sees writes in the order the state changed, and publishes leadership changes; then,
+/// with the lock released, it wakes the tasks the critical section left work for and spawns the
+/// RPC tasks it decided on (those cost system calls, which would lengthen every critical
+/// section and the time other threads wait for the lock).
 pub(crate) struct StateGuard<'a> {
     shared: &'a Shared,
-    guard: MutexGuard<'a, State>,
+    /// Held until drop.
+    guard: Option<MutexGuard<'a, State>>,
     leadership: Leadership,
     /// Leave newly appended entries for the persistence watcher to submit (proposals do: many
     /// then share one storage write).
     defer_entries: bool,
+    /// Wake the persistence watcher once the lock is released.
+    wake_persist: bool,
 }
 
 impl Deref for StateGuard<'_> {
     type Target = State;
     fn deref(&self) -> &State {
-        &self.guard
+        self.guard.as_deref().expect("the lock is held until drop")
     }
 }
 
 impl DerefMut for StateGuard<'_> {
     fn deref_mut(&mut self) -> &mut State {
-        &mut self.guard
+        self.guard
+            .as_deref_mut()
+            .expect("the lock is held until drop")
     }
 }
 
@@ -184,27 +194,28 @@ impl StateGuard<'_> {
     /// write holds (a repeated vote, entries another request appended).
     pub(crate) fn sync_point(&mut self) -> u64 {
         self.flush();
-        self.guard.last_submitted_seq
+        self.last_submitted_seq
     }
 
     /// Submits the staged writes now (unless deferred, see `defer_entries`).
     pub(crate) fn flush(&mut self) {
-        if self.defer_entries && self.guard.staged_only_entries() {
-            if !self.guard.flush_requested {
-                self.guard.flush_requested = true;
-                self.shared.persist_wake.notify_one();
+        let shared = self.shared;
+        let defer_entries = self.defer_entries;
+        let s: &mut State = self;
+        if defer_entries && s.staged_only_entries() {
+            if !s.flush_requested {
+                s.flush_requested = true;
+                self.wake_persist = true;
             }
             return;
         }
-        match self.guard.submit_staged(&*self.shared.storage) {
+        match s.submit_staged(&*shared.storage) {
             Submitted::Nothing | Submitted::Pending => {}
-            Submitted::WakeWatcher => self.shared.persist_wake.notify_one(),
+            Submitted::WakeWatcher => self.wake_persist = true,
             Submitted::Durable => {
                 // Our own durable entries can only move the commit index if they passed it.
-                if self.guard.role == Role::Leader
-                    && self.guard.persisted_index > self.guard.commit_index
-                {
-                    replication::advance_commit(self.shared, &mut self.guard);
+                if s.role == Role::Leader && s.persisted_index > s.commit_index {
+                    replication::advance_commit(shared, s);
                 }
             }
         }
@@ -214,13 +225,33 @@ impl StateGuard<'_> {
 impl Drop for StateGuard<'_> {
     fn drop(&mut self) {
         self.flush();
+        let s: &mut State = self;
         let now = Leadership {
-            term: self.guard.current_term,
-            leader_id: self.guard.leader_id,
-            role: self.guard.role,
+            term: s.current_term,
+            leader_id: s.leader_id,
+            role: s.role,
         };
+        let outbox = std::mem::take(&mut s.outbox);
+        let wake_applier = std::mem::take(&mut s.wake_applier);
         if now != self.leadership {
+            // Under the lock, so that watchers see the changes in the order they happened.
             self.shared.leadership.send_replace(now);
+        }
+        drop(self.guard.take());
+        if wake_applier {
+            self.shared.apply_wake.notify_one();
+        }
+        if self.wake_persist {
+            self.shared.persist_wake.notify_one();
+        }
+        if !outbox.is_empty()
+            && let Some(shared) = self.shared.me.upgrade()
+        {
+            for out in outbox {
+                let task =
+                    replication::send_append(shared.clone(), out.peer, out.request, out.read_round);
+                shared.spawn(task);
+            }
         }
     }
 }
@@ -250,9 +281,10 @@ impl Shared {
         };
         StateGuard {
             shared: self,
-            guard,
+            guard: Some(guard),
             leadership,
             defer_entries: true,
+            wake_persist: false,
         }
     }
 
@@ -350,7 +382,8 @@ impl Raft {
             role: Role::Follower,
         });
         let (apply_tx, apply_stream) = apply::channel(config.apply_buffer_batches);
-        let shared = Arc::new(Shared {
+        let shared = Arc::new_cyclic(|me| Shared {
+            me: me.clone(),
             id,
             members,
             config,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::state::{Mode, PendingRead, Role, State};
+use super::state::{Mode, OutgoingAppend, PendingRead, Role, State};
 use super::{Shared, StateGuard, snapshot};
 use crate::error::{RaftError, ReadIndexError};
 use crate::message::{AppendEntriesRequest, AppendEntriesResponse, Request, Response};
@@ -85,8 +85,11 @@ pub(super) fn replicate(shared: &Arc<Shared>, s: &mut State, peer: NodeId, mut t
         if p.inflight_rpcs >= config.max_inflight_rpcs {
             return;
         }
-        let window = match p.mode {
-            Mode::Probe => 1,
+        // New proposals start a send only when nothing is in flight to this follower: then an
+        // idle cluster replicates at once, while under load each reply sends everything proposed
+        // since, instead of every proposal sending its own small request.
+        let window = match (p.mode, trigger) {
+            (Mode::Probe, _) | (_, Trigger::NewEntries) => 1,
             _ => config.max_inflight_appends,
         };
         let send_entries = p.next_index <= log.last_index() && p.inflight_appends < window;
@@ -136,7 +139,12 @@ pub(super) fn replicate(shared: &Arc<Shared>, s: &mut State, peer: NodeId, mut t
         };
         let read_round = *read_round_sent;
         let pipelining = count > 0 && p.mode == Mode::Replicate;
-        shared.spawn(send_append(shared.clone(), peer, request, read_round));
+        // Sent from its own task once the lock is released (`StateGuard::drop`).
+        s.outbox.push(OutgoingAppend {
+            peer,
+            request,
+            read_round,
+        });
         trigger = Trigger::NewEntries;
         if !pipelining {
             return;
@@ -146,7 +154,7 @@ pub(super) fn replicate(shared: &Arc<Shared>, s: &mut State, peer: NodeId, mut t
 
 /// One AppendEntries: send it, then handle the reply under the lock, after checking the term and
 /// role it was sent under still hold.
-async fn send_append(
+pub(super) async fn send_append(
     shared: Arc<Shared>,
     peer: NodeId,
     request: AppendEntriesRequest,
@@ -233,7 +241,7 @@ pub(super) fn advance_commit(shared: &Shared, s: &mut State) {
     );
     if n > s.commit_index && s.log.term_at(n) == Some(s.current_term) {
         s.commit_index = n;
-        shared.apply_wake.notify_one();
+        s.wake_applier = true;
     }
 }
 
@@ -262,18 +270,14 @@ pub(super) async fn handle_append(
         }
         s.leader_id = Some(request.leader_id);
         s.last_heard = now;
-        let response = accept_entries(shared, &mut s, request);
+        let response = accept_entries(&mut s, request);
         (response, s.sync_point())
     };
     super::reply_when_durable(shared, seq, response).await
 }
 
 /// Steps 2 to 5 of the AppendEntries receiver.
-fn accept_entries(
-    shared: &Shared,
-    s: &mut State,
-    request: AppendEntriesRequest,
-) -> AppendEntriesResponse {
+fn accept_entries(s: &mut State, request: AppendEntriesRequest) -> AppendEntriesResponse {
     let term = s.current_term;
     let last_new_index = request.prev_log_index + request.entries.len() as u64;
     let mut prev_log_index = request.prev_log_index;
@@ -342,7 +346,7 @@ fn accept_entries(
     let commit = request.leader_commit.min(last_new_index);
     if commit > s.commit_index {
         s.commit_index = commit;
-        shared.apply_wake.notify_one();
+        s.wake_applier = true;
     }
     AppendEntriesResponse {
         term,

@@ -240,7 +240,7 @@ fn accept_chunk(shared: &Shared, s: &mut State, request: InstallSnapshotRequest)
         meta,
         data: incoming.data.freeze(),
     });
-    shared.apply_wake.notify_one();
+    s.wake_applier = true;
     tracing::debug!(
         node = shared.id,
         index = meta.last_included_index,

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use super::log::{LogReset, RaftLog};
 use crate::config::Config;
 use crate::error::ReadIndexError;
+use crate::message::AppendEntriesRequest;
 use crate::storage::{Recovered, Storage, WriteBatch};
 use crate::types::{Entry, HardState, NodeId, Snapshot, SnapshotMeta};
 
@@ -83,6 +84,15 @@ pub(crate) enum Submitted {
     Pending,
 }
 
+/// An AppendEntries decided under the lock, sent once it is released.
+#[derive(Debug)]
+pub(crate) struct OutgoingAppend {
+    pub peer: NodeId,
+    pub request: AppendEntriesRequest,
+    /// The read-confirmation round the request carries.
+    pub read_round: u64,
+}
+
 /// A snapshot arriving in chunks from the leader.
 #[derive(Debug)]
 pub(crate) struct IncomingSnapshot {
@@ -145,6 +155,13 @@ pub(crate) struct State {
     /// many proposals share one storage write.
     pub flush_requested: bool,
 
+    // Work for after the lock is released (see `super::StateGuard`): waking other tasks and
+    // spawning RPC tasks costs system calls that would otherwise lengthen every critical section.
+    /// AppendEntries to send, each from its own task.
+    pub outbox: Vec<OutgoingAppend>,
+    /// `commit_index` moved (or a snapshot arrived): the applier has work.
+    pub wake_applier: bool,
+
     /// Set once by shutdown or a fatal error; every entry point checks it.
     pub shutdown: bool,
     pub fatal: Option<String>,
@@ -186,6 +203,8 @@ impl State {
             snapshot_data: data,
             incoming_snapshot: None,
             flush_requested: false,
+            outbox: Vec::new(),
+            wake_applier: false,
             shutdown: false,
             fatal: None,
         };
