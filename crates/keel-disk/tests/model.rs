@@ -172,10 +172,11 @@ fn segment_bytes(dir: &std::path::Path) -> u64 {
     segments(dir).iter().map(|p| file_len(p)).sum()
 }
 
-async fn run_history(ops: Vec<Op>) -> Result<(), TestCaseError> {
+async fn run_history(ops: Vec<Op>, preallocate: bool) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let options = DiskOptions {
         segment_size_bytes: 512,
+        preallocate,
         ..options()
     };
     let mut model = Model::new();
@@ -258,11 +259,14 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 
     #[test]
-    fn random_histories_recover_what_the_model_holds(ops in prop::collection::vec(op(), 1..40)) {
+    fn random_histories_recover_what_the_model_holds(
+        ops in prop::collection::vec(op(), 1..40),
+        preallocate in any::<bool>(),
+    ) {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        runtime.block_on(run_history(ops))?;
+        runtime.block_on(run_history(ops, preallocate))?;
     }
 }

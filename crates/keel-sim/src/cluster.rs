@@ -55,6 +55,15 @@ pub enum StorageKind {
     Disk,
 }
 
+/// The disk storage of node `i`: preallocated segments, as a real node has, but small ones, so
+/// that the scenarios roll, preallocate and delete segments without writing much.
+fn disk_options(i: usize) -> DiskOptions {
+    DiskOptions {
+        segment_size_bytes: 256 << 10,
+        ..DiskOptions::new(i as u64, 1)
+    }
+}
+
 /// How a cluster is built.
 #[derive(Clone)]
 pub struct ClusterOptions {
@@ -302,7 +311,7 @@ impl Cluster {
             }
             StorageKind::Disk => {
                 let s = Arc::new(
-                    DiskStorage::open(&node.dir, DiskOptions::new(i as u64, 1))
+                    DiskStorage::open(&node.dir, disk_options(i))
                         .unwrap_or_else(|e| panic!("node {i} cannot open its data dir: {e}")),
                 );
                 (NodeStorage::Disk(s.clone()), s)

@@ -17,8 +17,23 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 pub const NODE: u64 = 3;
 pub const CLUSTER: u64 = 42;
 
+/// Options whose segments grow with each append, so that a segment's length is where its last
+/// record ends (most tests cut and inspect files by those offsets). `preallocated` tests the
+/// other kind.
 pub fn options() -> DiskOptions {
-    DiskOptions::new(NODE, CLUSTER)
+    DiskOptions {
+        preallocate: false,
+        ..DiskOptions::new(NODE, CLUSTER)
+    }
+}
+
+/// Options with zero-filled segments of `bytes`.
+pub fn preallocated(bytes: u64) -> DiskOptions {
+    DiskOptions {
+        segment_size_bytes: bytes,
+        preallocate: true,
+        ..options()
+    }
 }
 
 /// Options with segments small enough that a few batches roll them.
