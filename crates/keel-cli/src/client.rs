@@ -105,6 +105,10 @@ pub struct BenchArgs {
     /// Reads answer from the node's own copy (for get and mixed workloads).
     #[arg(long)]
     pub stale: bool,
+    /// Speak HTTP/2 (one multiplexed connection per node, as gRPC clients of etcd do) instead
+    /// of one HTTP/1.1 connection per client.
+    #[arg(long)]
+    pub http2: bool,
 }
 
 fn client(endpoints: &Endpoints) -> Result<Client, CliError> {
@@ -211,8 +215,10 @@ pub async fn run(command: ClientCommand, endpoints: &Endpoints) -> Result<(), Cl
             Ok(())
         }
         ClientCommand::Bench(args) => {
+            let mut client_options = client.options().clone();
+            client_options.http2 = args.http2;
             let options = BenchOptions {
-                client: client.options().clone(),
+                client: client_options,
                 clients: args.clients,
                 duration: seconds("duration", args.duration)?,
                 warmup: seconds("warmup", args.warmup)?,

@@ -155,3 +155,21 @@ async fn concurrent_writes_on_one_session_all_apply_once() {
         format!("{}y", "x".repeat(20))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_answer_http2_clients_too() {
+    let cluster = TestCluster::start(1, KvOptions::default()).await;
+    let mut options = ClientOptions::with_endpoints(cluster.endpoints());
+    options.http2 = true;
+    let client = Client::new(options).expect("valid endpoints");
+    let put = client.put("over", "h2").await.expect("put over HTTP/2");
+    assert!(put.index > 0);
+    assert_eq!(
+        client.get("over", Consistency::Linearizable).await.unwrap(),
+        "h2"
+    );
+    assert!(matches!(
+        client.get("absent", Consistency::Linearizable).await,
+        Err(ClientError::NotFound { .. })
+    ));
+}
