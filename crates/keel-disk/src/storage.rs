@@ -107,7 +107,9 @@ impl DiskStorage {
     ///
     /// Recovery runs synchronously here: it replays the log, verifying every checksum, cuts a
     /// torn last record off, and fails with a [`DiskError`] naming the file and offset on any
-    /// other damage. Must be called within a tokio runtime.
+    /// other damage. Creating a new data dir with `preallocate` zero-fills its first segment
+    /// here too (64 MiB by default: a fraction of a second). Must be called within a tokio
+    /// runtime.
     pub fn open(dir: &Path, options: DiskOptions) -> Result<DiskStorage, DiskError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| DiskError::NoRuntime)?;
         let figures = Arc::new(Figures::default());

@@ -9,8 +9,10 @@
 //!
 //! Each client proposes a tiny command on the leader and waits until the leader's state machine
 //! applied it, in a loop. Prints committed proposals per second and p50/p99 commit latency per
-//! run, then the median run; and the process's resident memory, which should stay flat (the
-//! state machines snapshot every 100,000 entries, so the logs stay bounded).
+//! run, then the median run; and the process's resident memory at the start and end of the
+//! measured part and its peak, which should stay flat (the state machines snapshot every
+//! 100,000 entries, so the logs stay bounded): `--clients 256 --seconds 120 --runs 1` shows it
+//! over a long run.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -128,6 +130,9 @@ struct RunResult {
     p50_us: u64,
     p99_us: u64,
     entries_per_append: f64,
+    rss_start_mib: f64,
+    rss_end_mib: f64,
+    rss_peak_mib: f64,
 }
 
 /// The in-process network, counting AppendEntries and the entries they carry (to show how well
@@ -220,7 +225,15 @@ async fn run_once(clients: usize, seconds: u64, inflight: usize) -> RunResult {
             (count, histogram)
         }));
     }
-    tokio::time::sleep(warmup + measure).await;
+    // Resident memory once a second over the measured part: it should stay flat.
+    tokio::time::sleep(warmup).await;
+    let end = tokio::time::Instant::now() + measure;
+    let mut rss = vec![rss_mib()];
+    while tokio::time::Instant::now() < end {
+        tokio::time::sleep_until(end.min(tokio::time::Instant::now() + Duration::from_secs(1)))
+            .await;
+        rss.push(rss_mib());
+    }
     stop.store(true, Ordering::Relaxed);
     let mut total = 0;
     let mut histogram = new_histogram();
@@ -239,6 +252,9 @@ async fn run_once(clients: usize, seconds: u64, inflight: usize) -> RunResult {
         p50_us: histogram.value_at_quantile(0.50),
         p99_us: histogram.value_at_quantile(0.99),
         entries_per_append: counting.entries.load(Ordering::Relaxed) as f64 / appends as f64,
+        rss_start_mib: rss[0],
+        rss_end_mib: rss[rss.len() - 1],
+        rss_peak_mib: rss.iter().copied().fold(0.0, f64::max),
     }
 }
 
@@ -275,13 +291,15 @@ fn main() {
             let r = runtime.block_on(run_once(clients, args.seconds, args.inflight));
             println!(
                 "clients={clients:<4} run={run} proposals/s={:>10.0} p50={:>6}us p99={:>6}us \
-                 entries/append={:>5.1} leader={} rss={:.1}MiB",
+                 entries/append={:>5.1} leader={} rss={:.1}->{:.1}MiB (peak {:.1})",
                 r.per_second,
                 r.p50_us,
                 r.p99_us,
                 r.entries_per_append,
                 r.leader,
-                rss_mib()
+                r.rss_start_mib,
+                r.rss_end_mib,
+                r.rss_peak_mib
             );
             results.push(r);
         }
