@@ -23,7 +23,8 @@ use rand::{RngExt, SeedableRng};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::client::{Client, ClientOptions, Consistency};
+use crate::client::{Call, Client, ClientOptions, Consistency, is_retryable};
+use crate::direct::Direct;
 use crate::error::ClientError;
 
 /// Which requests the clients send.
@@ -545,7 +546,13 @@ async fn worker(
         ops: 0,
         retries: 0,
     };
+    // HTTP/1.1 requests go out on a connection of the worker's own (see `direct`); HTTP/2 ones
+    // through the client, whose one connection per node all workers share.
+    let mut direct = (!client.options().http2).then(|| Direct::new(client.current_endpoint()));
+    // This worker's writes are this session's only ones, so it numbers them itself.
+    let mut next_seq = 1;
     let mut retries_at_start = None;
+    let mut direct_retries = 0;
     loop {
         let started = Instant::now();
         if started >= plan.end {
@@ -553,7 +560,7 @@ async fn worker(
         }
         let measured = started >= plan.measure_start;
         if measured && retries_at_start.is_none() {
-            retries_at_start = Some(client.retry_count());
+            retries_at_start = Some(client.retry_count() + direct_retries);
         }
         let key = format!("key-{}", rng.random_range(0..plan.key_space));
         let put = match plan.workload {
@@ -561,12 +568,33 @@ async fn worker(
             Workload::Get => false,
             Workload::Mixed { put_percent } => rng.random_range(0..100u8) < put_percent,
         };
+        let call = if put {
+            next_seq += 1;
+            Call::put(&key, plan.value.clone(), (client.client_id(), next_seq - 1))
+        } else {
+            Call::get(&key, plan.consistency)
+        };
         let request = async {
-            if put {
-                client.put(&key, plan.value.clone()).await.map(drop)
-            } else {
-                client.get(&key, plan.consistency).await.map(drop)
+            let call = call?;
+            if let Some(direct) = direct.as_mut() {
+                // Follow the client to the node it now prefers (a new leader).
+                direct.retarget(client.current_endpoint());
+                let timeout = client.options().attempt_timeout;
+                match direct.send(&call, timeout).await {
+                    Ok(answer) if !is_retryable(answer.status) => {
+                        return answer.into_result(&key).map(drop);
+                    }
+                    Ok(answer) => {
+                        tracing::debug!(endpoint = %direct.endpoint(), status = %answer.status, "retrying");
+                    }
+                    Err(reason) => {
+                        tracing::debug!(endpoint = %direct.endpoint(), %reason, "retrying");
+                    }
+                }
+                direct_retries += 1;
             }
+            // Retried by the client across nodes, with the same session and sequence number.
+            client.send(&call).await?.into_result(&key).map(drop)
         };
         // A request still in flight at the end does not count.
         let Ok(outcome) = tokio::time::timeout_at(plan.end, request).await else {
@@ -590,7 +618,7 @@ async fn worker(
         }
     }
     if let Some(at_start) = retries_at_start {
-        result.retries = client.retry_count() - at_start;
+        result.retries = client.retry_count() + direct_retries - at_start;
     }
     result
 }

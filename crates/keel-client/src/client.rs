@@ -39,9 +39,9 @@ use crate::status::{ClusterStatus, EndpointStatus, NodeStatus};
 pub const DEFAULT_ENDPOINTS: [&str; 3] = ["127.0.0.1:8081", "127.0.0.1:8082", "127.0.0.1:8083"];
 
 /// Header carrying the client id of an exactly-once write.
-const CLIENT_ID_HEADER: &str = "keel-client-id";
+pub(crate) const CLIENT_ID_HEADER: &str = "keel-client-id";
 /// Header carrying the sequence number of an exactly-once write.
-const REQUEST_SEQ_HEADER: &str = "keel-request-seq";
+pub(crate) const REQUEST_SEQ_HEADER: &str = "keel-request-seq";
 
 /// Bytes of a key sent as they are; everything else is percent-encoded, `/` included, so a
 /// key is one path segment that URL normalisation leaves alone (`a/../b` stays a key).
@@ -198,18 +198,56 @@ struct Shared {
 }
 
 /// What one request is: everything needed to send it again.
-struct Call {
-    method: Method,
-    path: String,
-    body: Bytes,
-    session: Option<(u64, u64)>,
+pub(crate) struct Call {
+    pub(crate) method: Method,
+    pub(crate) path: String,
+    pub(crate) body: Bytes,
+    /// Client id and sequence number, for a write.
+    pub(crate) session: Option<(u64, u64)>,
+}
+
+impl Call {
+    /// A read of `key`.
+    pub(crate) fn get(key: &str, consistency: Consistency) -> Result<Call, ClientError> {
+        let query = match consistency {
+            Consistency::Linearizable => "",
+            Consistency::Stale => "?consistency=stale",
+        };
+        Ok(Call {
+            method: Method::GET,
+            path: kv_path(key, query)?,
+            body: Bytes::new(),
+            session: None,
+        })
+    }
+
+    /// A put of `value` at `key` under `session` (client id, sequence number).
+    pub(crate) fn put(key: &str, value: Bytes, session: (u64, u64)) -> Result<Call, ClientError> {
+        Ok(Call {
+            method: Method::PUT,
+            path: kv_path(key, "")?,
+            body: value,
+            session: Some(session),
+        })
+    }
 }
 
 /// An answer that ends the call: a success or an error that retrying would not change.
-struct Answer {
-    endpoint: String,
-    status: StatusCode,
-    body: Bytes,
+pub(crate) struct Answer {
+    pub(crate) endpoint: String,
+    pub(crate) status: StatusCode,
+    pub(crate) body: Bytes,
+}
+
+impl Answer {
+    /// The answer as an operation's outcome: `Ok` for a success, else its typed error.
+    pub(crate) fn into_result(self, key: &str) -> Result<Bytes, ClientError> {
+        if self.status.is_success() {
+            Ok(self.body)
+        } else {
+            Err(answer_error(self, key))
+        }
+    }
 }
 
 impl Client {
@@ -307,22 +345,8 @@ impl Client {
 
     /// The value of `key`. A missing key is [`ClientError::NotFound`].
     pub async fn get(&self, key: &str, consistency: Consistency) -> Result<Bytes, ClientError> {
-        let query = match consistency {
-            Consistency::Linearizable => "",
-            Consistency::Stale => "?consistency=stale",
-        };
-        let call = Call {
-            method: Method::GET,
-            path: kv_path(key, query)?,
-            body: Bytes::new(),
-            session: None,
-        };
-        let answer = self.send(&call).await?;
-        if answer.status.is_success() {
-            Ok(answer.body)
-        } else {
-            Err(answer_error(answer, key))
-        }
+        let call = Call::get(key, consistency)?;
+        self.send(&call).await?.into_result(key)
     }
 
     /// Sets `key` to `value`.
@@ -491,7 +515,7 @@ impl Client {
 
     /// Sends `call` until an endpoint gives an answer that retrying would not change, or the
     /// deadline passes.
-    async fn send(&self, call: &Call) -> Result<Answer, ClientError> {
+    pub(crate) async fn send(&self, call: &Call) -> Result<Answer, ClientError> {
         let options = &self.shared.options;
         let endpoints = &self.shared.endpoints;
         let started = Instant::now();
@@ -618,7 +642,7 @@ fn kv_path(key: &str, query: &str) -> Result<String, ClientError> {
 
 /// Answers worth sending again elsewhere: the node has no leader or quorum now, or a proxy in
 /// between failed.
-fn is_retryable(status: StatusCode) -> bool {
+pub(crate) fn is_retryable(status: StatusCode) -> bool {
     matches!(
         status,
         StatusCode::SERVICE_UNAVAILABLE | StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT

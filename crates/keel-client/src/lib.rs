@@ -60,6 +60,7 @@
 
 pub mod bench;
 pub mod client;
+mod direct;
 pub mod error;
 pub mod status;
 
