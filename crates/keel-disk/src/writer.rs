@@ -470,7 +470,7 @@ fn zero_filled_paced(path: &Path, size: u64, pace: Option<Pace>) -> Result<File,
         file.write_all(&zeros[..n])
             .map_err(DiskError::io("zero-fill", path))?;
         left -= n as u64;
-        if let Some(pace) = &pace {
+        if let Some(pace) = pace.as_ref().filter(|_| left > 0) {
             if pace.stop.load(Ordering::Relaxed) {
                 return Err(DiskError::io("zero-fill", path)(std::io::Error::other(
                     "the storage closed",
