@@ -64,6 +64,119 @@ pub(crate) struct Segment {
     pub start: Checkpoint,
 }
 
+/// Deletes obsolete files on a thread of its own, in the order given.
+///
+/// Freeing a file's blocks is where the cost is: this machine's file system discards them, and
+/// unlinking a 64 MiB segment stalled the disk for about 45 ms, on every node of a local
+/// cluster at once (they snapshot at the same log position). So a file is first renamed to a
+/// `.tmp` name (recovery removes those; the rename keeps the log's segments contiguous), then
+/// shrunk in steps with pauses between them, then unlinked. When the storage closes, what is
+/// left is unlinked without pauses.
+///
+/// After a failure it deletes nothing more (a later segment deleted before an earlier one
+/// would leave a gap in the log that recovery refuses); the files stay for the next recovery to
+/// find obsolete.
+struct Deleter {
+    sender: Option<std::sync::mpsc::Sender<Vec<PathBuf>>>,
+    hurry: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// How much a file shrinks at a time, and the pause after each step.
+const SHRINK_STEP_BYTES: u64 = 4 << 20;
+const SHRINK_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+
+impl Deleter {
+    fn start(dir: &Path) -> Result<Deleter, DiskError> {
+        let (sender, receiver) = std::sync::mpsc::channel::<Vec<PathBuf>>();
+        let dir_handle = dir::open_dir_handle(dir)?;
+        let data_dir = dir.to_path_buf();
+        let hurry = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let in_thread = hurry.clone();
+        let thread = std::thread::Builder::new()
+            .name("keel-disk-delete".into())
+            .spawn(move || {
+                let mut failed = false;
+                for paths in receiver {
+                    if failed {
+                        continue;
+                    }
+                    if let Err(error) = delete_all(&paths, &data_dir, &dir_handle, &in_thread) {
+                        tracing::warn!(%error, "cannot delete obsolete log files; they stay until the next restart");
+                        failed = true;
+                    }
+                }
+            })
+            .map_err(DiskError::io("start the file deleter thread for", dir))?;
+        Ok(Deleter {
+            sender: Some(sender),
+            hurry,
+            thread: Some(thread),
+        })
+    }
+
+    fn delete(&self, paths: Vec<PathBuf>) {
+        if let Some(sender) = &self.sender {
+            // The thread only ends after the sender is dropped.
+            let _ = sender.send(paths);
+        }
+    }
+}
+
+fn delete_all(
+    paths: &[PathBuf],
+    data_dir: &Path,
+    dir_handle: &File,
+    hurry: &std::sync::atomic::AtomicBool,
+) -> Result<(), DiskError> {
+    let mut doomed = Vec::with_capacity(paths.len());
+    for path in paths {
+        let tmp = dir::tmp_path(path);
+        match std::fs::rename(path, &tmp) {
+            Ok(()) => doomed.push(tmp),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(DiskError::io("rename for deletion", path)(error)),
+        }
+    }
+    dir::sync_dir(dir_handle, data_dir)?;
+    for tmp in &doomed {
+        shrink(tmp, hurry)?;
+        dir::remove(tmp)?;
+    }
+    dir::sync_dir(dir_handle, data_dir)
+}
+
+/// Shrinks `path` to nothing a step at a time, pausing between steps (unless in a hurry).
+fn shrink(path: &Path, hurry: &std::sync::atomic::AtomicBool) -> Result<(), DiskError> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(DiskError::io("open for deletion", path))?;
+    let mut len = file.metadata().map_err(DiskError::io("stat", path))?.len();
+    while len > SHRINK_STEP_BYTES && !hurry.load(Ordering::Relaxed) {
+        len -= SHRINK_STEP_BYTES;
+        file.set_len(len)
+            .map_err(DiskError::io("shrink for deletion", path))?;
+        file.sync_data()
+            .map_err(DiskError::io("fsync for deletion", path))?;
+        std::thread::park_timeout(SHRINK_PAUSE);
+    }
+    Ok(())
+}
+
+impl Drop for Deleter {
+    /// Finishes the queued deletions, without pauses: once the storage is closed, nothing
+    /// changes its files.
+    fn drop(&mut self) {
+        self.hurry.store(true, Ordering::Relaxed);
+        drop(self.sender.take());
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
+    }
+}
+
 /// The zero-filled file the next segment will be, prepared by a background thread.
 struct Spare {
     seq: u64,
@@ -83,6 +196,8 @@ pub(crate) struct LogWriter {
     preallocate: bool,
     /// The next segment's file, once the current one is half full.
     spare: Option<Spare>,
+    /// Deletes obsolete files; started on first use.
+    deleter: Option<Deleter>,
     /// Oldest first; the last one is open in `file`.
     segments: VecDeque<Segment>,
     file: File,
@@ -130,6 +245,7 @@ impl LogWriter {
             segment_size_bytes: parts.segment_size_bytes,
             preallocate: parts.preallocate,
             spare: None,
+            deleter: None,
             segments: parts.segments,
             file: parts.file,
             state: parts.state,
@@ -218,18 +334,28 @@ impl LogWriter {
         !self.replaced_snapshots.is_empty() || self.obsolete_segments() > 0
     }
 
-    /// Deletes obsolete files. Call only once the group that made them obsolete is durable.
+    /// Hands obsolete files to the deleter thread. Call only once the group that made them
+    /// obsolete is durable.
+    ///
+    /// Deleting a 64 MiB segment and syncing the directory took about 45 ms on the development
+    /// machine (its file system discards freed blocks), and a snapshot can free several: done
+    /// here, that stalled every write queued behind it. Nothing waits for a deletion (recovery
+    /// copes with obsolete files still present), so a thread of its own does them, in order.
     pub(crate) fn collect_garbage(&mut self) -> Result<(), DiskError> {
-        for id in std::mem::take(&mut self.replaced_snapshots) {
-            dir::remove(&dir::snapshot_path(&self.dir, id))?;
-        }
+        let mut paths: Vec<PathBuf> = std::mem::take(&mut self.replaced_snapshots)
+            .into_iter()
+            .map(|id| dir::snapshot_path(&self.dir, id))
+            .collect();
         // Oldest first, so a crash part way leaves a contiguous run of segments.
         for _ in 0..self.obsolete_segments() {
             let segment = self.segments.pop_front().expect("counted above");
-            dir::remove(&dir::segment_path(&self.dir, segment.seq))?;
+            paths.push(dir::segment_path(&self.dir, segment.seq));
         }
-        dir::sync_dir(&self.dir_handle, &self.dir)?;
         self.publish_figures();
+        if self.deleter.is_none() {
+            self.deleter = Some(Deleter::start(&self.dir)?);
+        }
+        self.deleter.as_ref().expect("started above").delete(paths);
         Ok(())
     }
 

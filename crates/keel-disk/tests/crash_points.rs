@@ -310,3 +310,38 @@ async fn a_crash_while_a_segment_is_created_keeps_the_previous_one() {
     .unwrap();
     assert_eq!(reopen(dir.path(), options).await.unwrap(), model(&batches));
 }
+
+#[tokio::test]
+async fn a_crash_while_an_obsolete_segment_is_being_deleted_recovers_after_the_install() {
+    let install = snapshot_install().await;
+    let (before, after) = (install.before.path(), install.after.path());
+    let new_model = model(&install.batches_after);
+    let deleted: Vec<String> = names(before, ".wal")
+        .into_iter()
+        .filter(|s| !names(after, ".wal").contains(s))
+        .collect();
+    // Deletion renames a segment to .tmp, shrinks it in steps, then unlinks it; oldest first.
+    // A crash leaves the older ones gone, this one renamed and cut short, the newer ones whole.
+    for doomed in 0..deleted.len() {
+        let step = copy_dir(after);
+        for name in &deleted[doomed + 1..] {
+            std::fs::copy(before.join(name), step.path().join(name)).unwrap();
+        }
+        let bytes = std::fs::read(before.join(&deleted[doomed])).unwrap();
+        std::fs::write(
+            step.path().join(format!("{}.tmp", deleted[doomed])),
+            &bytes[..bytes.len() / 2],
+        )
+        .unwrap();
+        assert_eq!(
+            reopen(step.path(), options()).await.unwrap(),
+            new_model,
+            "segment {} was being deleted",
+            deleted[doomed]
+        );
+        assert!(
+            names(step.path(), ".tmp").is_empty(),
+            "recovery removes the half-deleted segment"
+        );
+    }
+}
