@@ -1,13 +1,14 @@
 //! [`DiskStorage`]: the queue `submit` pushes onto, the writer task that drains it in groups,
-//! and the durability watch `wait_durable` follows.
+//! and the durability record `wait_durable` registers with.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use keel::{BoxFuture, Recovered, Storage, StorageError, WriteBatch};
 use parking_lot::Mutex;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::bounds::LogBounds;
@@ -69,7 +70,9 @@ struct Shared {
     wake: Notify,
     /// Wakes the blocking writer while it lingers for more work (see `LINGER`).
     ready: parking_lot::Condvar,
-    durable: watch::Sender<Durability>,
+    durable: Mutex<Durability>,
+    /// `durable.seq`, readable without the lock (`Storage::durable_now`).
+    durable_seq: std::sync::atomic::AtomicU64,
     figures: Arc<Figures>,
 }
 
@@ -94,11 +97,24 @@ enum Mode {
     Stopped,
 }
 
-/// What waiters watch: how far the log is durable, and why the storage stopped, if it did.
-#[derive(Clone, Debug, Default)]
+/// How far the log is durable, why the storage stopped (if it did), and who waits for what.
+#[derive(Default)]
 struct Durability {
     seq: u64,
     stopped: Option<StorageError>,
+    /// Waiters for writes not yet durable, sorted by seq: each fsync wakes exactly those it made
+    /// durable (a broadcast would wake every waiter on every fsync). As many as writes in
+    /// flight, which the caller bounds.
+    waiting: VecDeque<(u64, oneshot::Sender<Result<(), StorageError>>)>,
+}
+
+impl Durability {
+    /// Marks writes through `seq` durable and takes their waiters.
+    fn advance(&mut self, seq: u64) -> Vec<oneshot::Sender<Result<(), StorageError>>> {
+        self.seq = self.seq.max(seq);
+        let done = self.waiting.partition_point(|(s, _)| *s <= self.seq);
+        self.waiting.drain(..done).map(|(_, w)| w).collect()
+    }
 }
 
 impl DiskStorage {
@@ -114,7 +130,6 @@ impl DiskStorage {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| DiskError::NoRuntime)?;
         let figures = Arc::new(Figures::default());
         let opened = recovery::open(dir, &options, figures.clone())?;
-        let (durable, _) = watch::channel(Durability::default());
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 pending: Vec::new(),
@@ -124,7 +139,8 @@ impl DiskStorage {
             }),
             wake: Notify::new(),
             ready: parking_lot::Condvar::new(),
-            durable,
+            durable: Mutex::new(Durability::default()),
+            durable_seq: std::sync::atomic::AtomicU64::new(0),
             figures,
         });
         let writer_task = runtime.spawn(run_writer(shared.clone(), opened.writer));
@@ -187,7 +203,7 @@ impl DiskStorage {
         self.shared.ready.notify_one();
         self.shared.wake.notify_one();
         self.join_writer().await;
-        match self.shared.durable.borrow().stopped.clone() {
+        match self.shared.durable.lock().stopped.clone() {
             None | Some(StorageError::Closed) => Ok(()),
             Some(error) => Err(error),
         }
@@ -280,17 +296,24 @@ impl Storage for DiskStorage {
     }
 
     fn wait_durable(&self, seq: u64) -> BoxFuture<'static, Result<(), StorageError>> {
-        let mut durable = self.shared.durable.subscribe();
-        Box::pin(async move {
-            let state = durable
-                .wait_for(|d| d.seq >= seq || d.stopped.is_some())
-                .await
-                .map_err(|_| StorageError::Closed)?;
-            if state.seq >= seq {
-                return Ok(());
+        let receiver = {
+            let mut durable = self.shared.durable.lock();
+            if durable.seq >= seq {
+                return Box::pin(std::future::ready(Ok(())));
             }
-            Err(state.stopped.clone().unwrap_or(StorageError::Closed))
-        })
+            if let Some(error) = &durable.stopped {
+                return Box::pin(std::future::ready(Err(error.clone())));
+            }
+            let (sender, receiver) = oneshot::channel();
+            let at = durable.waiting.partition_point(|(s, _)| *s <= seq);
+            durable.waiting.insert(at, (seq, sender));
+            receiver
+        };
+        Box::pin(async move { receiver.await.unwrap_or(Err(StorageError::Closed)) })
+    }
+
+    fn durable_now(&self) -> u64 {
+        self.shared.durable_seq.load(Ordering::Acquire)
     }
 }
 
@@ -319,11 +342,27 @@ impl Shared {
     /// Stops the storage: every waiter for a write that is not durable gets `error`. The first
     /// reason sticks.
     fn stop(&self, error: StorageError) {
-        self.durable.send_modify(|d| {
-            if d.stopped.is_none() {
-                d.stopped = Some(error);
-            }
-        });
+        let (waiting, error) = {
+            let mut durable = self.durable.lock();
+            let error = durable.stopped.get_or_insert(error).clone();
+            (std::mem::take(&mut durable.waiting), error)
+        };
+        for (_, waiter) in waiting {
+            let _ = waiter.send(Err(error.clone()));
+        }
+    }
+
+    /// Publishes that writes through `seq` are durable and wakes their waiters.
+    fn publish_durable(&self, seq: u64) {
+        let woken = {
+            let mut durable = self.durable.lock();
+            let woken = durable.advance(seq);
+            self.durable_seq.store(durable.seq, Ordering::Release);
+            woken
+        };
+        for waiter in woken {
+            let _ = waiter.send(Ok(()));
+        }
     }
 }
 
@@ -438,7 +477,7 @@ fn report(shared: &Shared, result: Result<(), DiskError>, durable_seq: Option<u6
         Ok(()) => {
             drop(queue);
             if let Some(seq) = durable_seq {
-                shared.durable.send_modify(|d| d.seq = seq);
+                shared.publish_durable(seq);
             }
             true
         }

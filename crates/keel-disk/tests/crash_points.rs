@@ -10,26 +10,6 @@ use common::*;
 use keel::{Storage, WriteBatch};
 use keel_disk::DiskStorage;
 
-/// A log whose last batches are of every kind a torn write can hit.
-fn history() -> Vec<WriteBatch> {
-    vec![
-        hard_state(1, Some(3)),
-        append(1..=6, 1),
-        take_snapshot(3, 1, "state through 3"),
-        hard_state(2, None),
-        WriteBatch {
-            hard_state: Some(keel::HardState {
-                current_term: 2,
-                voted_for: Some(1),
-            }),
-            truncate_after: Some(5),
-            entries: entries(6..=8, 2),
-            ..Default::default()
-        },
-        append(9..=9, 2),
-    ]
-}
-
 /// Rewrites `path` to its first `len` bytes of `original`, then `fill` up to the original
 /// length (nothing, zeros or junk: what a crash can leave after the last complete write).
 /// Returns how many leading bytes are intact (a fill byte can happen to equal the original).
@@ -58,7 +38,7 @@ enum Fill {
 #[tokio::test]
 async fn a_cut_at_every_byte_of_the_last_records_recovers_the_complete_ones() {
     let dir = tempfile::tempdir().unwrap();
-    let batches = history();
+    let batches = every_kind_of_batch();
     let sizes = write_dir(dir.path(), options(), &batches).await;
     let segment = last_segment(dir.path());
     let original = std::fs::read(&segment).unwrap();
@@ -95,7 +75,7 @@ async fn a_cut_at_every_byte_of_the_last_records_recovers_the_complete_ones() {
 #[tokio::test]
 async fn after_cutting_a_torn_tail_the_log_takes_new_writes() {
     let dir = tempfile::tempdir().unwrap();
-    let batches = history();
+    let batches = every_kind_of_batch();
     let sizes = write_dir(dir.path(), options(), &batches).await;
     let segment = last_segment(dir.path());
     let original = std::fs::read(&segment).unwrap();

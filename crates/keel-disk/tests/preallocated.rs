@@ -19,24 +19,6 @@ async fn record_ends(batches: &[WriteBatch]) -> Vec<u64> {
     write_dir(plain.path(), options(), batches).await
 }
 
-fn history() -> Vec<WriteBatch> {
-    vec![
-        hard_state(1, Some(3)),
-        append(1..=6, 1),
-        take_snapshot(3, 1, "state through 3"),
-        WriteBatch {
-            hard_state: Some(keel::HardState {
-                current_term: 2,
-                voted_for: Some(1),
-            }),
-            truncate_after: Some(5),
-            entries: entries(6..=8, 2),
-            ..Default::default()
-        },
-        append(9..=9, 2),
-    ]
-}
-
 fn zeros_from(path: &Path, offset: u64) -> bool {
     std::fs::read(path).unwrap()[offset as usize..]
         .iter()
@@ -46,7 +28,7 @@ fn zeros_from(path: &Path, offset: u64) -> bool {
 #[tokio::test]
 async fn segments_are_created_at_full_size_and_recover_to_the_last_record() {
     let dir = tempfile::tempdir().unwrap();
-    let batches = history();
+    let batches = every_kind_of_batch();
     let ends = record_ends(&batches).await;
     write_dir(dir.path(), preallocated(SEGMENT_BYTES), &batches).await;
     let segment = last_segment(dir.path());
@@ -79,7 +61,7 @@ async fn writes_after_a_restart_continue_where_the_log_ends() {
 #[tokio::test]
 async fn a_cut_at_every_byte_of_the_last_records_recovers_the_complete_ones() {
     let dir = tempfile::tempdir().unwrap();
-    let batches = history();
+    let batches = every_kind_of_batch();
     let ends = record_ends(&batches).await;
     let options = preallocated(SEGMENT_BYTES);
     write_dir(dir.path(), options.clone(), &batches).await;

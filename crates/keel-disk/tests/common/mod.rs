@@ -201,3 +201,23 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
+
+/// A log whose last batches are of every kind a torn write can hit.
+pub fn every_kind_of_batch() -> Vec<WriteBatch> {
+    vec![
+        hard_state(1, Some(3)),
+        append(1..=6, 1),
+        take_snapshot(3, 1, "state through 3"),
+        hard_state(2, None),
+        WriteBatch {
+            hard_state: Some(keel::HardState {
+                current_term: 2,
+                voted_for: Some(1),
+            }),
+            truncate_after: Some(5),
+            entries: entries(6..=8, 2),
+            ..Default::default()
+        },
+        append(9..=9, 2),
+    ]
+}
