@@ -14,6 +14,19 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Turns transparent huge pages off for this process and the nodes it starts (the flag is
+/// inherited). mimalloc asks for huge pages on its arenas; a node frees and reuses memory at a
+/// high rate, and each page the allocator returned and then touched again was refaulted as a
+/// zeroed 2 MiB page: followers spent about a third of their CPU in `clear_page` and held four
+/// times the memory (390 MiB against 100 MiB resident after 10 s of 64 writers).
+fn disable_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_THP_DISABLE only sets a flag of the calling process; it touches no memory.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
 /// keel: a replicated key-value store on Raft.
 ///
 /// Start a local 3-node cluster with `keel dev`, then read and write keys with `keel put`,
@@ -51,6 +64,7 @@ pub enum CliError {
 }
 
 fn main() -> ExitCode {
+    disable_transparent_huge_pages();
     let cli = Cli::parse();
     let default_filter = match cli.command {
         Command::Serve(_) | Command::Dev(_) => "info",
