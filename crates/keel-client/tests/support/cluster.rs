@@ -32,6 +32,7 @@ pub struct Node {
     pub raft: Raft,
     pub addr: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 pub struct TestCluster {
@@ -71,7 +72,7 @@ impl TestCluster {
                 .expect("a loopback port");
             let addr = listener.local_addr().expect("a bound address").to_string();
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            tokio::spawn(async move {
+            let server = tokio::spawn(async move {
                 axum::serve(listener, app)
                     .with_graceful_shutdown(async move {
                         let _ = stopped.await;
@@ -83,6 +84,7 @@ impl TestCluster {
                 raft,
                 addr,
                 stop: Some(stop),
+                server: Some(server),
             });
         }
         TestCluster { nodes, network }
@@ -120,6 +122,12 @@ impl TestCluster {
         self.network.unregister(node.raft.id());
         if let Some(stop) = node.stop.take() {
             let _ = stop.send(());
+        }
+        // The server returns once its listener and every connection are closed: a client
+        // that kept a connection open must not be answered by a node that is gone. Bounded,
+        // in case a request still in flight never ends.
+        if let Some(server) = node.server.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
         }
     }
 }
