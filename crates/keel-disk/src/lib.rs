@@ -107,8 +107,9 @@
 //!   size. On the development machine that made 4-16 KiB appends with `fdatasync` 30-45%
 //!   faster than growing the file (about 25% for a single small record). A record that would
 //!   run past the segment's size starts the next segment instead, and a background thread
-//!   zero-fills the next segment's file (`<seq>.wal.tmp`) once the current one is half full, so
-//!   rolling over does not wait for it. Zeros are never a record (a record's length is never
+//!   zero-fills the next segment's file (`<seq>.wal.tmp`) once the current one is half full,
+//!   paced so its writeback never queues ahead of the log's `fdatasync`s; rolling over finds it
+//!   ready or has the thread finish it without pauses. Zeros are never a record (a record's length is never
 //!   0), which is how recovery finds where the log ends.
 //! - **Failure.** A failed write or fsync stops the storage for good: every present and future
 //!   waiter gets the error, which names the file and the operation. An fsync is never retried,

@@ -377,18 +377,24 @@ async fn run_writer(shared: Arc<Shared>, writer: LogWriter) {
     loop {
         match next_step(&shared) {
             Step::Wait => shared.wake.notified().await,
-            Step::Stop => return,
+            Step::Stop => {
+                // Dropping the writer waits for its helper threads (a segment being zero-filled,
+                // files being deleted): blocking work, kept off the runtime's workers.
+                let w = writer.take().expect("the writer is back after each step");
+                let _ = tokio::task::spawn_blocking(move || drop(w)).await;
+                return;
+            }
             Step::Write => {
                 let mut w = writer.take().expect("the writer is back after each step");
                 let on_pool = shared.clone();
                 let written = tokio::task::spawn_blocking(move || {
-                    let goes_on = write_while_queued(&on_pool, &mut w);
-                    (w, goes_on)
+                    // A writer that does not go on is dropped here, on the blocking pool.
+                    write_while_queued(&on_pool, &mut w).then_some(w)
                 })
                 .await;
                 match written {
-                    Ok((w, true)) => writer = Some(w),
-                    Ok((_, false)) => return,
+                    Ok(Some(w)) => writer = Some(w),
+                    Ok(None) => return,
                     Err(error) => {
                         let error = DiskError::WriterStopped {
                             dir,

@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use bytes::BytesMut;
@@ -78,7 +78,7 @@ pub(crate) struct Segment {
 /// find obsolete.
 struct Deleter {
     sender: Option<std::sync::mpsc::Sender<Vec<PathBuf>>>,
-    hurry: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    hurry: std::sync::Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -91,7 +91,7 @@ impl Deleter {
         let (sender, receiver) = std::sync::mpsc::channel::<Vec<PathBuf>>();
         let dir_handle = dir::open_dir_handle(dir)?;
         let data_dir = dir.to_path_buf();
-        let hurry = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let hurry = std::sync::Arc::new(AtomicBool::new(false));
         let in_thread = hurry.clone();
         let thread = std::thread::Builder::new()
             .name("keel-disk-delete".into())
@@ -127,7 +127,7 @@ fn delete_all(
     paths: &[PathBuf],
     data_dir: &Path,
     dir_handle: &File,
-    hurry: &std::sync::atomic::AtomicBool,
+    hurry: &AtomicBool,
 ) -> Result<(), DiskError> {
     let mut doomed = Vec::with_capacity(paths.len());
     for path in paths {
@@ -147,7 +147,7 @@ fn delete_all(
 }
 
 /// Shrinks `path` to nothing a step at a time, pausing between steps (unless in a hurry).
-fn shrink(path: &Path, hurry: &std::sync::atomic::AtomicBool) -> Result<(), DiskError> {
+fn shrink(path: &Path, hurry: &AtomicBool) -> Result<(), DiskError> {
     let file = std::fs::OpenOptions::new()
         .write(true)
         .open(path)
@@ -181,7 +181,35 @@ impl Drop for Deleter {
 struct Spare {
     seq: u64,
     thread: JoinHandle<Result<File, DiskError>>,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    control: std::sync::Arc<FillControl>,
+}
+
+impl Spare {
+    /// Waits for the file, telling the thread to finish without pauses first: the writer
+    /// needs it now. `None` if it failed (then creating the segment zero-fills it anew, or
+    /// reports the error, most likely a full disk).
+    fn take(self) -> Option<File> {
+        self.control.hurry.store(true, Ordering::Relaxed);
+        self.thread.thread().unpark();
+        match self.thread.join() {
+            Ok(Ok(file)) => Some(file),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "preallocating the next segment failed");
+                None
+            }
+            Err(_) => {
+                tracing::warn!("the thread preallocating the next segment panicked");
+                None
+            }
+        }
+    }
+
+    /// Tells the thread to give up, and waits for it.
+    fn cancel(self) {
+        self.control.stop.store(true, Ordering::Relaxed);
+        self.thread.thread().unpark();
+        let _ = self.thread.join();
+    }
 }
 
 /// Owns the data dir while the storage is open: the lock, the segment being appended to, and
@@ -302,7 +330,8 @@ impl LogWriter {
     }
 
     /// Starts zero-filling the next segment's file in the background once the current segment
-    /// is half full, so that rolling over does not wait for it.
+    /// is half full, so that rolling over finds it ready (or waits only for the rest of it,
+    /// written without pauses).
     fn prepare_spare(&mut self) {
         let current = self.current();
         if !self.preallocate || self.spare.is_some() || current.len < self.segment_size_bytes / 2 {
@@ -311,16 +340,22 @@ impl LogWriter {
         let seq = current.seq + 1;
         let path = dir::tmp_path(&dir::segment_path(&self.dir, seq));
         let size = self.segment_size_bytes;
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let control = std::sync::Arc::new(FillControl::default());
         let pace = Pace {
             pause: std::time::Duration::from_millis(10),
-            stop: stop.clone(),
+            control: control.clone(),
         };
         let spawned = std::thread::Builder::new()
             .name("keel-disk-prealloc".into())
             .spawn(move || zero_filled_paced(&path, size, Some(pace)));
         match spawned {
-            Ok(thread) => self.spare = Some(Spare { seq, thread, stop }),
+            Ok(thread) => {
+                self.spare = Some(Spare {
+                    seq,
+                    thread,
+                    control,
+                })
+            }
             // Rolling over will zero-fill the segment itself.
             Err(error) => {
                 tracing::warn!(%error, "cannot start the thread that preallocates segments")
@@ -469,15 +504,7 @@ impl LogWriter {
         self.sync()?;
         let seq = self.current().seq + 1;
         let spare = match self.spare.take() {
-            Some(spare) if spare.seq == seq => match spare.thread.join() {
-                Ok(Ok(file)) => Some(file),
-                Ok(Err(error)) => {
-                    // Most likely a full disk, which creating the segment will report.
-                    tracing::warn!(%error, "preallocating the next segment failed");
-                    None
-                }
-                Err(_) => None,
-            },
+            Some(spare) if spare.seq == seq => spare.take(),
             other => {
                 self.spare = other;
                 None
@@ -576,8 +603,16 @@ fn zero_filled(path: &Path, size: u64) -> Result<File, DiskError> {
 /// calls (an unpaced 64 MiB fill stalled other writers' fsyncs by 100 ms and more).
 struct Pace {
     pause: std::time::Duration,
-    /// Set when the writer closes: stop early (the `.tmp` file is removed by recovery).
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    control: std::sync::Arc<FillControl>,
+}
+
+/// What the writer tells a background zero-fill (after setting a flag, it unparks the thread).
+#[derive(Default)]
+struct FillControl {
+    /// The segment is needed now (the log rolled over): fill the rest without pausing.
+    hurry: AtomicBool,
+    /// The writer closed: give up (the `.tmp` file is removed by recovery).
+    stop: AtomicBool,
 }
 
 fn zero_filled_paced(path: &Path, size: u64, pace: Option<Pace>) -> Result<File, DiskError> {
@@ -597,13 +632,16 @@ fn zero_filled_paced(path: &Path, size: u64, pace: Option<Pace>) -> Result<File,
             .map_err(DiskError::io("zero-fill", path))?;
         left -= n as u64;
         if let Some(pace) = pace.as_ref().filter(|_| left > 0) {
-            if pace.stop.load(Ordering::Relaxed) {
+            if pace.control.stop.load(Ordering::Relaxed) {
                 return Err(DiskError::io("zero-fill", path)(std::io::Error::other(
                     "the storage closed",
                 )));
             }
-            file.sync_data().map_err(DiskError::io("fsync", path))?;
-            std::thread::sleep(pace.pause);
+            if !pace.control.hurry.load(Ordering::Relaxed) {
+                file.sync_data().map_err(DiskError::io("fsync", path))?;
+                // Cut short by `unpark` when the writer hurries or stops the fill.
+                std::thread::park_timeout(pace.pause);
+            }
         }
     }
     file.sync_all().map_err(DiskError::io("fsync", path))?;
@@ -615,8 +653,7 @@ impl Drop for LogWriter {
     /// storage is closed (its file is a `.tmp` that the next recovery removes).
     fn drop(&mut self) {
         if let Some(spare) = self.spare.take() {
-            spare.stop.store(true, Ordering::Relaxed);
-            let _ = spare.thread.join();
+            spare.cancel();
         }
     }
 }
