@@ -10,13 +10,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use keel::codec::decode_entry_body;
-use keel::{Entry, Recovered, Snapshot};
+use keel::{Entry, Payload, Recovered, Snapshot};
 
 use crate::DiskOptions;
 use crate::bounds::LogBounds;
 use crate::dir::{self, Listing};
 use crate::error::DiskError;
-use crate::format::{self, Checkpoint, Meta, SEGMENT_HEADER_LEN, SnapshotRef};
+use crate::format::{self, Checkpoint, Meta, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, SnapshotRef};
 use crate::writer::{self, Figures, LogWriter, Segment, WriterParts};
 
 /// An opened data dir: the writer that owns it, what it held, and the log's bounds (which
@@ -180,12 +180,13 @@ impl Replay {
 
     fn segment(&mut self, seq: u64, last: bool) -> Result<(), DiskError> {
         let path = dir::segment_path(&self.dir, seq);
-        let data = Bytes::from(fs::read(&path).map_err(DiskError::io("read segment", &path))?);
+        let mut file = SegmentFile::open(&path)?;
+        file.fill(0, SEGMENT_HEADER_LEN as u64)?;
         let (found_seq, start) =
-            format::decode_segment_header(&data).map_err(|e| dir::header_error(&path, e))?;
-        let corrupt = |offset: usize, problem: String| DiskError::Corrupt {
+            format::decode_segment_header(&file.data).map_err(|e| dir::header_error(&path, e))?;
+        let corrupt = |offset: u64, problem: String| DiskError::Corrupt {
             path: path.clone(),
-            offset: offset as u64,
+            offset,
             problem,
         };
         if found_seq != seq {
@@ -216,36 +217,40 @@ impl Replay {
             self.max_snapshot_id = self.max_snapshot_id.max(snapshot.id);
         }
 
-        let mut offset = SEGMENT_HEADER_LEN;
-        while offset < data.len() {
-            match format::read_frame(&data, offset) {
+        let mut offset = SEGMENT_HEADER_LEN as u64;
+        while offset < file.len {
+            file.fill_record(offset)?;
+            let at = (offset - file.base) as usize;
+            match format::read_frame(&file.data, at) {
                 Ok((body, next)) => {
                     self.apply(body)
                         .map_err(|problem| corrupt(offset, problem))?;
-                    offset = next;
+                    offset = file.base + next as u64;
                 }
                 // The unwritten rest of a preallocated segment. No record starts with a zero
                 // length, so zeros are never mistaken for one.
-                Err(_) if data[offset..].iter().all(|&b| b == 0) => break,
+                Err(_) if file.rest_is_zero(offset)? => break,
                 Err(problem) if !last => {
                     return Err(corrupt(
                         offset,
                         format!("{problem} (not the last segment, so not a torn write)"),
                     ));
                 }
-                Err(problem) if format::valid_frame_after(&data, offset) => {
-                    return Err(corrupt(
-                        offset,
-                        format!("{problem} (valid records follow, so not a torn write)"),
-                    ));
-                }
                 Err(problem) => {
-                    let dirty_end = data.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+                    // A damaged last record: the rest of the file decides (read whole, once).
+                    let rest = file.read_rest(offset)?;
+                    if format::valid_frame_after(&rest, 0) {
+                        return Err(corrupt(
+                            offset,
+                            format!("{problem} (valid records follow, so not a torn write)"),
+                        ));
+                    }
+                    let dirty = rest.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
                     self.torn = Some(TornTail {
                         path: path.clone(),
-                        offset: offset as u64,
-                        dirty_end: dirty_end as u64,
-                        file_len: data.len() as u64,
+                        offset,
+                        dirty_end: offset + dirty as u64,
+                        file_len: file.len,
                         problem,
                     });
                     break;
@@ -255,11 +260,11 @@ impl Replay {
         // What the file will hold once a torn tail is cut (see `cut_torn_tail`).
         let file_len = match &self.torn {
             Some(torn) if torn.path == path && torn.dirty_end >= torn.file_len => torn.offset,
-            _ => data.len() as u64,
+            _ => file.len,
         };
         self.segments.push_back(Segment {
             seq,
-            len: offset as u64,
+            len: offset,
             file_len,
             start,
         });
@@ -298,8 +303,14 @@ impl Replay {
             }
             let mut bodies = run.bodies;
             for index in run.first_index..run.first_index + u64::from(run.count) {
-                let entry = decode_entry_body(&mut bodies, index)
+                let mut entry = decode_entry_body(&mut bodies, index)
                     .map_err(|e| format!("entry {index}: {e}"))?;
+                // A slice of `data` would keep the whole segment file in memory (64 MiB when
+                // preallocated, mostly zeros in the last one) for as long as any of its entries
+                // stays in the log; a copy lets the file's buffer go once it is replayed.
+                if let Payload::Command(data) = &mut entry.payload {
+                    *data = Bytes::copy_from_slice(data);
+                }
                 self.entries.push_back(entry);
             }
             if !bodies.is_empty() {
@@ -450,6 +461,89 @@ fn cut_torn_tail(torn: &TornTail) -> Result<(), DiskError> {
         .map_err(DiskError::io("fsync segment", &torn.path))
 }
 
+/// How much of a segment file recovery reads at a time.
+const READ_CHUNK_BYTES: u64 = 1 << 20;
+
+/// A segment file read in chunks: `data` holds the file's bytes from `base` on. Replaying a
+/// segment never holds more than a chunk or one record (a 64 MiB preallocated segment, read
+/// whole, stayed resident in the allocator after recovery).
+struct SegmentFile {
+    file: fs::File,
+    path: PathBuf,
+    len: u64,
+    base: u64,
+    data: Bytes,
+}
+
+impl SegmentFile {
+    fn open(path: &Path) -> Result<SegmentFile, DiskError> {
+        let file = fs::File::open(path).map_err(DiskError::io("read segment", path))?;
+        let len = file
+            .metadata()
+            .map_err(DiskError::io("read segment", path))?
+            .len();
+        Ok(SegmentFile {
+            file,
+            path: path.to_path_buf(),
+            len,
+            base: 0,
+            data: Bytes::new(),
+        })
+    }
+
+    /// Makes `data` hold the file from `offset` for at least `need` bytes, or to its end.
+    fn fill(&mut self, offset: u64, need: u64) -> Result<(), DiskError> {
+        let end = offset.saturating_add(need).min(self.len);
+        if offset >= self.base && end <= self.base + self.data.len() as u64 {
+            return Ok(());
+        }
+        let read_end = end.max(offset.saturating_add(READ_CHUNK_BYTES).min(self.len));
+        self.data = self.read(offset, read_end)?;
+        self.base = offset;
+        Ok(())
+    }
+
+    /// Makes `data` hold the whole record at `offset` (as far as the file goes): its header,
+    /// then as many bytes as the header's length says.
+    fn fill_record(&mut self, offset: u64) -> Result<(), DiskError> {
+        let header = RECORD_HEADER_LEN as u64;
+        self.fill(offset, header)?;
+        let at = (offset - self.base) as usize;
+        if let Some(len) = self.data.get(at..at + 4) {
+            let len = u32::from_le_bytes(len.try_into().expect("4 bytes"));
+            self.fill(offset, header + u64::from(len))?;
+        }
+        Ok(())
+    }
+
+    /// Whether the file holds only zeros from `offset` to its end, read a chunk at a time.
+    fn rest_is_zero(&mut self, offset: u64) -> Result<bool, DiskError> {
+        let mut from = offset;
+        while from < self.len {
+            self.fill(from, READ_CHUNK_BYTES)?;
+            let at = (from - self.base) as usize;
+            if self.data[at..].iter().any(|&b| b != 0) {
+                return Ok(false);
+            }
+            from = self.base + self.data.len() as u64;
+        }
+        Ok(true)
+    }
+
+    /// The file from `offset` to its end.
+    fn read_rest(&self, offset: u64) -> Result<Bytes, DiskError> {
+        self.read(offset, self.len)
+    }
+
+    fn read(&self, from: u64, to: u64) -> Result<Bytes, DiskError> {
+        let mut buf = vec![0; (to - from) as usize];
+        self.file
+            .read_exact_at(&mut buf, from)
+            .map_err(DiskError::io("read segment", &self.path))?;
+        Ok(Bytes::from(buf))
+    }
+}
+
 fn damaged(dir: &Path, problem: impl Into<String>) -> DiskError {
     DiskError::Damaged {
         dir: dir.to_path_buf(),
@@ -476,6 +570,108 @@ mod tests {
                 })
                 .collect(),
             ..Default::default()
+        }
+    }
+
+    /// Recovered entries own their data: a slice of the segment file's buffer would keep the
+    /// whole file (64 MiB when preallocated) in memory while any of its entries is in the log.
+    #[tokio::test]
+    async fn recovered_entries_do_not_keep_the_segment_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = DiskStorage::open(dir.path(), DiskOptions::new(1, 1)).unwrap();
+        let seq = storage.submit(WriteBatch {
+            entries: (1..=3)
+                .map(|index| Entry {
+                    index,
+                    term: 1,
+                    payload: Payload::Command(bytes::Bytes::from(vec![index as u8; 100])),
+                })
+                .collect(),
+            ..Default::default()
+        });
+        storage.wait_durable(seq).await.unwrap();
+        storage.close().await.unwrap();
+
+        let storage = DiskStorage::open(dir.path(), DiskOptions::new(1, 1)).unwrap();
+        let recovered = storage.recover().unwrap();
+        assert_eq!(recovered.entries.len(), 3);
+        for entry in recovered.entries {
+            let Payload::Command(data) = entry.payload else {
+                panic!("entry {} is not a command", entry.index)
+            };
+            assert_eq!(data, vec![entry.index as u8; 100]);
+            assert!(
+                data.is_unique(),
+                "entry {} shares its buffer (a slice of the segment file)",
+                entry.index
+            );
+        }
+        storage.close().await.unwrap();
+    }
+
+    fn sized(first: u64, sizes: &[usize]) -> WriteBatch {
+        WriteBatch {
+            entries: sizes
+                .iter()
+                .zip(first..)
+                .map(|(&size, index)| Entry {
+                    index,
+                    term: 1,
+                    payload: Payload::Command(bytes::Bytes::from(vec![index as u8; size])),
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    /// Recovery reads segments a chunk at a time: records that straddle chunks, a record
+    /// larger than a chunk, the zero tail after them, and a torn last record past the first
+    /// chunk all come out as when the file was read whole.
+    #[tokio::test]
+    async fn records_across_read_chunks_are_recovered_and_a_torn_tail_is_cut() {
+        // Many records of 5,000 bytes (they straddle each 1 MiB boundary), one of 1.5 MiB, and
+        // a small last one.
+        let batches = [
+            sized(1, &[5_000; 300]),
+            sized(301, &[1_500_000]),
+            sized(302, &[5_000; 100]),
+            sized(402, &[10]),
+        ];
+        let expected: Vec<Entry> = batches.iter().flat_map(|b| b.entries.clone()).collect();
+        for preallocate in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let options = DiskOptions {
+                preallocate,
+                ..DiskOptions::new(1, 1)
+            };
+            let storage = DiskStorage::open(dir.path(), options.clone()).unwrap();
+            for batch in &batches {
+                let seq = storage.submit(batch.clone());
+                storage.wait_durable(seq).await.unwrap();
+            }
+            storage.close().await.unwrap();
+
+            let storage = DiskStorage::open(dir.path(), options.clone()).unwrap();
+            assert_eq!(storage.recover().unwrap().entries, expected, "{options:?}");
+            storage.close().await.unwrap();
+
+            if !preallocate {
+                // Cut the last record short: recovery keeps everything before it.
+                let path = crate::dir::segment_path(dir.path(), 1);
+                let len = std::fs::metadata(&path).unwrap().len();
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .unwrap()
+                    .set_len(len - 5)
+                    .unwrap();
+                let storage = DiskStorage::open(dir.path(), options).unwrap();
+                assert_eq!(
+                    storage.recover().unwrap().entries,
+                    expected[..expected.len() - 1]
+                );
+                storage.close().await.unwrap();
+            }
         }
     }
 
