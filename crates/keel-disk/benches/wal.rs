@@ -364,6 +364,16 @@ async fn concurrent_writers(storage: &Arc<DiskStorage>, next_index: u64, writers
     run
 }
 
+/// Runs `run` on a storage opened on a new data dir at `path`, then closes it (which stops any
+/// background zero-fill) and removes the dir.
+async fn on_fresh_storage(path: &Path, run: impl AsyncFnOnce(&Arc<DiskStorage>) -> Run) -> Run {
+    let storage = Arc::new(DiskStorage::open(path, DiskOptions::new(1, 1)).expect("open"));
+    let result = run(&storage).await;
+    storage.close().await.expect("close");
+    std::fs::remove_dir_all(path).expect("remove the run's data dir");
+    result
+}
+
 /// `GROUP_ROUNDS` rounds of a group-commit run followed by a single-writer run, so each ratio
 /// compares runs a few seconds apart; the round with the median ratio is printed in full.
 ///
@@ -373,22 +383,14 @@ async fn concurrent_writers(storage: &Arc<DiskStorage>, next_index: u64, writers
 async fn group_vs_single(dir: &Path, writers: usize) {
     let mut rounds = Vec::new();
     for round in 1..=GROUP_ROUNDS {
-        let group = {
-            let path = dir.join(format!("group{writers}-{round}"));
-            let storage = Arc::new(DiskStorage::open(&path, DiskOptions::new(1, 1)).expect("open"));
-            let run = concurrent_writers(&storage, 1, writers).await;
-            storage.close().await.expect("close");
-            std::fs::remove_dir_all(&path).expect("remove the run's data dir");
-            run
-        };
-        let single = {
-            let path = dir.join(format!("single{writers}-{round}"));
-            let storage = Arc::new(DiskStorage::open(&path, DiskOptions::new(1, 1)).expect("open"));
-            let run = single_writer(&storage, &mut 1, 1000).await;
-            storage.close().await.expect("close");
-            std::fs::remove_dir_all(&path).expect("remove the run's data dir");
-            run
-        };
+        let group = on_fresh_storage(&dir.join(format!("group{writers}-{round}")), async |s| {
+            concurrent_writers(s, 1, writers).await
+        })
+        .await;
+        let single = on_fresh_storage(&dir.join(format!("single{writers}-{round}")), async |s| {
+            single_writer(s, &mut 1, 1000).await
+        })
+        .await;
         let ratio = group.rate() / single.rate();
         println!(
             "  round {round}: {writers} writers {:>7.0} entries/s, single writer {:>5.0}/s: {ratio:.1}x",

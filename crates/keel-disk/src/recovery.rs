@@ -305,9 +305,9 @@ impl Replay {
             for index in run.first_index..run.first_index + u64::from(run.count) {
                 let mut entry = decode_entry_body(&mut bodies, index)
                     .map_err(|e| format!("entry {index}: {e}"))?;
-                // A slice of `data` would keep the whole segment file in memory (64 MiB when
-                // preallocated, mostly zeros in the last one) for as long as any of its entries
-                // stays in the log; a copy lets the file's buffer go once it is replayed.
+                // A slice would keep the chunk it was read into (a megabyte, or a whole large
+                // record) in memory for as long as this entry stays in the log; a copy holds
+                // only the entry.
                 if let Payload::Command(data) = &mut entry.payload {
                     *data = Bytes::copy_from_slice(data);
                 }
