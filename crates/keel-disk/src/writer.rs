@@ -76,11 +76,18 @@ pub(crate) struct Segment {
 /// After a failure it deletes nothing more (a later segment deleted before an earlier one
 /// would leave a gap in the log that recovery refuses); the files stay for the next recovery to
 /// find obsolete.
+///
+/// Its queue holds at most `DELETE_QUEUE_BATCHES` batches. A writer that makes files obsolete
+/// faster than they are freed then waits, and the deleter skips its pauses meanwhile: neither
+/// the queue nor the obsolete files on disk grow without bound.
 struct Deleter {
-    sender: Option<std::sync::mpsc::Sender<Vec<PathBuf>>>,
+    sender: Option<std::sync::mpsc::SyncSender<Vec<PathBuf>>>,
     hurry: std::sync::Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
+
+/// Most batches of obsolete files queued for the deleter (one batch per compaction).
+const DELETE_QUEUE_BATCHES: usize = 16;
 
 /// How much a file shrinks at a time, and the pause after each step.
 const SHRINK_STEP_BYTES: u64 = 4 << 20;
@@ -88,7 +95,8 @@ const SHRINK_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
 
 impl Deleter {
     fn start(dir: &Path) -> Result<Deleter, DiskError> {
-        let (sender, receiver) = std::sync::mpsc::channel::<Vec<PathBuf>>();
+        let (sender, receiver) =
+            std::sync::mpsc::sync_channel::<Vec<PathBuf>>(DELETE_QUEUE_BATCHES);
         let dir_handle = dir::open_dir_handle(dir)?;
         let data_dir = dir.to_path_buf();
         let hurry = std::sync::Arc::new(AtomicBool::new(false));
@@ -115,10 +123,29 @@ impl Deleter {
         })
     }
 
-    fn delete(&self, paths: Vec<PathBuf>) {
-        if let Some(sender) = &self.sender {
-            // The thread only ends after the sender is dropped.
-            let _ = sender.send(paths);
+    /// Queues `paths` for deletion. Returns whether the queue was full, so that this waited
+    /// for the deleter to take a batch.
+    fn delete(&self, paths: Vec<PathBuf>) -> bool {
+        use std::sync::mpsc::TrySendError;
+        let Some(sender) = &self.sender else {
+            return false;
+        };
+        // The thread only ends after the sender is dropped, so it takes what is sent.
+        match sender.try_send(paths) {
+            Ok(()) | Err(TrySendError::Disconnected(_)) => false,
+            Err(TrySendError::Full(paths)) => {
+                tracing::warn!(
+                    "{DELETE_QUEUE_BATCHES} batches of obsolete log files wait for deletion; \
+                     the log writer waits for the deleter, which stops pausing"
+                );
+                self.hurry.store(true, Ordering::Relaxed);
+                if let Some(thread) = &self.thread {
+                    thread.thread().unpark();
+                }
+                let _ = sender.send(paths);
+                self.hurry.store(false, Ordering::Relaxed);
+                true
+            }
         }
     }
 }
@@ -655,5 +682,46 @@ impl Drop for LogWriter {
         if let Some(spare) = self.spare.take() {
             spare.cancel();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// More obsolete files than the deleter's queue holds, each in a batch of its own and each
+    /// big enough to make the deleter pause: the writer waits instead of queueing more, and
+    /// every file is still deleted.
+    #[test]
+    fn the_deleter_queue_is_bounded_and_loses_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = DELETE_QUEUE_BATCHES + 8;
+        let paths: Vec<PathBuf> = (0..files)
+            .map(|i| {
+                let path = dir.path().join(format!("obsolete-{i}"));
+                // Sparse: costs no disk, but takes a shrink step and a pause to delete.
+                let file = File::create(&path).unwrap();
+                file.set_len(2 * SHRINK_STEP_BYTES).unwrap();
+                path
+            })
+            .collect();
+        let deleter = Deleter::start(dir.path()).unwrap();
+        let waits = paths
+            .iter()
+            .filter(|path| deleter.delete(vec![(*path).clone()]))
+            .count();
+        assert!(
+            waits > 0,
+            "{files} batches went into a queue of {DELETE_QUEUE_BATCHES} without a wait"
+        );
+        drop(deleter);
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(
+            left.is_empty(),
+            "files left after the deleter finished: {left:?}"
+        );
     }
 }
