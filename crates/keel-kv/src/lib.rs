@@ -20,7 +20,7 @@ pub mod state;
 pub use command::{Command, Write};
 pub use error::KvError;
 pub use service::{
-    Clock, Consistency, KvCounters, KvOptions, KvService, LatencyObserver, leader_hint,
-    system_clock,
+    Clock, Consistency, KvCounters, KvOptions, KvService, LatencyObserver, PendingWrite,
+    leader_hint, system_clock,
 };
 pub use state::{KvState, Outcome, SessionPolicy, WriteResult};

@@ -221,6 +221,18 @@ impl KvService {
         session: Option<(u64, u64)>,
         write: Write,
     ) -> Result<WriteResult, KvError> {
+        self.submit(session, write)?.wait().await
+    }
+
+    /// The first half of [`KvService::write`]: proposes `write` at once and returns what waits
+    /// for its answer. Errors here mean the write was not proposed (`NotLeader` among them, so
+    /// a caller can forward the request); the caller can then drop what it kept for that case
+    /// before waiting.
+    pub fn submit(
+        &self,
+        session: Option<(u64, u64)>,
+        write: Write,
+    ) -> Result<PendingWrite, KvError> {
         self.validate(&write)?;
         let inner = &self.inner;
         let (client_id, seq) = session.unwrap_or((0, 0));
@@ -259,22 +271,11 @@ impl KvService {
             .counters
             .writes_proposed
             .fetch_add(1, Ordering::Relaxed);
-        match tokio::time::timeout(inner.options.request_timeout, receiver).await {
-            Ok(Ok(result)) => {
-                if result.is_ok() {
-                    inner
-                        .counters
-                        .writes_committed
-                        .fetch_add(1, Ordering::Relaxed);
-                }
-                result
-            }
-            Ok(Err(_)) => Err(KvError::Shutdown),
-            Err(_) => {
-                inner.waiters.lock().remove(&index);
-                Err(KvError::Timeout)
-            }
-        }
+        Ok(PendingWrite {
+            service: self.clone(),
+            index,
+            receiver,
+        })
     }
 
     /// Reads `key`.
@@ -303,6 +304,37 @@ impl KvService {
         }
         inner.counters.reads.fetch_add(1, Ordering::Relaxed);
         Ok(inner.state.lock().get(key))
+    }
+}
+
+/// A write proposed by [`KvService::submit`], waiting for its answer.
+#[must_use = "a proposed write is answered only through `wait`"]
+pub struct PendingWrite {
+    service: KvService,
+    index: u64,
+    receiver: oneshot::Receiver<Result<WriteResult, KvError>>,
+}
+
+impl PendingWrite {
+    /// Waits until the write is applied (or fails), within the request timeout.
+    pub async fn wait(self) -> Result<WriteResult, KvError> {
+        let inner = &self.service.inner;
+        match tokio::time::timeout(inner.options.request_timeout, self.receiver).await {
+            Ok(Ok(result)) => {
+                if result.is_ok() {
+                    inner
+                        .counters
+                        .writes_committed
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                result
+            }
+            Ok(Err(_)) => Err(KvError::Shutdown),
+            Err(_) => {
+                inner.waiters.lock().remove(&self.index);
+                Err(KvError::Timeout)
+            }
+        }
     }
 }
 

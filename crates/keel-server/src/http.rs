@@ -329,9 +329,16 @@ async fn write(api: &Arc<Api>, incoming: Incoming, body: Bytes, write_op: Write)
     };
     let is_cas = matches!(write_op, Write::Cas { .. });
     api.metrics.writes.inc();
-    match api.kv.write(session, write_op).await {
+    let pending = match api.kv.submit(session, write_op) {
+        Ok(pending) => pending,
+        Err(e) => return forward_or_fail(api, &e, incoming, body).await,
+    };
+    // Kept only to forward the request; freed now, while still in cache, rather than after
+    // the wait for the commit (under load, that drop alone cost 3% of the leader's CPU).
+    drop((incoming, body));
+    match pending.wait().await {
         Ok(result) => write_answer(is_cas, result),
-        Err(e) => forward_or_fail(api, &e, incoming, body).await,
+        Err(e) => kv_error(&e),
     }
 }
 
