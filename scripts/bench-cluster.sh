@@ -11,8 +11,10 @@
 #                             (build it: cargo build --release --manifest-path
 #                              ../shared/tools/kvbench/Cargo.toml --target-dir /tmp/kvbench-target)
 #
-# For etcd side by side, run ../shared/tools/etcd-baseline.sh right before or after: one
-# benchmark at a time on an otherwise idle machine.
+# For etcd side by side, run ../shared/tools/etcd-baseline.sh right after: one benchmark at a
+# time on an otherwise idle machine. Not right before: its exit deletes a few hundred MB, and
+# on the development VM the disk's fdatasyncs stayed slow for a minute after, which cost this
+# script's first (1- and 16-client) runs 30-40%.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
