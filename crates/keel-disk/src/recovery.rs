@@ -102,6 +102,7 @@ pub(crate) fn open(
         lock,
         segment_size_bytes: options.segment_size_bytes,
         preallocate: options.preallocate,
+        spare_at_bytes: writer::spare_start(options.segment_size_bytes, options.node_id),
         segments: std::mem::take(&mut replay.segments),
         file,
         state,

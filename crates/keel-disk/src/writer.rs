@@ -249,7 +249,10 @@ pub(crate) struct LogWriter {
     segment_size_bytes: u64,
     /// Zero-fill segments to `segment_size_bytes` (`DiskOptions::preallocate`).
     preallocate: bool,
-    /// The next segment's file, once the current one is half full.
+    /// The size of the current segment at which zero-filling the next one starts (see
+    /// `spare_start`).
+    spare_at_bytes: u64,
+    /// The next segment's file, once the current one reaches `spare_at_bytes`.
     spare: Option<Spare>,
     /// Deletes obsolete files; started on first use.
     deleter: Option<Deleter>,
@@ -277,6 +280,7 @@ pub(crate) struct WriterParts {
     pub lock: File,
     pub segment_size_bytes: u64,
     pub preallocate: bool,
+    pub spare_at_bytes: u64,
     pub segments: VecDeque<Segment>,
     /// The last segment, open for writing (at its `len`).
     pub file: File,
@@ -299,6 +303,7 @@ impl LogWriter {
             _lock: parts.lock,
             segment_size_bytes: parts.segment_size_bytes,
             preallocate: parts.preallocate,
+            spare_at_bytes: parts.spare_at_bytes,
             spare: None,
             deleter: None,
             segments: parts.segments,
@@ -357,11 +362,11 @@ impl LogWriter {
     }
 
     /// Starts zero-filling the next segment's file in the background once the current segment
-    /// is half full, so that rolling over finds it ready (or waits only for the rest of it,
-    /// written without pauses).
+    /// reaches `spare_at_bytes`, so that rolling over finds it ready (or waits only for the
+    /// rest of it, written without pauses).
     fn prepare_spare(&mut self) {
         let current = self.current();
-        if !self.preallocate || self.spare.is_some() || current.len < self.segment_size_bytes / 2 {
+        if !self.preallocate || self.spare.is_some() || current.len < self.spare_at_bytes {
             return;
         }
         let seq = current.seq + 1;
@@ -592,6 +597,19 @@ impl LogWriter {
     }
 }
 
+/// Where in its current segment node `node_id` starts zero-filling the next one: at 1/2, 5/8
+/// or 3/4 of `segment_size_bytes`, by node id.
+///
+/// The members of a cluster write the same entries, so their segments fill at the same log
+/// positions. Zero-filling a segment writes 64 MiB (by default) beside the log, and on a
+/// machine where members share a disk, three fills at once slowed every member's `fdatasync`
+/// together: the commit, which needs any two, had no faster pair to fall back on. Spread over
+/// the segment, the fills overlap less. The fill itself takes about a second here, so even the
+/// latest start leaves it a quarter of a segment to finish.
+pub(crate) fn spare_start(segment_size_bytes: u64, node_id: u64) -> u64 {
+    segment_size_bytes / 8 * (4 + (node_id % 3 + 2) % 3)
+}
+
 /// Creates segment `seq` starting from `checkpoint`, durable and in place, and returns it open
 /// for writing, with its size. With `preallocate`, the file is zero-filled to that size: `spare`
 /// if given (a file `zero_filled` prepared under the segment's temporary name), else here.
@@ -688,6 +706,26 @@ impl Drop for LogWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Three consecutive node ids start their fills at three different points, none before half
+    /// the segment (the fill needs time) and none after three quarters (it must finish first).
+    #[test]
+    fn members_start_zero_filling_the_next_segment_at_different_points() {
+        let size = 64 << 20;
+        for first in [0, 1, 7, u64::MAX - 2] {
+            let starts: Vec<u64> = (0..3)
+                .map(|i| spare_start(size, first.wrapping_add(i)))
+                .collect();
+            for &start in &starts {
+                assert!((size / 2..=size / 4 * 3).contains(&start), "{starts:?}");
+            }
+            let mut distinct = starts.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            assert_eq!(distinct.len(), 3, "ids from {first}: {starts:?}");
+        }
+        assert_eq!(spare_start(size, 1), size / 2, "node 1 keeps the old point");
+    }
 
     /// More obsolete files than the deleter's queue holds, each in a batch of its own and each
     /// big enough to make the deleter pause: the writer waits instead of queueing more, and

@@ -21,6 +21,6 @@ pub use command::{Command, Write};
 pub use error::KvError;
 pub use service::{
     Clock, Consistency, KvCounters, KvOptions, KvService, LatencyObserver, PendingWrite,
-    leader_hint, system_clock,
+    leader_hint, snapshot_threshold, system_clock,
 };
 pub use state::{KvState, Outcome, SessionPolicy, WriteResult};
