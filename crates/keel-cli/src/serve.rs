@@ -52,7 +52,8 @@ pub struct ServeArgs {
     /// twice this many milliseconds starts an election.
     #[arg(long, value_name = "MS")]
     pub election_timeout_ms: Option<u64>,
-    /// Snapshot the store when the Raft log grows past this many bytes.
+    /// Snapshot the store when the Raft log grows past this many bytes (each node at all,
+    /// 7/8 or 3/4 of it, by id, so that members do not snapshot at once).
     #[arg(long, value_name = "BYTES")]
     pub max_raft_state_bytes: Option<u64>,
     /// How long a request may wait for a leader, a quorum and its commit before a 503.

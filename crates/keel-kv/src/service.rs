@@ -455,9 +455,9 @@ fn answer(proposed_term: u64, applied_term: u64, outcome: Outcome) -> Result<Wri
 ///
 /// Members of a cluster apply the same entries, so with one threshold they all snapshot (and
 /// compact, and free segments) at the same moment. Measured with three nodes sharing one disk at
-/// 256 clients, 30 s per run, five alternating pairs: with the thresholds (and the segment
-/// zero-fills, see keel-disk) spread by id, p99.9 was 42–60 ms against 48–125 ms, and the worst
-/// request 51–73 ms against 68–186 ms, at the same throughput.
+/// 256 clients, 30 s per run, seven alternating pairs: with the thresholds (and the segment
+/// zero-fills, see keel-disk) spread by id, p99.9 was 41–60 ms against 42–125 ms, and the worst
+/// request 51–73 ms against 59–244 ms, at the same throughput.
 pub fn snapshot_threshold(max_raft_state_bytes: u64, id: NodeId) -> u64 {
     max_raft_state_bytes - max_raft_state_bytes / 8 * ((id % 3 + 2) % 3)
 }
