@@ -82,13 +82,20 @@ impl Sessions {
         Some(session)
     }
 
-    /// Records `session` for `id`, replacing what was there.
+    /// Records `session` for `id`, replacing what was there. The age index changes only if the
+    /// time it was seen did: a session just marked by `see` keeps its entry.
     fn insert(&mut self, id: u64, session: Session) {
         let seen = session.last_seen_ms;
-        if let Some(old) = self.by_id.insert(id, session) {
-            self.by_age.remove(&(old.last_seen_ms, id));
+        match self.by_id.insert(id, session) {
+            Some(old) if old.last_seen_ms == seen => {}
+            Some(old) => {
+                self.by_age.remove(&(old.last_seen_ms, id));
+                self.by_age.insert((seen, id));
+            }
+            None => {
+                self.by_age.insert((seen, id));
+            }
         }
-        self.by_age.insert((seen, id));
     }
 
     /// Forgets the least recently seen session (the lowest id among equals).
