@@ -31,7 +31,7 @@ pub(crate) fn tmp_path(path: &Path) -> PathBuf {
 /// Takes the data dir's lock, creating the dir if needed. The lock is held while the returned
 /// file stays open.
 pub(crate) fn lock(dir: &Path) -> Result<File, DiskError> {
-    fs::create_dir_all(dir).map_err(DiskError::io("create data dir", dir))?;
+    create_durably(dir)?;
     let path = dir.join(LOCK_FILE);
     let file = OpenOptions::new()
         .create(true)
@@ -50,6 +50,21 @@ pub(crate) fn lock(dir: &Path) -> Result<File, DiskError> {
             source,
         }),
     }
+}
+
+/// Creates `dir` and any missing parents, and fsyncs the parent of each one created: until
+/// then a power loss could take a new data dir, and with it the node's first vote, away.
+fn create_durably(dir: &Path) -> Result<(), DiskError> {
+    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
+    fs::create_dir_all(dir).map_err(DiskError::io("create data dir", dir))?;
+    for created in missing.iter().rev() {
+        if let Some(parent) = created.parent().filter(|p| !p.as_os_str().is_empty()) {
+            File::open(parent)
+                .and_then(|handle| handle.sync_all())
+                .map_err(DiskError::io("fsync directory", parent))?;
+        }
+    }
+    Ok(())
 }
 
 /// The files of a data dir, by kind.

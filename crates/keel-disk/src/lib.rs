@@ -141,6 +141,11 @@
 //!    to must exist and match its checksum. Snapshot files the log does not refer to (an
 //!    install the crash interrupted, or one replaced but not yet deleted) and `.tmp` files are
 //!    removed.
+//! 6. The last segment is fsynced before the recovered state is handed out or any file is
+//!    deleted: the previous process may have died between a write and its `fdatasync`, leaving
+//!    records that are readable (from the page cache) but not yet durable, and Raft vouches for
+//!    what it recovers without writing it again. A data dir created here is made durable in its
+//!    parent directory too.
 //!
 //! Recovery reads a segment 1 MiB at a time (a record larger than that in one read), and
 //! copies each entry's data out of what it read, so what it holds besides the recovered

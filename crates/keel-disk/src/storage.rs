@@ -234,6 +234,15 @@ impl DiskStorage {
         }
     }
 
+    /// Test probe: how many times opening synced the segment it found last.
+    #[cfg(test)]
+    pub(crate) fn recovery_sync_count(&self) -> u64 {
+        self.shared
+            .figures
+            .recovery_syncs
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Test hook: make every fsync from now on fail, as a dying disk's would.
     #[cfg(test)]
     pub(crate) fn fail_syncs(&self) {

@@ -35,6 +35,9 @@ pub(crate) struct Figures {
     pub snapshot_bytes: AtomicU64,
     /// `fdatasync` calls on log segments since open.
     pub log_syncs: AtomicU64,
+    /// Test probe: `fdatasync`s recovery made of the segment it found last.
+    #[cfg(test)]
+    pub recovery_syncs: AtomicU64,
     /// Test hook: fail every fsync from now on, as a dying disk would.
     #[cfg(test)]
     pub fail_syncs: std::sync::atomic::AtomicBool,
