@@ -81,8 +81,11 @@ struct Shared {
 struct Queue {
     /// Batches submitted but not yet taken by the writer, in submission order.
     pending: Vec<WriteBatch>,
-    /// Seq of the last batch submitted; the last of `pending` if any.
+    /// Seq of the last batch submitted.
     last_seq: u64,
+    /// Seq of the last batch queued for writing: the last of `pending` if any. Behind
+    /// `last_seq` once `close` was called, since later batches are not written.
+    queued_seq: u64,
     /// The log as it will be once every submitted batch is written; `submit` checks new batches
     /// against it.
     log: LogBounds,
@@ -136,6 +139,7 @@ impl DiskStorage {
             queue: Mutex::new(Queue {
                 pending: Vec::new(),
                 last_seq: 0,
+                queued_seq: 0,
                 log: opened.log,
                 mode: Mode::Open,
             }),
@@ -299,6 +303,7 @@ impl Storage for DiskStorage {
         let seq = queue.last_seq;
         if queue.mode == Mode::Open {
             queue.pending.push(batch);
+            queue.queued_seq = seq;
             drop(queue);
             self.shared.ready.notify_one();
             self.shared.wake.notify_one();
@@ -468,7 +473,7 @@ fn write_while_queued(shared: &Shared, writer: &mut LogWriter) -> bool {
                 return true;
             }
             let group = std::mem::replace(&mut queue.pending, std::mem::take(&mut spare));
-            (group, queue.last_seq)
+            (group, queue.queued_seq)
         };
         let written = writer.write_group(&group);
         group.clear();
@@ -523,6 +528,47 @@ mod tests {
             term: 1,
             payload: Payload::Command(bytes::Bytes::from_static(b"x")),
         }
+    }
+
+    /// A batch submitted after `close` is not written, so it must never be reported durable,
+    /// even when the writer's last group went to disk after it was submitted.
+    #[tokio::test]
+    async fn a_batch_submitted_while_closing_is_not_reported_durable() {
+        use std::future::Future;
+        use std::task::{Context, Poll, Waker};
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let storage = DiskStorage::open(dir.path(), DiskOptions::new(1, 1)).expect("open");
+        let queued = storage.submit(WriteBatch {
+            entries: vec![entry(1)],
+            ..Default::default()
+        });
+        // Start closing; the writer cannot run before this test task yields (one thread), so
+        // batch 1 is still queued.
+        let mut closing = Box::pin(storage.close());
+        let polled = closing
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()));
+        assert!(matches!(polled, Poll::Pending), "the writer has work left");
+        let late = storage.submit(WriteBatch {
+            entries: vec![entry(2)],
+            ..Default::default()
+        });
+        let late_durable = storage.wait_durable(late);
+        closing.await.expect("closed cleanly");
+
+        storage
+            .wait_durable(queued)
+            .await
+            .expect("written before closing");
+        let late_durable = late_durable.await;
+        assert!(
+            matches!(late_durable, Err(StorageError::Closed)),
+            "a batch that was never written: {late_durable:?}"
+        );
+        let reopened = DiskStorage::open(dir.path(), DiskOptions::new(1, 1)).expect("reopen");
+        assert_eq!(reopened.recover().expect("recover").entries.len(), 1);
+        reopened.close().await.expect("close");
     }
 
     #[tokio::test]
