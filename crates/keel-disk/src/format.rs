@@ -418,6 +418,10 @@ fn put_hard_state(out: &mut impl BufMut, hard_state: HardState) {
 /// Reads a hard state; the caller checked that `HARD_STATE_LEN` bytes are there.
 fn get_hard_state(r: &mut impl Buf) -> Result<HardState, &'static str> {
     let current_term = r.get_u64_le();
+    if current_term > keel::codec::MAX_TERM {
+        // Raft only ever adds one to it; a term this high cannot have been written by keel.
+        return Err("current term out of range");
+    }
     let has_vote = r.get_u8();
     let vote = r.get_u64_le();
     let voted_for = match has_vote {

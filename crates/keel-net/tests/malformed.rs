@@ -90,6 +90,20 @@ async fn a_request_body_that_does_not_decode_closes_the_connection() {
     closes_the_connection("a request with a trailing byte", &frame).await;
 }
 
+/// A term no node could reach by counting: adopting it would make the next election's
+/// `term + 1` overflow, for good, since the term is persisted and spreads to the other nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_term_past_2_pow_63_closes_the_connection_and_is_not_adopted() {
+    let (pair, mut raw) = setup().await;
+    let term_before = pair.raft.as_ref().expect("a raft").0.status().current_term;
+    raw.send(&wire::encode_request(1, &vote(u64::MAX))).await;
+    raw.expect_closed("a term of u64::MAX").await;
+    pair.assert_serves("a term of u64::MAX").await;
+    let term_after = pair.raft.as_ref().expect("a raft").0.status().current_term;
+    assert_eq!(term_after, term_before, "the term was not adopted");
+    pair.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn valid_requests_on_a_raw_connection_are_answered() {
     // The control for the tests above: the same raw connection, well-behaved, gets replies.

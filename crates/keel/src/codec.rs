@@ -4,6 +4,8 @@
 //! Integers are little-endian and fixed width. An entry's index is not sent: entries of an
 //! AppendEntries are consecutive from `prev_log_index + 1`. Decoding never panics and never
 //! allocates more than the input can justify; any malformed input is a [`DecodeError`].
+//! Terms and log indexes must be at most [`MAX_TERM`] and [`MAX_INDEX`] (2^63 - 1): a node only
+//! ever adds one to them, so a peer sending `u64::MAX` must not get to make it overflow.
 //!
 //! ```text
 //! request  = kind:u8 body          response = kind:u8 body
@@ -22,6 +24,11 @@ use crate::message::{
     Request, Response, VoteRequest, VoteResponse,
 };
 use crate::types::{Entry, Payload};
+
+/// The largest term a message may carry: room to count up forever, and far from overflow.
+pub const MAX_TERM: u64 = i64::MAX as u64;
+/// The largest log index a message may carry.
+pub const MAX_INDEX: u64 = i64::MAX as u64;
 
 const KIND_VOTE: u8 = 1;
 const KIND_APPEND: u8 = 2;
@@ -55,6 +62,14 @@ pub enum DecodeError {
     /// A field holds a value that breaks an invariant of the protocol.
     #[error("invalid message: {0}")]
     Invalid(&'static str),
+    /// A term or log index above [`MAX_TERM`] / [`MAX_INDEX`].
+    #[error("{field} {value} is out of range (at most 2^63 - 1)")]
+    OutOfRange {
+        /// The field being read.
+        field: &'static str,
+        /// The value found.
+        value: u64,
+    },
 }
 
 /// Appends the encoding of `request` to `out`.
@@ -144,7 +159,7 @@ pub fn encode_entry_body(entry: &Entry, out: &mut BytesMut) {
 /// Decodes an entry body written by [`encode_entry_body`], giving it `index`.
 pub fn decode_entry_body(input: &mut Bytes, index: u64) -> Result<Entry, DecodeError> {
     let mut r = Reader(input);
-    let term = r.u64("entry term")?;
+    let term = r.term("entry term")?;
     let kind = r.u8("entry kind")?;
     let len = r.u32("entry length")? as usize;
     let payload = match kind {
@@ -173,18 +188,18 @@ pub fn decode_request(mut input: Bytes) -> Result<Request, DecodeError> {
     let mut r = Reader(&mut input);
     let request = match r.u8("request kind")? {
         KIND_VOTE => Request::Vote(VoteRequest {
-            term: r.u64("term")?,
+            term: r.term("term")?,
             candidate_id: r.u64("candidate id")?,
-            last_log_index: r.u64("last log index")?,
-            last_log_term: r.u64("last log term")?,
+            last_log_index: r.index("last log index")?,
+            last_log_term: r.term("last log term")?,
             pre_vote: r.bool("pre-vote flag")?,
         }),
         KIND_APPEND => {
-            let term = r.u64("term")?;
+            let term = r.term("term")?;
             let leader_id = r.u64("leader id")?;
-            let prev_log_index = r.u64("prev log index")?;
-            let prev_log_term = r.u64("prev log term")?;
-            let leader_commit = r.u64("leader commit")?;
+            let prev_log_index = r.index("prev log index")?;
+            let prev_log_term = r.term("prev log term")?;
+            let leader_commit = r.index("leader commit")?;
             let count = r.u32("entry count")? as usize;
             // Every entry takes at least 13 bytes: refuse counts the input cannot hold before
             // allocating for them.
@@ -193,9 +208,13 @@ pub fn decode_request(mut input: Bytes) -> Result<Request, DecodeError> {
             }
             let mut entries = Vec::with_capacity(count);
             for i in 0..count as u64 {
-                let index = prev_log_index
-                    .checked_add(i + 1)
-                    .ok_or(DecodeError::Invalid("entry index overflows"))?;
+                let index = prev_log_index + i + 1; // both below 2^63: no overflow
+                if index > MAX_INDEX {
+                    return Err(DecodeError::OutOfRange {
+                        field: "entry index",
+                        value: index,
+                    });
+                }
                 entries.push(decode_entry_body(r.0, index)?);
             }
             Request::AppendEntries(AppendEntriesRequest {
@@ -208,10 +227,10 @@ pub fn decode_request(mut input: Bytes) -> Result<Request, DecodeError> {
             })
         }
         KIND_SNAPSHOT => {
-            let term = r.u64("term")?;
+            let term = r.term("term")?;
             let leader_id = r.u64("leader id")?;
-            let last_included_index = r.u64("last included index")?;
-            let last_included_term = r.u64("last included term")?;
+            let last_included_index = r.index("last included index")?;
+            let last_included_term = r.term("last included term")?;
             let offset = r.u64("offset")?;
             let total_len = r.u64("total length")?;
             let done = r.bool("done flag")?;
@@ -246,17 +265,17 @@ pub fn decode_response(mut input: Bytes) -> Result<Response, DecodeError> {
     let mut r = Reader(&mut input);
     let response = match r.u8("response kind")? {
         KIND_VOTE => Response::Vote(VoteResponse {
-            term: r.u64("term")?,
+            term: r.term("term")?,
             vote_granted: r.bool("vote granted flag")?,
         }),
         KIND_APPEND => Response::AppendEntries(AppendEntriesResponse {
-            term: r.u64("term")?,
+            term: r.term("term")?,
             success: r.bool("success flag")?,
-            conflict_index: r.u64("conflict index")?,
-            conflict_term: Some(r.u64("conflict term")?).filter(|t| *t != 0),
+            conflict_index: r.index("conflict index")?,
+            conflict_term: Some(r.term("conflict term")?).filter(|t| *t != 0),
         }),
         KIND_SNAPSHOT => Response::InstallSnapshot(InstallSnapshotResponse {
-            term: r.u64("term")?,
+            term: r.term("term")?,
             next_offset: r.u64("next offset")?,
             done: r.bool("done flag")?,
         }),
@@ -309,6 +328,22 @@ impl Reader<'_> {
     fn u64(&mut self, field: &'static str) -> Result<u64, DecodeError> {
         self.need(field, 8)?;
         Ok(self.0.get_u64_le())
+    }
+
+    fn term(&mut self, field: &'static str) -> Result<u64, DecodeError> {
+        self.bounded(field, MAX_TERM)
+    }
+
+    fn index(&mut self, field: &'static str) -> Result<u64, DecodeError> {
+        self.bounded(field, MAX_INDEX)
+    }
+
+    fn bounded(&mut self, field: &'static str, max: u64) -> Result<u64, DecodeError> {
+        let value = self.u64(field)?;
+        if value > max {
+            return Err(DecodeError::OutOfRange { field, value });
+        }
+        Ok(value)
     }
 
     fn bytes(&mut self, field: &'static str, len: usize) -> Result<Bytes, DecodeError> {
@@ -424,6 +459,84 @@ mod tests {
             decode_request(buf.freeze()),
             Err(DecodeError::Invalid("entry count exceeds message size"))
         );
+    }
+
+    /// A peer that sends a term of `u64::MAX` would make the next election's `term + 1`
+    /// overflow: wedging the cluster for good, since the term is persisted and spreads.
+    #[test]
+    fn terms_and_indexes_past_2_pow_63_are_refused() {
+        let too_big = MAX_TERM + 1;
+        let vote = |term, last_log_index, last_log_term| {
+            Request::Vote(VoteRequest {
+                term,
+                candidate_id: 1,
+                last_log_index,
+                last_log_term,
+                pre_vote: false,
+            })
+        };
+        let append = |edit: &dyn Fn(&mut AppendEntriesRequest)| {
+            let Request::AppendEntries(mut r) = sample_append() else {
+                unreachable!()
+            };
+            edit(&mut r);
+            Request::AppendEntries(r)
+        };
+        let snapshot = |term, last_included_index| {
+            Request::InstallSnapshot(InstallSnapshotRequest {
+                term,
+                leader_id: 3,
+                last_included_index,
+                last_included_term: 1,
+                offset: 0,
+                total_len: 1,
+                data: Bytes::from_static(b"x"),
+                done: true,
+            })
+        };
+        let requests = [
+            ("term", vote(u64::MAX, 1, 1)),
+            ("last log index", vote(1, too_big, 1)),
+            ("last log term", vote(1, 1, too_big)),
+            ("term", append(&|r| r.term = too_big)),
+            ("prev log term", append(&|r| r.prev_log_term = too_big)),
+            ("leader commit", append(&|r| r.leader_commit = u64::MAX)),
+            ("entry term", append(&|r| r.entries[1].term = u64::MAX)),
+            (
+                "entry index",
+                append(&|r| {
+                    r.prev_log_index = MAX_INDEX - 1;
+                    for (i, e) in r.entries.iter_mut().enumerate() {
+                        e.index = MAX_INDEX + i as u64;
+                    }
+                }),
+            ),
+            ("term", snapshot(too_big, 1)),
+            ("last included index", snapshot(1, u64::MAX)),
+        ];
+        for (field, request) in requests {
+            let mut buf = BytesMut::new();
+            encode_request(&request, &mut buf);
+            let decoded = decode_request(buf.freeze());
+            assert!(
+                matches!(decoded, Err(DecodeError::OutOfRange { field: f, .. }) if f == field),
+                "{field}: {decoded:?}"
+            );
+        }
+        let mut buf = BytesMut::new();
+        encode_response(
+            &Response::Vote(VoteResponse {
+                term: u64::MAX,
+                vote_granted: false,
+            }),
+            &mut buf,
+        );
+        assert!(matches!(
+            decode_response(buf.freeze()),
+            Err(DecodeError::OutOfRange { field: "term", .. })
+        ));
+        // The largest values allowed still round-trip.
+        round_trip_request(vote(MAX_TERM, MAX_INDEX, MAX_TERM));
     }
 
     #[test]
