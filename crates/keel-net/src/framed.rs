@@ -78,6 +78,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// Changes the largest frame accepted from now on (raised once a handshake completes).
+    pub(crate) fn set_max_frame_bytes(&mut self, max_frame_bytes: usize) {
+        self.max_frame_bytes = max_frame_bytes;
+    }
+
     /// The next frame. Frames already buffered cost no system call. Cancel-safe: a frame is
     /// taken off the buffer only when it is returned.
     pub(crate) async fn next_frame(&mut self) -> Result<Frame, ConnError> {

@@ -17,6 +17,12 @@ use crate::framed::{ConnError, FrameReader};
 use crate::peer::Peer;
 use crate::wire::{self, FrameKind, Hello, HelloAck};
 
+/// The largest frame either side reads before the handshake completes: room for a hello, an
+/// ack or a reject (a client address is at most 1024 bytes), so that anyone who can reach the
+/// peer port cannot make a node buffer `max_frame_bytes` per connection before saying who it
+/// is. The connection's reader is raised to `max_frame_bytes` once the peer is accepted.
+pub(crate) const HANDSHAKE_MAX_FRAME_BYTES: usize = 8 << 10;
+
 /// Why an acceptor refuses a dialer. The text goes into the reject frame and the log.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Refusal {
@@ -68,7 +74,7 @@ pub(crate) async fn dial(peer: &Peer, config: &NetConfig) -> Result<Connected, C
         client_addr: config.client_addr.clone(),
     };
     writer.write_all(&hello.encode()).await?;
-    let mut reader = FrameReader::new(read, config.max_frame_bytes);
+    let mut reader = FrameReader::new(read, HANDSHAKE_MAX_FRAME_BYTES);
     let frame = reader.next_frame().await?;
     match frame.kind {
         FrameKind::HelloAck => {
@@ -77,6 +83,7 @@ pub(crate) async fn dial(peer: &Peer, config: &NetConfig) -> Result<Connected, C
                 error,
             })?;
             peer.set_client_addr(ack.client_addr);
+            reader.set_max_frame_bytes(config.max_frame_bytes);
             Ok(Connected { reader, writer })
         }
         FrameKind::HelloReject => Err(ConnError::Refused(wire::decode_text(&frame.body))),
@@ -107,6 +114,7 @@ pub(crate) async fn accept(
                 .write_all(&ack.encode())
                 .await
                 .map_err(|error| Refusal::BadHello(error.into()))?;
+            reader.set_max_frame_bytes(config.max_frame_bytes);
             Ok(peer)
         }
         Err(refusal) => {

@@ -114,7 +114,7 @@
 //! | --- | --- | --- |
 //! | requests awaiting replies from a peer | `max_pending_per_peer` | the call fails at once (`TransportError::Overloaded`) |
 //! | frames queued for a connection | twice `max_pending_per_peer` (room for frames of callers that gave up) | as above |
-//! | one frame | `max_frame_bytes` | the connection closes |
+//! | one frame | 8 KiB until the handshake completes, then `max_frame_bytes` | the connection closes |
 //! | request handlers of one incoming connection | `max_handlers_per_connection` | the server stops reading that connection |
 //! | incoming connections | `max_incoming_connections`, and one per peer (a newer one closes the older) | the server stops accepting |
 //! | dial attempts | backoff from `backoff_min` doubling to `backoff_max`, reset by a handshake | calls fail at once while waiting |

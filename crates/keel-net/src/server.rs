@@ -199,7 +199,7 @@ async fn serve_connection(
     let config = shared.transport.shared_config().clone();
     handshake::tune(&stream, &config);
     let (read, mut writer) = stream.into_split();
-    let mut reader = FrameReader::new(read, config.max_frame_bytes);
+    let mut reader = FrameReader::new(read, handshake::HANDSHAKE_MAX_FRAME_BYTES);
     let handshake = handshake::accept(&config, shared.transport.peers(), &mut reader, &mut writer);
     let accepted = tokio::select! {
         _ = shared.cancel.cancelled() => return,

@@ -99,6 +99,26 @@ async fn anything_but_a_valid_hello_first_is_refused() {
     pair.stop().await;
 }
 
+/// Before a dialer has said who it is, the acceptor reads no frame larger than a hello, even
+/// though frames of up to `max_frame_bytes` (64 MiB by default) are fine afterwards: else
+/// anyone who can reach the port could make each connection buffer 64 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_frame_before_the_hello_is_refused_without_reading_it() {
+    let pair = Pair::start(common::Echo, |_| {});
+    let mut raw = Raw::connect(pair.addr()).await;
+    let mut header = common::raw_frame(wire::VERSION, 1, 0, b"");
+    let len = 60u32 << 20;
+    header[..4].copy_from_slice(&len.to_le_bytes());
+    raw.send(&header).await;
+    let frame = raw.frame().await.expect("a reject");
+    assert_eq!(frame.kind, FrameKind::HelloReject);
+    let reason = wire::decode_text(&frame.body);
+    assert!(reason.contains("exceeds the maximum"), "{reason}");
+    raw.expect_closed("a 60 MiB hello").await;
+    pair.assert_serves("a 60 MiB hello").await;
+    pair.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_dialer_is_closed_after_the_handshake_timeout() {
     let pair = Pair::start(common::Echo, |c| {
