@@ -113,12 +113,12 @@ pub struct BenchArgs {
 
 fn client(endpoints: &Endpoints) -> Result<Client, CliError> {
     let mut options = ClientOptions::with_endpoints(parse_endpoints(&endpoints.endpoints));
-    if !(endpoints.timeout > 0.0 && endpoints.timeout.is_finite()) {
+    if endpoints.timeout <= 0.0 {
         return Err(CliError::Config(
             "--timeout must be a positive number of seconds".into(),
         ));
     }
-    options.deadline = Duration::from_secs_f64(endpoints.timeout);
+    options.deadline = seconds("timeout", endpoints.timeout)?;
     Client::new(options).map_err(|e| CliError::Config(e.to_string()))
 }
 
@@ -129,12 +129,16 @@ fn failed(e: ClientError) -> CliError {
     }
 }
 
+/// The longest time a flag in seconds may give: far beyond any real use, and far from where
+/// adding it to the clock would overflow.
+const MAX_SECONDS: f64 = 30.0 * 86_400.0;
+
 fn seconds(what: &str, value: f64) -> Result<Duration, CliError> {
-    if value >= 0.0 && value.is_finite() {
+    if (0.0..=MAX_SECONDS).contains(&value) {
         Ok(Duration::from_secs_f64(value))
     } else {
         Err(CliError::Config(format!(
-            "--{what} must be a non-negative number of seconds"
+            "--{what} must be a number of seconds from 0 to {MAX_SECONDS} (30 days)"
         )))
     }
 }

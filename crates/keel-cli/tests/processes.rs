@@ -445,4 +445,17 @@ fn config_errors_exit_with_code_2_and_one_line() {
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     let (code, _) = run(&["serve", "--frobnicate"]);
     assert_eq!(code, Some(2), "clap's unknown-flag error exits with 2");
+    // Times too long to add to a clock are refused, not a panic.
+    for (args, flag) in [
+        (&["get", "k", "--timeout", "1e20"][..], "--timeout"),
+        (&["bench", "--duration", "1e20"][..], "--duration"),
+        (&["bench", "--warmup=-1"][..], "--warmup"),
+    ] {
+        let (code, stderr) = run(args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with(&format!("keel: {flag} must be a number of seconds")),
+            "{args:?}: {stderr}"
+        );
+    }
 }
