@@ -54,6 +54,19 @@ pub async fn dev(args: DevArgs) -> Result<(), CliError> {
     if args.nodes == 0 || args.nodes > 9 {
         return Err(CliError::Config("--nodes must be between 1 and 9".into()));
     }
+    for (flag, first) in [
+        ("--client-port", args.client_port),
+        ("--peer-port", args.peer_port),
+    ] {
+        let last = u64::from(first) + args.nodes - 1;
+        if first == 0 || last > u64::from(u16::MAX) {
+            return Err(CliError::Config(format!(
+                "{flag} {first} does not leave room for {} nodes: ports run from it to {last}, \
+                 which must be between 1 and 65535",
+                args.nodes
+            )));
+        }
+    }
     let exe = std::env::current_exe()
         .map_err(|e| CliError::Start(format!("cannot find the keel executable: {e}")))?;
     std::fs::create_dir_all(&args.data_dir)

@@ -445,6 +445,12 @@ fn config_errors_exit_with_code_2_and_one_line() {
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     let (code, _) = run(&["serve", "--frobnicate"]);
     assert_eq!(code, Some(2), "clap's unknown-flag error exits with 2");
+    let (code, stderr) = run(&["dev", "--client-port", "65535"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with("keel: --client-port 65535 does not leave room for 3 nodes"),
+        "{stderr}"
+    );
     // Times too long to add to a clock are refused, not a panic.
     for (args, flag) in [
         (&["get", "k", "--timeout", "1e20"][..], "--timeout"),
