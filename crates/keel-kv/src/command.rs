@@ -1,18 +1,31 @@
 //! The commands the KV service puts in the Raft log, and their binary encoding.
 //!
 //! ```text
-//! command = version:u8 op:u8 client_id:u64 seq:u64 time_ms:u64 key_len:u32 key
+//! command = version:u8 op:u8 client_id:u64 seq:u64 time_ms:u64
+//!           [max_value_bytes:u64]                      (version 2)
+//!           key_len:u32 key
 //!           [value_len:u32 value]                      (put, append, cas)
 //!           [has_expected:u8 [expected_len:u32 expected]] (cas)
 //! ```
 //!
 //! `time_ms` is the proposing leader's wall clock. The state machine uses it (never its own
 //! clock) to expire idle client sessions, so every replica expires the same sessions at the
-//! same log position.
+//! same log position. Likewise `max_value_bytes` is the proposing leader's value limit: the
+//! state machine refuses an append that would make a value longer than it, so every replica
+//! refuses the same appends whatever limits the nodes were started with.
+//!
+//! Version 1 commands, written before the limit was carried, have no `max_value_bytes`; existing
+//! logs may still hold them, so they stay decodable. New commands are version 2.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-const VERSION: u8 = 1;
+/// Commands without a value limit, as written before it was carried.
+const VERSION_UNLIMITED: u8 = 1;
+/// Commands carrying the proposing leader's value limit.
+const VERSION_LIMITED: u8 = 2;
+
+/// Longest key or value a command or a snapshot can hold: both encode lengths as `u32`.
+pub const MAX_FIELD_BYTES: usize = u32::MAX as usize;
 
 const OP_PUT: u8 = 1;
 const OP_APPEND: u8 = 2;
@@ -85,6 +98,11 @@ pub struct Command {
     pub seq: u64,
     /// The proposing leader's wall clock, in milliseconds since the Unix epoch.
     pub time_ms: u64,
+    /// The proposing leader's value limit: an append that would make the value longer is
+    /// refused by the state machine (a put's or compare-and-set's value is checked against the
+    /// same limit by the service before it proposes). `None` only for a version 1 command,
+    /// proposed before the limit was carried, which is encoded again in that layout.
+    pub max_value_bytes: Option<u64>,
     /// The write.
     pub write: Write,
 }
@@ -99,18 +117,24 @@ impl Command {
     /// Encodes the command for the log.
     pub fn encode(&self) -> Bytes {
         let key = self.write.key();
-        let mut out = BytesMut::with_capacity(39 + key.len() + self.write.value_len() * 2);
+        let mut out = BytesMut::with_capacity(47 + key.len() + self.write.value_len() * 2);
         let op = match &self.write {
             Write::Put { .. } => OP_PUT,
             Write::Append { .. } => OP_APPEND,
             Write::Delete { .. } => OP_DELETE,
             Write::Cas { .. } => OP_CAS,
         };
-        out.put_u8(VERSION);
+        out.put_u8(match self.max_value_bytes {
+            None => VERSION_UNLIMITED,
+            Some(_) => VERSION_LIMITED,
+        });
         out.put_u8(op);
         out.put_u64_le(self.client_id);
         out.put_u64_le(self.seq);
         out.put_u64_le(self.time_ms);
+        if let Some(max) = self.max_value_bytes {
+            out.put_u64_le(max);
+        }
         put_bytes(&mut out, key);
         match &self.write {
             Write::Put { value, .. } | Write::Append { value, .. } => put_bytes(&mut out, value),
@@ -134,16 +158,24 @@ impl Command {
     /// Decodes a command; key and values are slices of `input`.
     pub fn decode(mut input: Bytes) -> Result<Command, InvalidCommand> {
         let input = &mut input;
-        if input.remaining() < 26 {
+        if !input.has_remaining() {
             return Err(InvalidCommand("too short"));
         }
-        if input.get_u8() != VERSION {
-            return Err(InvalidCommand("unknown version"));
+        let limited = match input.get_u8() {
+            VERSION_UNLIMITED => false,
+            VERSION_LIMITED => true,
+            _ => return Err(InvalidCommand("unknown version")),
+        };
+        // op, client_id, seq, time_ms and, in version 2, max_value_bytes.
+        let header = if limited { 33 } else { 25 };
+        if input.remaining() < header {
+            return Err(InvalidCommand("too short"));
         }
         let op = input.get_u8();
         let client_id = input.get_u64_le();
         let seq = input.get_u64_le();
         let time_ms = input.get_u64_le();
+        let max_value_bytes = limited.then(|| input.get_u64_le());
         let key = get_bytes(input)?;
         let write = match op {
             OP_PUT => Write::Put {
@@ -177,6 +209,7 @@ impl Command {
             client_id,
             seq,
             time_ms,
+            max_value_bytes,
             write,
         })
     }
@@ -228,17 +261,49 @@ mod tests {
             },
         ];
         for write in writes {
-            let command = Command {
-                client_id: 7,
-                seq: 3,
-                time_ms: 1_700_000_000_000,
-                write,
-            };
-            let bytes = command.encode();
-            assert_eq!(Command::decode(bytes.clone()), Ok(command));
-            for len in 0..bytes.len() {
-                assert!(Command::decode(bytes.slice(..len)).is_err(), "prefix {len}");
+            for max_value_bytes in [None, Some(1 << 20)] {
+                let command = Command {
+                    client_id: 7,
+                    seq: 3,
+                    time_ms: 1_700_000_000_000,
+                    max_value_bytes,
+                    write: write.clone(),
+                };
+                let bytes = command.encode();
+                assert_eq!(Command::decode(bytes.clone()), Ok(command));
+                for len in 0..bytes.len() {
+                    assert!(Command::decode(bytes.slice(..len)).is_err(), "prefix {len}");
+                }
             }
         }
+    }
+
+    /// Logs written before commands carried a value limit hold version 1 commands: they
+    /// decode, without a limit.
+    #[test]
+    fn a_version_1_command_still_decodes_without_a_limit() {
+        let mut v1 = vec![1, OP_APPEND];
+        v1.extend_from_slice(&7u64.to_le_bytes()); // client_id
+        v1.extend_from_slice(&3u64.to_le_bytes()); // seq
+        v1.extend_from_slice(&1_000u64.to_le_bytes()); // time_ms
+        v1.extend_from_slice(&1u32.to_le_bytes());
+        v1.extend_from_slice(b"k");
+        v1.extend_from_slice(&2u32.to_le_bytes());
+        v1.extend_from_slice(b"xy");
+        let command = Command {
+            client_id: 7,
+            seq: 3,
+            time_ms: 1_000,
+            max_value_bytes: None,
+            write: Write::Append {
+                key: Bytes::from("k"),
+                value: Bytes::from("xy"),
+            },
+        };
+        assert_eq!(
+            Command::decode(Bytes::from(v1.clone())),
+            Ok(command.clone())
+        );
+        assert_eq!(command.encode(), v1, "version 1 is encoded again as it was");
     }
 }

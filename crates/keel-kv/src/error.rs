@@ -34,10 +34,11 @@ pub enum KvError {
         /// The limit.
         max: usize,
     },
-    /// The value is longer than the configured maximum.
+    /// The value is longer than the configured maximum, or an append would have made it so
+    /// (and was refused, leaving the value as it was).
     #[error("value of {size} bytes exceeds the maximum of {max} bytes")]
     ValueTooLarge {
-        /// Value size.
+        /// Value size: for an append, the size the whole value would have had.
         size: usize,
         /// The limit.
         max: usize,

@@ -6,7 +6,8 @@
 //!   confirms it still leads with one round of heartbeats, waits until it has applied the
 //!   commit index it recorded, then reads), or stale on request.
 //! - [`KvState`] is the deterministic state machine: the map and the client sessions, expired by
-//!   the timestamps leaders put in the log, never by a local clock.
+//!   the timestamps leaders put in the log, never by a local clock. Likewise it refuses an append
+//!   that would make a value longer than the limit its leader put in the log.
 //! - Snapshots of the state are taken when the Raft log exceeds
 //!   [`KvOptions::max_raft_state_bytes`], and restored on restart or from the leader.
 
@@ -23,4 +24,4 @@ pub use service::{
     Clock, Consistency, KvCounters, KvOptions, KvService, LatencyObserver, PendingWrite,
     leader_hint, snapshot_threshold, system_clock,
 };
-pub use state::{KvState, Outcome, SessionPolicy, WriteResult};
+pub use state::{KvState, Outcome, SessionPolicy, TooLarge, WriteResult};

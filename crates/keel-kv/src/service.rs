@@ -31,7 +31,9 @@ pub struct KvOptions {
     pub request_timeout: Duration,
     /// Longest key accepted.
     pub max_key_bytes: usize,
-    /// Longest value accepted.
+    /// Longest value accepted, for a put or a compare-and-set, and longest value an append may
+    /// make. Every command carries its leader's limit, so replicas agree on which appends they
+    /// refuse even if their nodes were started with different limits.
     pub max_value_bytes: usize,
     /// Most writes waiting for their commit on this node.
     pub max_pending_writes: usize,
@@ -222,6 +224,9 @@ impl KvService {
 
     /// Replicates `write` and answers once it is applied. With a session (`client_id`, `seq`),
     /// a retry of the same request is applied once and answered with the original result.
+    ///
+    /// An append that would make the value longer than `max_value_bytes` is refused when it is
+    /// applied, with [`KvError::ValueTooLarge`], and leaves the value as it was.
     pub async fn write(
         &self,
         session: Option<(u64, u64)>,
@@ -246,6 +251,7 @@ impl KvService {
             client_id,
             seq,
             time_ms: (inner.options.clock)(),
+            max_value_bytes: Some(inner.options.max_value_bytes as u64),
             write,
         }
         .encode();
@@ -445,6 +451,10 @@ fn answer(proposed_term: u64, applied_term: u64, outcome: Outcome) -> Result<Wri
     }
     match outcome {
         Outcome::Written(result) => Ok(result),
+        Outcome::TooLarge(refused) => Err(KvError::ValueTooLarge {
+            size: usize::try_from(refused.size).unwrap_or(usize::MAX),
+            max: usize::try_from(refused.max).unwrap_or(usize::MAX),
+        }),
         Outcome::Stale { last_seq } => Err(KvError::Stale { last_seq }),
         Outcome::Noop | Outcome::Invalid(_) => Err(KvError::LeadershipLost),
     }

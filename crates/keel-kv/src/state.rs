@@ -1,15 +1,23 @@
 //! The replicated state machine: the key-value map and the client sessions that make writes
 //! exactly-once. Every replica applies the same commands in the same order and ends in the same
-//! state; nothing here reads a clock or anything else local.
+//! state; nothing here reads a clock, a configured limit or anything else local.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::command::{Command, InvalidCommand, Write, get_bytes, put_bytes};
+use crate::command::{Command, InvalidCommand, MAX_FIELD_BYTES, Write, get_bytes, put_bytes};
 
-/// Version byte of the snapshot encoding.
-const SNAPSHOT_VERSION: u8 = 1;
+/// Version byte of the snapshot encoding. Version 2 can record a refused append as a session's
+/// reply; version 1, written before appends could be refused, is still read.
+const SNAPSHOT_VERSION: u8 = 2;
+const SNAPSHOT_VERSION_WITHOUT_REFUSALS: u8 = 1;
+
+/// How a session's reply is tagged in a snapshot: a write that did not succeed (a
+/// compare-and-set that found another value), one that did, or a refused append.
+const REPLY_FAILED: u8 = 0;
+const REPLY_SUCCEEDED: u8 = 1;
+const REPLY_TOO_LARGE: u8 = 2;
 
 /// Sessions are checked for expiry once per this many applied commands.
 const EXPIRY_CHECK_EVERY: u64 = 1024;
@@ -23,6 +31,21 @@ pub struct WriteResult {
     pub succeeded: bool,
 }
 
+/// An append the state machine refused, leaving the store unchanged: it would have made the
+/// value longer than the limit its command carries. A retry is answered with the same refusal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TooLarge {
+    /// Log index at which the append was refused.
+    pub index: u64,
+    /// Length the value would have had.
+    pub size: u64,
+    /// The limit it was held to.
+    pub max: u64,
+}
+
+/// What the state machine answered a client's write: kept per session, for its retries.
+type Reply = Result<WriteResult, TooLarge>;
+
 /// What applying one log entry did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -30,6 +53,8 @@ pub enum Outcome {
     Noop,
     /// The write was applied now, or earlier (a retry), with this result.
     Written(WriteResult),
+    /// The write was refused now, or earlier (a retry): nothing changed.
+    TooLarge(TooLarge),
     /// The client already sent a newer request; this one is not applied.
     Stale {
         /// The newest sequence number applied for this client.
@@ -39,10 +64,19 @@ pub enum Outcome {
     Invalid(InvalidCommand),
 }
 
+impl From<Reply> for Outcome {
+    fn from(reply: Reply) -> Outcome {
+        match reply {
+            Ok(result) => Outcome::Written(result),
+            Err(refused) => Outcome::TooLarge(refused),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Session {
     last_seq: u64,
-    result: WriteResult,
+    reply: Reply,
     last_seen_ms: u64,
 }
 
@@ -194,7 +228,7 @@ impl KvState {
             && let Some(session) = self.sessions.see(command.client_id, self.log_time_ms)
         {
             if command.seq == session.last_seq {
-                return Outcome::Written(session.result);
+                return session.reply.into();
             }
             if command.seq < session.last_seq {
                 return Outcome::Stale {
@@ -202,16 +236,13 @@ impl KvState {
                 };
             }
         }
-        let result = WriteResult {
-            index,
-            succeeded: self.execute(command.write),
-        };
+        let reply = self.execute(index, command.write, command.max_value_bytes);
         if command.client_id != 0 {
             self.sessions.insert(
                 command.client_id,
                 Session {
                     last_seq: command.seq,
-                    result,
+                    reply,
                     last_seen_ms: self.log_time_ms,
                 },
             );
@@ -219,7 +250,7 @@ impl KvState {
                 self.sessions.evict_oldest();
             }
         }
-        Outcome::Written(result)
+        reply.into()
     }
 
     fn advance(&mut self, index: u64) {
@@ -231,16 +262,25 @@ impl KvState {
         self.applied_index = index;
     }
 
-    /// Executes a write; keys and values are copied out of the log entry, so the map never
-    /// pins a whole network frame in memory.
-    fn execute(&mut self, write: Write) -> bool {
-        match write {
+    /// Executes the write at `index`, with the value limit its command carries; keys and values
+    /// are copied out of the log entry, so the map never pins a whole network frame in memory.
+    fn execute(&mut self, index: u64, write: Write, max_value_bytes: Option<u64>) -> Reply {
+        let succeeded = match write {
             Write::Put { key, value } => {
                 self.data.insert(own(&key), own(&value));
                 true
             }
             Write::Append { key, value } => {
-                let merged = match self.data.get(&key) {
+                // The one write whose result can be longer than its command, so the service
+                // cannot check it: checked here, where the value is known, against the limit in
+                // the log, not this node's.
+                let old = self.data.get(&key);
+                let size = old.map_or(0, |old| old.len() as u64) + value.len() as u64;
+                let max = append_limit(max_value_bytes);
+                if size > max {
+                    return Err(TooLarge { index, size, max });
+                }
+                let merged = match old {
                     Some(old) => {
                         let mut merged = BytesMut::with_capacity(old.len() + value.len());
                         merged.extend_from_slice(old);
@@ -268,7 +308,8 @@ impl KvState {
                     false
                 }
             }
-        }
+        };
+        Ok(WriteResult { index, succeeded })
     }
 
     fn expire_sessions(&mut self) {
@@ -278,7 +319,7 @@ impl KvState {
     /// Serializes the whole state for a Raft snapshot.
     pub fn encode(&self) -> Bytes {
         let data_bytes: usize = self.data.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
-        let mut out = BytesMut::with_capacity(64 + data_bytes + self.sessions.len() * 41);
+        let mut out = BytesMut::with_capacity(64 + data_bytes + self.sessions.len() * 57);
         out.put_u8(SNAPSHOT_VERSION);
         out.put_u64_le(self.applied_index);
         out.put_u64_le(self.log_time_ms);
@@ -288,8 +329,22 @@ impl KvState {
             out.put_u64_le(*id);
             out.put_u64_le(s.last_seq);
             out.put_u64_le(s.last_seen_ms);
-            out.put_u64_le(s.result.index);
-            out.put_u8(s.result.succeeded as u8);
+            match s.reply {
+                Ok(result) => {
+                    out.put_u64_le(result.index);
+                    out.put_u8(if result.succeeded {
+                        REPLY_SUCCEEDED
+                    } else {
+                        REPLY_FAILED
+                    });
+                }
+                Err(refused) => {
+                    out.put_u64_le(refused.index);
+                    out.put_u8(REPLY_TOO_LARGE);
+                    out.put_u64_le(refused.size);
+                    out.put_u64_le(refused.max);
+                }
+            }
         }
         out.put_u64_le(self.data.len() as u64);
         for (key, value) in &self.data {
@@ -310,9 +365,11 @@ impl KvState {
             }
         };
         need(input, 33)?;
-        if input.get_u8() != SNAPSHOT_VERSION {
-            return Err(InvalidCommand("unknown snapshot version"));
-        }
+        let refusals = match input.get_u8() {
+            SNAPSHOT_VERSION => true,
+            SNAPSHOT_VERSION_WITHOUT_REFUSALS => false,
+            _ => return Err(InvalidCommand("unknown snapshot version")),
+        };
         let mut state = KvState::new(policy);
         state.applied_index = input.get_u64_le();
         state.log_time_ms = input.get_u64_le();
@@ -324,16 +381,30 @@ impl KvState {
             let last_seq = input.get_u64_le();
             let last_seen_ms = input.get_u64_le();
             let index = input.get_u64_le();
-            let succeeded = match input.get_u8() {
-                0 => false,
-                1 => true,
+            let reply = match input.get_u8() {
+                REPLY_FAILED => Ok(WriteResult {
+                    index,
+                    succeeded: false,
+                }),
+                REPLY_SUCCEEDED => Ok(WriteResult {
+                    index,
+                    succeeded: true,
+                }),
+                REPLY_TOO_LARGE if refusals => {
+                    need(input, 16)?;
+                    Err(TooLarge {
+                        index,
+                        size: input.get_u64_le(),
+                        max: input.get_u64_le(),
+                    })
+                }
                 _ => return Err(InvalidCommand("bad session flag")),
             };
             state.sessions.insert(
                 id,
                 Session {
                     last_seq,
-                    result: WriteResult { index, succeeded },
+                    reply,
                     last_seen_ms,
                 },
             );
@@ -350,6 +421,15 @@ impl KvState {
         }
         Ok(state)
     }
+}
+
+/// The longest value an append may make: the limit its command carries, never more than a
+/// snapshot can hold. A version 1 command carries no limit; its appends are held to that
+/// ceiling alone, which no replica could pass before either without writing a snapshot that
+/// does not decode.
+fn append_limit(max_value_bytes: Option<u64>) -> u64 {
+    let ceiling = MAX_FIELD_BYTES as u64;
+    max_value_bytes.map_or(ceiling, |max| max.min(ceiling))
 }
 
 fn own(bytes: &Bytes) -> Bytes {
@@ -370,7 +450,23 @@ mod tests {
             client_id,
             seq,
             time_ms,
+            max_value_bytes: Some(1 << 20),
             write,
+        }
+        .encode()
+    }
+
+    /// An append by `client_id`, proposed by a leader whose value limit was `max_value_bytes`.
+    fn append(client_id: u64, seq: u64, max_value_bytes: Option<u64>, suffix: &str) -> Bytes {
+        Command {
+            client_id,
+            seq,
+            time_ms: 0,
+            max_value_bytes,
+            write: Write::Append {
+                key: Bytes::from("k"),
+                value: Bytes::from(suffix.to_string()),
+            },
         }
         .encode()
     }
@@ -402,6 +498,85 @@ mod tests {
         assert_eq!(s.get(b"k"), Some(Bytes::from("x")));
         let older = s.apply(3, &command(9, 0, 0, append));
         assert_eq!(older, Outcome::Stale { last_seq: 1 });
+    }
+
+    #[test]
+    fn an_append_past_its_commands_limit_is_refused_and_so_is_its_retry() {
+        let mut s = KvState::new(POLICY);
+        let limit = Some(10);
+        assert!(matches!(
+            s.apply(1, &append(9, 1, limit, "hello")),
+            Outcome::Written(_)
+        ));
+
+        let refused = Outcome::TooLarge(TooLarge {
+            index: 2,
+            size: 11,
+            max: 10,
+        });
+        assert_eq!(s.apply(2, &append(9, 2, limit, "world!")), refused);
+        assert_eq!(s.get(b"k"), Some(Bytes::from("hello")), "value unchanged");
+
+        // The session records the refusal: a retry gets it again, here and on a replica
+        // restored from a snapshot taken now, even once the append would fit.
+        let mut restored = KvState::decode(s.encode(), POLICY).unwrap();
+        assert_eq!(restored, s);
+        s.apply(3, &command(8, 1, 0, put("k", "h")));
+        assert_eq!(s.apply(4, &append(9, 2, limit, "world!")), refused);
+        assert_eq!(s.get(b"k"), Some(Bytes::from("h")));
+        assert_eq!(restored.apply(3, &append(9, 2, limit, "world!")), refused);
+        assert_eq!(restored.get(b"k"), Some(Bytes::from("hello")));
+
+        // A smaller append still works, up to the limit itself.
+        assert_eq!(
+            restored.apply(4, &append(9, 3, limit, "world")),
+            Outcome::Written(WriteResult {
+                index: 4,
+                succeeded: true
+            })
+        );
+        assert_eq!(restored.get(b"k"), Some(Bytes::from("helloworld")));
+    }
+
+    #[test]
+    fn the_limit_comes_from_the_command_not_from_the_replica() {
+        let mut s = KvState::new(POLICY);
+        // No session: refused all the same, and an absent key stays absent.
+        assert!(matches!(
+            s.apply(1, &append(0, 0, Some(3), "four")),
+            Outcome::TooLarge(TooLarge {
+                size: 4,
+                max: 3,
+                ..
+            })
+        ));
+        assert_eq!(s.get(b"k"), None);
+        // Leaders with other limits proposed these: each is held to its own.
+        assert!(matches!(
+            s.apply(2, &append(0, 0, Some(4), "four")),
+            Outcome::Written(_)
+        ));
+        assert!(matches!(
+            s.apply(3, &append(0, 0, Some(5), "++")),
+            Outcome::TooLarge(TooLarge {
+                size: 6,
+                max: 5,
+                ..
+            })
+        ));
+        assert!(matches!(
+            s.apply(4, &append(0, 0, Some(6), "++")),
+            Outcome::Written(_)
+        ));
+        // A version 1 command, from before limits were carried, is held only to what a
+        // snapshot can encode.
+        assert!(matches!(
+            s.apply(5, &append(0, 0, None, "++")),
+            Outcome::Written(_)
+        ));
+        assert_eq!(s.get(b"k"), Some(Bytes::from("four++++")));
+        assert_eq!(append_limit(None), u32::MAX as u64);
+        assert_eq!(append_limit(Some(u64::MAX)), u32::MAX as u64);
     }
 
     #[test]
@@ -533,6 +708,7 @@ mod tests {
         s.apply(1, &command(5, 1, 10, put("a", "1")));
         s.apply(2, &command(0, 0, 11, put("b", "")));
         s.apply_noop(3);
+        s.apply(4, &append(6, 1, Some(1), "too long"));
         let bytes = s.encode();
         assert_eq!(KvState::decode(bytes.clone(), POLICY), Ok(s));
         for len in 0..bytes.len() {
@@ -541,6 +717,26 @@ mod tests {
                 "prefix {len}"
             );
         }
+    }
+
+    /// Snapshots written before appends could be refused are version 1: the same layout,
+    /// without refusals.
+    #[test]
+    fn a_version_1_snapshot_still_decodes() {
+        let mut s = KvState::new(POLICY);
+        s.apply(1, &command(5, 1, 10, put("a", "1")));
+        s.apply(2, &append(6, 1, Some(1 << 20), "x"));
+        let mut v1 = s.encode().to_vec();
+        v1[0] = SNAPSHOT_VERSION_WITHOUT_REFUSALS;
+        assert_eq!(KvState::decode(Bytes::from(v1), POLICY), Ok(s.clone()));
+
+        s.apply(3, &append(7, 1, Some(1), "too long"));
+        let mut v1 = s.encode().to_vec();
+        v1[0] = SNAPSHOT_VERSION_WITHOUT_REFUSALS;
+        assert!(
+            KvState::decode(Bytes::from(v1), POLICY).is_err(),
+            "version 1 has no refusals"
+        );
     }
 
     #[test]

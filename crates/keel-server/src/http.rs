@@ -13,8 +13,9 @@
 //!
 //! Writes may carry `Keel-Client-Id` and `Keel-Request-Seq` headers for exactly-once retries.
 //! Errors are JSON `{"error": "...", "code": "..."}`: 400 malformed, 404 no such key, 409 stale
-//! sequence number, 413 key or value too large, 503 (with `Retry-After`) when there is no leader
-//! or quorum within the request timeout.
+//! sequence number, 413 key or value too large (for an append, the value it would make; it is
+//! refused and the value left as it was), 503 (with `Retry-After`) when there is no leader or
+//! quorum within the request timeout.
 
 // Handlers return `Result<_, Response>` so an early answer can be `?`-propagated; the size of
 // axum's Response is not worth boxing on this path.

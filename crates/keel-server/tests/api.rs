@@ -288,6 +288,47 @@ async fn bad_requests_get_clear_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_that_would_make_the_value_too_large_gets_413_and_changes_nothing() {
+    let options = KvOptions {
+        max_value_bytes: 1024,
+        ..KvOptions::default()
+    };
+    let c = TestCluster::start(1, options).await;
+    let http = reqwest::Client::new();
+    let append = |seq: u64, suffix: u8| {
+        http.post(c.url(0, "/v1/kv/log?op=append"))
+            .header("Keel-Client-Id", "7")
+            .header("Keel-Request-Seq", seq.to_string())
+            .body(vec![suffix; 600])
+            .send()
+    };
+
+    let r = append(1, b'a').await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // Each suffix is within the limit; the value they would make together is not.
+    let r = append(2, b'b').await.unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let refused: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(refused["code"], "value_too_large", "{refused}");
+    assert_eq!(
+        refused["error"], "value of 1200 bytes exceeds the maximum of 1024 bytes",
+        "{refused}"
+    );
+    let r = append(2, b'b').await.unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let again: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(again, refused, "a retry gets the same refusal");
+
+    let r = http.get(c.url(0, "/v1/kv/log")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.bytes().await.unwrap(),
+        vec![b'a'; 600],
+        "the value is the first append only"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followers_forward_to_the_leader_and_status_shows_the_cluster() {
     let c = TestCluster::start(3, KvOptions::default()).await;
     let leader = c.leader().await;
