@@ -115,6 +115,11 @@ pub struct InvalidCommand(pub &'static str);
 
 impl Command {
     /// Encodes the command for the log.
+    ///
+    /// # Panics
+    ///
+    /// If the key or a value is longer than [`MAX_FIELD_BYTES`]. [`crate::KvService`] never
+    /// proposes such a write: it keeps its key and value limits within that.
     pub fn encode(&self) -> Bytes {
         let key = self.write.key();
         let mut out = BytesMut::with_capacity(47 + key.len() + self.write.value_len() * 2);
@@ -215,8 +220,20 @@ impl Command {
     }
 }
 
+/// Writes `bytes` after its length.
+///
+/// # Panics
+///
+/// If `bytes` is longer than [`MAX_FIELD_BYTES`]: callers keep every key and value within it,
+/// and a truncated length would write bytes that do not decode.
 pub(crate) fn put_bytes(out: &mut BytesMut, bytes: &[u8]) {
-    out.put_u32_le(bytes.len() as u32);
+    let Ok(len) = u32::try_from(bytes.len()) else {
+        panic!(
+            "a field of {} bytes is longer than the {MAX_FIELD_BYTES} an encoding holds",
+            bytes.len()
+        );
+    };
+    out.put_u32_le(len);
     out.put_slice(bytes);
 }
 

@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::command::{Command, Write};
+use crate::command::{Command, MAX_FIELD_BYTES, Write};
 use crate::error::KvError;
 use crate::state::{KvState, Outcome, SessionPolicy, WriteResult};
 
@@ -29,11 +29,13 @@ pub struct KvOptions {
     pub max_sessions: usize,
     /// How long a request may wait for a leader, a quorum or its commit.
     pub request_timeout: Duration,
-    /// Longest key accepted.
+    /// Longest key accepted. At most [`MAX_FIELD_BYTES`], what the log's and snapshots'
+    /// encodings hold: [`KvService::start`] lowers a larger setting to it.
     pub max_key_bytes: usize,
     /// Longest value accepted, for a put or a compare-and-set, and longest value an append may
     /// make. Every command carries its leader's limit, so replicas agree on which appends they
-    /// refuse even if their nodes were started with different limits.
+    /// refuse even if their nodes were started with different limits. At most
+    /// [`MAX_FIELD_BYTES`], like `max_key_bytes`.
     pub max_value_bytes: usize,
     /// Most writes waiting for their commit on this node.
     pub max_pending_writes: usize,
@@ -50,7 +52,7 @@ pub fn system_clock() -> Clock {
     Arc::new(|| {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     })
 }
 
@@ -86,8 +88,26 @@ impl Default for KvOptions {
 impl KvOptions {
     fn policy(&self) -> SessionPolicy {
         SessionPolicy {
-            ttl_ms: self.session_ttl.as_millis() as u64,
+            // A TTL past u64::MAX ms is forever either way.
+            ttl_ms: u64::try_from(self.session_ttl.as_millis()).unwrap_or(u64::MAX),
             max_sessions: self.max_sessions,
+        }
+    }
+
+    /// These options with the key and value limits lowered to what an encoding holds, so that
+    /// every write the service accepts can be encoded.
+    fn within_encoding(self) -> KvOptions {
+        if self.max_key_bytes > MAX_FIELD_BYTES || self.max_value_bytes > MAX_FIELD_BYTES {
+            tracing::warn!(
+                max_key_bytes = self.max_key_bytes,
+                max_value_bytes = self.max_value_bytes,
+                "key and value limits above {MAX_FIELD_BYTES} bytes are lowered to it"
+            );
+        }
+        KvOptions {
+            max_key_bytes: self.max_key_bytes.min(MAX_FIELD_BYTES),
+            max_value_bytes: self.max_value_bytes.min(MAX_FIELD_BYTES),
+            ..self
         }
     }
 }
@@ -155,6 +175,7 @@ impl KvService {
         stream: ApplyStream,
         options: KvOptions,
     ) -> (KvService, JoinHandle<()>) {
+        let options = options.within_encoding();
         let applied = Watermark::new();
         let snapshot_at_bytes = snapshot_threshold(options.max_raft_state_bytes, raft.id());
         let inner = Arc::new(Inner {
@@ -533,7 +554,26 @@ pub fn leader_hint(error: &KvError) -> Option<NodeId> {
 
 #[cfg(test)]
 mod tests {
-    use super::snapshot_threshold;
+    use std::time::Duration;
+
+    use super::{KvOptions, snapshot_threshold};
+    use crate::command::MAX_FIELD_BYTES;
+
+    #[test]
+    fn limits_are_lowered_to_what_an_encoding_holds() {
+        let options = KvOptions {
+            max_key_bytes: usize::MAX,
+            max_value_bytes: usize::MAX,
+            session_ttl: Duration::MAX,
+            ..KvOptions::default()
+        }
+        .within_encoding();
+        assert_eq!(options.max_key_bytes, MAX_FIELD_BYTES);
+        assert_eq!(options.max_value_bytes, MAX_FIELD_BYTES);
+        assert_eq!(options.policy().ttl_ms, u64::MAX, "not truncated");
+        let options = KvOptions::default().within_encoding();
+        assert_eq!(options.max_value_bytes, 1 << 20, "kept");
+    }
 
     /// Three consecutive ids snapshot at three different sizes, none above the limit and none
     /// below three quarters of it.

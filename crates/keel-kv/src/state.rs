@@ -317,6 +317,9 @@ impl KvState {
     }
 
     /// Serializes the whole state for a Raft snapshot.
+    ///
+    /// Every key and value fits the encoding's `u32` lengths: each was decoded from a command,
+    /// whose lengths are `u32`, or made by an append held to [`MAX_FIELD_BYTES`].
     pub fn encode(&self) -> Bytes {
         let data_bytes: usize = self.data.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
         let mut out = BytesMut::with_capacity(64 + data_bytes + self.sessions.len() * 57);

@@ -270,7 +270,12 @@ async fn post_key(
 async fn key_and_body(api: &Api, path: KeyPath, body: Body) -> Result<(Bytes, Bytes), Response> {
     let key = key_of(api, path)?;
     // A cas body carries two values plus JSON syntax.
-    let max = api.kv.options().max_value_bytes * 2 + 1024;
+    let max = api
+        .kv
+        .options()
+        .max_value_bytes
+        .saturating_mul(2)
+        .saturating_add(1024);
     match axum::body::to_bytes(body, max).await {
         Ok(bytes) => Ok((key, bytes)),
         Err(e) => {
@@ -279,7 +284,7 @@ async fn key_and_body(api: &Api, path: KeyPath, body: Body) -> Result<(Bytes, By
                 || e.to_string().contains("length limit");
             if too_large {
                 Err(kv_error(&KvError::ValueTooLarge {
-                    size: max + 1,
+                    size: max.saturating_add(1),
                     max: api.kv.options().max_value_bytes,
                 }))
             } else {
