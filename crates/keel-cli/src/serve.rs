@@ -65,6 +65,12 @@ pub struct ServeArgs {
     /// Largest key accepted, in bytes (larger get 413).
     #[arg(long, value_name = "BYTES")]
     pub max_key_bytes: Option<usize>,
+    /// Close an HTTP client connection that sends no complete request head for this many
+    /// milliseconds after opening or after its previous response (an HTTP/2 one: that leaves a
+    /// ping unanswered as long), so silent clients cannot use up the connection limit. Requests
+    /// being answered are not cut. Default 30000.
+    #[arg(long, value_name = "MS")]
+    pub client_idle_timeout_ms: Option<u64>,
     /// Worker threads of the node's async runtime: 0 for one per CPU core, 1 for a single
     /// thread (best when several nodes share a small machine, as with `keel dev`).
     #[arg(long, value_name = "N")]
@@ -88,6 +94,7 @@ struct FileConfig {
     request_timeout_ms: Option<u64>,
     max_value_bytes: Option<usize>,
     max_key_bytes: Option<usize>,
+    client_idle_timeout_ms: Option<u64>,
 }
 
 fn resolve(what: &str, addr: &str) -> Result<SocketAddr, CliError> {
@@ -214,6 +221,13 @@ pub fn node_config(args: ServeArgs) -> Result<NodeConfig, CliError> {
         kv,
         segment_size_bytes: keel_server::DEFAULT_SEGMENT_SIZE_BYTES,
         max_client_connections: 4096,
+        client_idle_timeout: args
+            .client_idle_timeout_ms
+            .or(file.client_idle_timeout_ms)
+            .map_or(
+                keel_server::node::DEFAULT_CLIENT_IDLE_TIMEOUT,
+                Duration::from_millis,
+            ),
     })
 }
 
@@ -265,6 +279,18 @@ mod tests {
         let config = node_config(args()).unwrap();
         assert_eq!(config.peers.len(), 2);
         assert_eq!(config.cluster, "keel");
+        assert_eq!(
+            config.client_idle_timeout,
+            keel_server::node::DEFAULT_CLIENT_IDLE_TIMEOUT
+        );
+        let quick = ServeArgs {
+            client_idle_timeout_ms: Some(1500),
+            ..args()
+        };
+        assert_eq!(
+            node_config(quick).unwrap().client_idle_timeout,
+            Duration::from_millis(1500)
+        );
     }
 
     #[test]

@@ -1,14 +1,33 @@
-//! The HTTP listener, with a bound on open client connections.
+//! The HTTP listener and the loop that serves it: a bound on open client connections, and a
+//! time limit on connections that ask for nothing.
+//!
+//! Each client connection holds one of the listener's permits for as long as it is open, so an
+//! open connection must be one that is being used: otherwise a few thousand silent sockets would
+//! take every permit and lock all clients out. [`serve`] closes a connection that goes an idle
+//! timeout without sending a complete request head (see there for exactly when). A request in
+//! progress is not timed here: the KV service's request timeout bounds it.
 
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use axum::Router;
+use axum::serve::Listener;
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulConnection;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// What an HTTP/2 client with prior knowledge sends first.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Accepts at most `max_connections` client connections at once; past that it stops accepting
 /// (the kernel's backlog holds the rest) until one closes. Sets TCP_NODELAY on each.
@@ -31,9 +50,42 @@ impl BoundedListener {
 pub struct BoundedStream {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
+    /// The first bytes, read to tell HTTP/1 from HTTP/2 and handed out again before the rest.
+    preface: [u8; H2_PREFACE.len()],
+    preface_len: usize,
+    preface_replayed: usize,
 }
 
-impl axum::serve::Listener for BoundedListener {
+/// The protocol a client speaks, told by its first bytes.
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+impl BoundedStream {
+    /// Reads the connection's first bytes, no more than HTTP/2's preface, to tell which protocol
+    /// the client speaks; the next reads return them again. `None` if the client closed first.
+    async fn read_preface(&mut self) -> io::Result<Option<Protocol>> {
+        loop {
+            let read = self
+                .stream
+                .read(&mut self.preface[self.preface_len..])
+                .await?;
+            if read == 0 {
+                return Ok(None);
+            }
+            self.preface_len += read;
+            if self.preface[..self.preface_len] != H2_PREFACE[..self.preface_len] {
+                return Ok(Some(Protocol::Http1));
+            }
+            if self.preface_len == H2_PREFACE.len() {
+                return Ok(Some(Protocol::Http2));
+            }
+        }
+    }
+}
+
+impl Listener for BoundedListener {
     type Io = BoundedStream;
     type Addr = SocketAddr;
 
@@ -52,6 +104,9 @@ impl axum::serve::Listener for BoundedListener {
                         BoundedStream {
                             stream,
                             _permit: permit,
+                            preface: [0; H2_PREFACE.len()],
+                            preface_len: 0,
+                            preface_replayed: 0,
                         },
                         addr,
                     );
@@ -59,7 +114,7 @@ impl axum::serve::Listener for BoundedListener {
                 Err(error) => {
                     // Out of file descriptors and the like: say so, wait a little, go on.
                     tracing::warn!(%error, "accepting a client connection failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
         }
@@ -70,13 +125,135 @@ impl axum::serve::Listener for BoundedListener {
     }
 }
 
+/// The HTTP/1 and HTTP/2 settings every connection is served with.
+struct Protocols {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+    idle_timeout: Duration,
+}
+
+/// Serves `app` over HTTP/1.1 and HTTP/2 (prior knowledge) on `listener` until `shutdown` is
+/// cancelled; then stops listening, lets requests in flight finish, and returns once every
+/// connection has closed.
+///
+/// `idle_timeout` bounds how long a connection may hold a permit without asking for anything:
+/// - a new connection must send its first byte within it (a complete HTTP/2 preface, for an
+///   HTTP/2 client);
+/// - an HTTP/1 connection must then send each complete request head within it of that first
+///   byte or of its previous response, so an idle keep-alive connection and one dribbling its
+///   headers are closed alike;
+/// - an HTTP/2 connection silent for that long is pinged, and closed if the ping goes unanswered
+///   as long.
+///
+/// A request being answered is not timed, whatever it waits for.
+pub async fn serve(
+    mut listener: BoundedListener,
+    app: Router,
+    idle_timeout: Duration,
+    shutdown: CancellationToken,
+) {
+    // hyper's HTTP/1 header timeout (and its 30 s default) only takes effect with a timer:
+    // without one, as under `axum::serve`, a silent connection stays open for good.
+    let mut http1 = http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(idle_timeout);
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2
+        .timer(TokioTimer::new())
+        .keep_alive_interval(idle_timeout)
+        .keep_alive_timeout(idle_timeout);
+    let protocols = Arc::new(Protocols {
+        http1,
+        http2,
+        idle_timeout,
+    });
+    let connections = TaskTracker::new();
+    loop {
+        let stream = tokio::select! {
+            () = shutdown.cancelled() => break,
+            (stream, _) = listener.accept() => stream,
+        };
+        connections.spawn(serve_connection(
+            stream,
+            app.clone(),
+            protocols.clone(),
+            shutdown.clone(),
+        ));
+    }
+    // Refuse new clients at once rather than leave them in the backlog.
+    drop(listener);
+    connections.close();
+    connections.wait().await;
+}
+
+/// Serves one connection until it closes, times out, or shutdown has let its last request finish.
+async fn serve_connection(
+    mut stream: BoundedStream,
+    app: Router,
+    protocols: Arc<Protocols>,
+    shutdown: CancellationToken,
+) {
+    let idle_timeout = protocols.idle_timeout;
+    let protocol = tokio::select! {
+        () = shutdown.cancelled() => return,
+        read = tokio::time::timeout(idle_timeout, stream.read_preface()) => match read {
+            Ok(Ok(Some(protocol))) => protocol,
+            Ok(Ok(None)) => return,
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "reading a client connection's first bytes failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(?idle_timeout, "closing a client connection that sent no request");
+                return;
+            }
+        },
+    };
+    let io = TokioIo::new(stream);
+    let service = TowerToHyperService::new(app);
+    let served = match protocol {
+        Protocol::Http1 => {
+            until_shutdown(protocols.http1.serve_connection(io, service), &shutdown).await
+        }
+        Protocol::Http2 => {
+            until_shutdown(protocols.http2.serve_connection(io, service), &shutdown).await
+        }
+    };
+    if let Err(error) = served {
+        // Header timeouts, resets and the like: the client's business, not the operator's.
+        tracing::debug!(%error, "client connection ended");
+    }
+}
+
+/// Drives `connection`; on shutdown, asks it to finish the requests it has and accept no more.
+async fn until_shutdown<C>(connection: C, shutdown: &CancellationToken) -> Result<(), C::Error>
+where
+    C: GracefulConnection,
+{
+    let mut connection = pin!(connection);
+    tokio::select! {
+        served = connection.as_mut() => return served,
+        () = shutdown.cancelled() => connection.as_mut().graceful_shutdown(),
+    }
+    connection.await
+}
+
 impl AsyncRead for BoundedStream {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let this = &mut *self;
+        if this.preface_replayed < this.preface_len {
+            let unread = &this.preface[this.preface_replayed..this.preface_len];
+            let n = unread.len().min(buf.remaining());
+            buf.put_slice(&unread[..n]);
+            this.preface_replayed += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.stream).poll_read(cx, buf)
     }
 }
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use keel::{NodeId, Raft};
 use keel_disk::{DiskError, DiskOptions, DiskStorage};
@@ -14,7 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::http::{Api, Directory, router};
-use crate::listener::BoundedListener;
+use crate::listener::{self, BoundedListener};
 use crate::metrics::{Metrics, PeerTraffic, TrafficSource};
 
 /// Everything a node needs to start.
@@ -43,6 +44,14 @@ pub struct NodeConfig {
     pub segment_size_bytes: u64,
     /// Most HTTP client connections open at once; more wait in the listen backlog.
     pub max_client_connections: usize,
+    /// How long an HTTP client connection may stay open without asking for anything, so that
+    /// silent connections cannot take all `max_client_connections`. An HTTP/1 connection is
+    /// closed when it takes longer than this to send its first byte, or then a complete request
+    /// head (after its first byte or its previous response); an HTTP/2 connection when it leaves
+    /// unanswered, this long, a ping sent after this long a silence. A request being answered is
+    /// not cut (`kv.request_timeout` bounds it). Usually [`DEFAULT_CLIENT_IDLE_TIMEOUT`]; see
+    /// [`listener::serve`].
+    pub client_idle_timeout: Duration,
 }
 
 /// Why a node could not start.
@@ -87,6 +96,11 @@ pub enum NodeError {
 
 /// Size at which log segments roll, unless configured otherwise.
 pub const DEFAULT_SEGMENT_SIZE_BYTES: u64 = DiskOptions::DEFAULT_SEGMENT_SIZE_BYTES;
+
+/// How long a client connection may stay silent, unless configured otherwise: long enough for
+/// any client that means to send a request, short enough that a flood of silent connections
+/// frees its permits within a minute.
+pub const DEFAULT_CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A cluster name as the 64-bit id the transport and the data dir carry (FNV-1a, stable across
 /// versions and platforms).
@@ -162,6 +176,13 @@ impl Node {
                 "node {id} is not in the peer list {:?}; add {id}=HOST:PORT to --peers",
                 config.peers.keys().collect::<Vec<_>>()
             )));
+        }
+        if config.client_idle_timeout.is_zero() {
+            return Err(NodeError::Config(
+                "the client idle timeout is 0, which would close every connection at once; \
+                 give it a positive number of milliseconds"
+                    .into(),
+            ));
         }
         let cluster_id = cluster_id(&config.cluster);
         let client_advertise = config
@@ -252,18 +273,14 @@ impl Node {
             transport: transport.clone(),
         });
         let app = router(Api::new(kv.clone(), directory, metrics));
-        let max_connections = config.max_client_connections;
+        let listener = BoundedListener::new(http_listener, config.max_client_connections);
         let http_stop = CancellationToken::new();
-        let stop = http_stop.clone();
-        let http_task = tokio::spawn(async move {
-            let listener = BoundedListener::new(http_listener, max_connections);
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await;
-            if let Err(error) = served {
-                tracing::error!(%error, "HTTP server stopped");
-            }
-        });
+        let http_task = tokio::spawn(listener::serve(
+            listener,
+            app,
+            config.client_idle_timeout,
+            http_stop.clone(),
+        ));
         let peer_addr = peer_server.local_addr();
         tracing::info!(node = id, %peer_addr, %client_addr, data_dir = %config.data_dir.display(), "node started");
         Ok(Node {
@@ -305,7 +322,7 @@ impl Node {
         self.http_stop.cancel();
         // In-flight requests end when Raft stops; do not wait for slow clients forever.
         self.raft.shutdown().await;
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.http_task).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.http_task).await;
         self.peer_server.shutdown().await;
         self.transport.shutdown().await;
         if let Err(error) = self.disk.close().await {

@@ -1,0 +1,255 @@
+//! Client connections that ask for nothing are closed after the idle timeout, so they cannot hold
+//! every connection permit; connections in use are left alone.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use keel_server::listener::{self, BoundedListener};
+use keel_server::{Node, NodeConfig};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Short, so that the tests wait for it a few times and still finish in seconds.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long anything the tests expect may take; far past the idle timeout.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Awaits `future`, failing the test if it takes past the deadline.
+async fn within<F: Future>(what: &str, future: F) -> F::Output {
+    tokio::time::timeout(DEADLINE, future)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: still waiting after {DEADLINE:?}"))
+}
+
+/// A one-node cluster on loopback with at most `max_client_connections` HTTP clients.
+async fn start_node(max_client_connections: usize) -> (Node, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("a temporary data dir");
+    let peer: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let node = Node::start(NodeConfig {
+        id: 1,
+        cluster: "idle-connections".into(),
+        data_dir: dir.path().to_path_buf(),
+        peer_listen: peer,
+        client_listen: "127.0.0.1:0".parse().unwrap(),
+        client_advertise: None,
+        peers: BTreeMap::from([(1, peer)]),
+        raft: keel::Config::default(),
+        kv: keel_kv::KvOptions::default(),
+        segment_size_bytes: 1 << 20,
+        max_client_connections,
+        client_idle_timeout: IDLE_TIMEOUT,
+    })
+    .await
+    .expect("the node starts");
+    (node, dir)
+}
+
+/// Serves `app` as a node does, with at most `max_connections` clients.
+async fn serve_app(
+    app: Router,
+    max_connections: usize,
+) -> (SocketAddr, CancellationToken, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(listener::serve(
+        BoundedListener::new(listener, max_connections),
+        app,
+        IDLE_TIMEOUT,
+        stop.clone(),
+    ));
+    (addr, stop, server)
+}
+
+/// Sends `GET path` over HTTP/1.1 on a kept-alive connection and reads the whole answer.
+async fn get_over_http1(stream: &mut BufReader<TcpStream>, path: &str) -> (u16, String) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: keel\r\n\r\n");
+    stream
+        .get_mut()
+        .write_all(request.as_bytes())
+        .await
+        .unwrap();
+    let mut status_line = String::new();
+    stream.read_line(&mut status_line).await.unwrap();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP status line: {status_line:?}"));
+    let mut content_length = 0;
+    loop {
+        let mut line = String::new();
+        stream.read_line(&mut line).await.unwrap();
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            content_length = value.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0; content_length];
+    stream.read_exact(&mut body).await.unwrap();
+    (status, String::from_utf8(body).unwrap())
+}
+
+/// Sends the start of a request head a byte at a time, never finishing it, until the server
+/// hangs up.
+async fn dribble_headers(stream: TcpStream) {
+    let (mut reader, mut writer) = stream.into_split();
+    let mut answer = Vec::new();
+    let dribble = async {
+        let mut sent = writer
+            .write_all(b"GET /v1/status HTTP/1.1\r\nHost: keel\r\nX-Slow: ")
+            .await;
+        while sent.is_ok() {
+            tokio::time::sleep(IDLE_TIMEOUT / 10).await;
+            sent = writer.write_all(b"z").await;
+        }
+    };
+    tokio::select! {
+        _ = reader.read_to_end(&mut answer) => {}
+        () = dribble => {}
+    }
+}
+
+/// Reads until the server closes the connection.
+async fn closed_by_server(mut stream: TcpStream) {
+    // An error (a reset) means closed as well as an end of stream does.
+    let _ = stream.read_to_end(&mut Vec::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_dribbling_connections_are_closed_so_a_waiting_client_gets_in() {
+    let (node, _dir) = start_node(2).await;
+    let addr = node.client_addr();
+
+    // Two connections take both permits: one sends nothing, one dribbles a request head that
+    // never ends.
+    let silent = TcpStream::connect(addr).await.unwrap();
+    let dribbler = tokio::spawn(dribble_headers(TcpStream::connect(addr).await.unwrap()));
+
+    // A third client waits in the backlog until the idle timeout frees a permit, then is
+    // served, and keeps its connection for a second request.
+    let mut third = BufReader::new(TcpStream::connect(addr).await.unwrap());
+    let (status, body) = within(
+        "the third client's first request (silent connections hold every permit?)",
+        get_over_http1(&mut third, "/v1/status"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = within(
+        "a second request on the same connection",
+        get_over_http1(&mut third, "/v1/status"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    within(
+        "the server closing the silent connection",
+        closed_by_server(silent),
+    )
+    .await;
+    within("the server closing the dribbling connection", dribbler)
+        .await
+        .unwrap();
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_slower_than_the_idle_timeout_is_answered_and_keeps_its_connection() {
+    let app = Router::new()
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(IDLE_TIMEOUT * 2).await;
+                "slow"
+            }),
+        )
+        .route("/", get(|| async { "quick" }));
+    let (addr, stop, server) = serve_app(app, 2).await;
+
+    let mut stream = BufReader::new(TcpStream::connect(addr).await.unwrap());
+    assert_eq!(
+        within("the slow request", get_over_http1(&mut stream, "/slow")).await,
+        (200, "slow".into())
+    );
+    assert_eq!(
+        within("a request after it", get_over_http1(&mut stream, "/")).await,
+        (200, "quick".into())
+    );
+
+    // Shutdown closes the idle connection and ends the server.
+    stop.cancel();
+    within("serve to return after shutdown", server)
+        .await
+        .unwrap();
+    within(
+        "the connection to close at shutdown",
+        closed_by_server(stream.into_inner()),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_clients_are_served_and_silent_http2_connections_closed() {
+    let app = Router::new()
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(IDLE_TIMEOUT * 2).await;
+                "slow"
+            }),
+        )
+        .route("/", get(|| async { "quick" }));
+    let (addr, stop, server) = serve_app(app, 8).await;
+
+    // A client that answers pings keeps its connection through a slow request.
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .no_proxy()
+        .build()
+        .unwrap();
+    for (path, expected) in [("/slow", "slow"), ("/", "quick")] {
+        let response = within(
+            "an HTTP/2 request",
+            client.get(format!("http://{addr}{path}")).send(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.version(), reqwest::Version::HTTP_2);
+        assert_eq!(response.text().await.unwrap(), expected);
+    }
+
+    // A connection that stops partway through the preface, and one that sends the preface and
+    // then nothing (so answers no ping), are closed.
+    let mut partial = TcpStream::connect(addr).await.unwrap();
+    partial.write_all(&H2_PREFACE[..16]).await.unwrap();
+    let mut mute = TcpStream::connect(addr).await.unwrap();
+    mute.write_all(H2_PREFACE).await.unwrap();
+    within(
+        "the server closing a connection with half a preface",
+        closed_by_server(partial),
+    )
+    .await;
+    within(
+        "the server closing an HTTP/2 connection that answers no ping",
+        closed_by_server(mute),
+    )
+    .await;
+
+    drop(client);
+    stop.cancel();
+    within("serve to return after shutdown", server)
+        .await
+        .unwrap();
+}
