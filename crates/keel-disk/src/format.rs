@@ -10,8 +10,9 @@ use keel::{HardState, SnapshotMeta, WriteBatch};
 
 use crate::bounds::LogBounds;
 
-/// The format this build writes, and the newest it reads.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// The format this build writes, and the newest it reads. Version 2 added the group start to
+/// records (`HAS_GROUP`); records of version 1 have none, and are read as before.
+pub(crate) const FORMAT_VERSION: u32 = 2;
 
 const META_MAGIC: &[u8; 8] = b"KEELMETA";
 const SEGMENT_MAGIC: &[u8; 8] = b"KEELWAL\0";
@@ -36,7 +37,10 @@ const HAS_SNAPSHOT: u8 = 2;
 const HAS_TRUNCATE: u8 = 4;
 const HAS_ENTRIES: u8 = 8;
 const HAS_COMPACT: u8 = 16;
-const KNOWN_FLAGS: u8 = HAS_HARD_STATE | HAS_SNAPSHOT | HAS_TRUNCATE | HAS_ENTRIES | HAS_COMPACT;
+/// The record carries the offset in its segment where the write that holds it began.
+const HAS_GROUP: u8 = 32;
+const KNOWN_FLAGS: u8 =
+    HAS_HARD_STATE | HAS_SNAPSHOT | HAS_TRUNCATE | HAS_ENTRIES | HAS_COMPACT | HAS_GROUP;
 
 /// Why a header could not be read.
 #[derive(Debug, PartialEq, Eq)]
@@ -225,20 +229,22 @@ fn check_header<'a>(bytes: &'a [u8], magic: &[u8; 8], len: usize) -> Result<&'a 
 }
 
 /// Appends one framed record holding `batch` (with `snapshot` standing for its snapshot) to
-/// `out`. A record larger than the 4 GiB frame limit is refused with its size, and nothing is
-/// appended.
+/// `out`. `group_start` is the offset in the segment where the write that will carry the
+/// record begins (recovery uses it to tell a torn last write from damage). A record larger
+/// than the 4 GiB frame limit is refused with its size, and nothing is appended.
 pub(crate) fn encode_record(
     batch: &WriteBatch,
     snapshot: Option<&SnapshotRef>,
+    group_start: u64,
     out: &mut BytesMut,
 ) -> Result<(), usize> {
     let start = out.len();
     let entry_bytes: usize = batch.entries.iter().map(|e| e.encoded_len()).sum();
     out.reserve(
-        RECORD_HEADER_LEN + 1 + HARD_STATE_LEN + SNAPSHOT_REF_LEN + 8 + 12 + 8 + entry_bytes,
+        RECORD_HEADER_LEN + 1 + 8 + HARD_STATE_LEN + SNAPSHOT_REF_LEN + 8 + 12 + 8 + entry_bytes,
     );
     out.put_u64_le(0); // length and crc, filled in below
-    let mut flags = 0;
+    let mut flags = HAS_GROUP;
     if batch.hard_state.is_some() {
         flags |= HAS_HARD_STATE;
     }
@@ -255,6 +261,7 @@ pub(crate) fn encode_record(
         flags |= HAS_COMPACT;
     }
     out.put_u8(flags);
+    out.put_u64_le(group_start);
     if let Some(hard_state) = batch.hard_state {
         put_hard_state(out, hard_state);
     }
@@ -321,19 +328,43 @@ pub(crate) fn read_frame(data: &Bytes, offset: usize) -> Result<(Bytes, usize), 
     ))
 }
 
-/// True if a valid frame starts anywhere in `data` after `offset`: the test that tells damage in
-/// the middle of a log (valid records follow) from a torn write at its end (nothing valid does).
-pub(crate) fn valid_frame_after(data: &Bytes, offset: usize) -> bool {
-    (offset + 1..data.len().saturating_sub(RECORD_HEADER_LEN - 1))
-        .any(|start| read_frame(data, start).is_ok())
+/// The valid frames that start in `data` after `offset`, as (where it starts, its body): the
+/// test that tells damage in the middle of a log (valid records of later writes follow) from a
+/// torn write at its end. After a frame is found, the search goes on where it ends.
+pub(crate) fn valid_frames_after(data: &Bytes, offset: usize) -> Vec<(usize, Bytes)> {
+    let mut found = Vec::new();
+    let mut start = offset + 1;
+    while start + RECORD_HEADER_LEN <= data.len() {
+        match read_frame(data, start) {
+            Ok((body, next)) => {
+                found.push((start, body));
+                start = next;
+            }
+            Err(_) => start += 1,
+        }
+    }
+    found
+}
+
+/// The group start of a record body whose checksum was verified: where, in its segment, the
+/// write that carried it began. `None` for a record of format 1, or one too short to say.
+pub(crate) fn group_start(body: &[u8]) -> Option<u64> {
+    let flags = *body.first()?;
+    if flags & HAS_GROUP == 0 || flags & !KNOWN_FLAGS != 0 {
+        return None;
+    }
+    Some(u64::from_le_bytes(body.get(1..9)?.try_into().ok()?))
 }
 
 /// Decodes a record body whose checksum was verified.
 pub(crate) fn decode_record(mut body: Bytes) -> Result<Record, String> {
     let r = &mut body;
     let flags = take_u8(r)?;
-    if flags == 0 || flags & !KNOWN_FLAGS != 0 {
+    if flags & !HAS_GROUP == 0 || flags & !KNOWN_FLAGS != 0 {
         return Err(format!("invalid record flags {flags:#04x}"));
+    }
+    if flags & HAS_GROUP != 0 {
+        take_u64(r, "group start")?;
     }
     let hard_state = if flags & HAS_HARD_STATE != 0 {
         need(r, HARD_STATE_LEN, "hard state")?;
@@ -498,7 +529,7 @@ mod tests {
             crc: 99,
         };
         let mut out = BytesMut::new();
-        encode_record(&batch(), Some(&snapshot), &mut out).expect("fits");
+        encode_record(&batch(), Some(&snapshot), 94, &mut out).expect("fits");
         let data = out.freeze();
         let (body, end) = read_frame(&data, 0).expect("valid frame");
         assert_eq!(end, data.len());
@@ -512,23 +543,49 @@ mod tests {
     }
 
     #[test]
-    fn a_valid_frame_after_damage_is_found_and_zeros_are_not_one() {
+    fn valid_frames_after_damage_are_found_with_their_group_and_zeros_are_not_one() {
         let mut out = BytesMut::new();
-        encode_record(&batch(), None, &mut out).expect("fits");
+        encode_record(&batch(), None, 94, &mut out).expect("fits");
         let first_len = out.len();
-        encode_record(&batch(), None, &mut out).expect("fits");
+        encode_record(&batch(), None, 94, &mut out).expect("fits");
+        let second_len = out.len() - first_len;
+        encode_record(&batch(), None, 5000, &mut out).expect("fits");
         out[10] ^= 1; // damage the first record
         let data = out.freeze();
         assert!(read_frame(&data, 0).is_err());
-        assert!(valid_frame_after(&data, 0));
-        assert!(!valid_frame_after(&data, first_len));
-        assert!(!valid_frame_after(&Bytes::from(vec![0u8; 4096]), 0));
+        let found = valid_frames_after(&data, 0);
+        let starts: Vec<usize> = found.iter().map(|(at, _)| *at).collect();
+        assert_eq!(starts, [first_len, first_len + second_len]);
+        let groups: Vec<Option<u64>> = found.iter().map(|(_, b)| group_start(b)).collect();
+        assert_eq!(groups, [Some(94), Some(5000)]);
+        assert_eq!(valid_frames_after(&data, first_len + second_len).len(), 0);
+        assert!(valid_frames_after(&Bytes::from(vec![0u8; 4096]), 0).is_empty());
+    }
+
+    /// Data dirs written before records carried their group start (format 1) still open.
+    #[test]
+    fn a_record_of_format_1_without_a_group_start_decodes() {
+        let mut out = BytesMut::new();
+        encode_record(&batch(), None, 94, &mut out).expect("fits");
+        let (body, _) = read_frame(&out.freeze(), 0).expect("valid frame");
+        let mut old = vec![body[0] & !HAS_GROUP];
+        old.extend_from_slice(&body[9..]);
+        let mut frame = BytesMut::new();
+        frame.put_u32_le(old.len() as u32);
+        let crc = record_crc(&frame[..4], &old);
+        frame.put_u32_le(crc);
+        frame.put_slice(&old);
+        let (body, _) = read_frame(&frame.freeze(), 0).expect("valid frame");
+        assert_eq!(group_start(&body), None);
+        let record = decode_record(body).expect("a format 1 record");
+        assert_eq!(record.truncate_after, Some(4));
+        assert_eq!(record.entries.expect("entries").count, 2);
     }
 
     #[test]
     fn every_cut_of_a_record_is_an_invalid_frame() {
         let mut out = BytesMut::new();
-        encode_record(&batch(), None, &mut out).expect("fits");
+        encode_record(&batch(), None, 94, &mut out).expect("fits");
         let data = out.freeze();
         for len in 0..data.len() {
             assert!(read_frame(&data.slice(..len), 0).is_err(), "prefix {len}");

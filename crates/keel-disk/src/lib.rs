@@ -68,8 +68,10 @@
 //! record     = | len:u32   | crc:u32   | body (len bytes)             |
 //!              +-----------+-----------+------------------------------+
 //!                           crc = CRC32C(len bytes, then body)
-//! body       = flags:u8 [hard_state] [snapshot_ref] [truncate_after:u64]
+//! body       = flags:u8 [group_start:u64] [hard_state] [snapshot_ref] [truncate_after:u64]
 //!              [first_index:u64 count:u32 entry*] [compact_through:u64]
+//!              (group_start: where in the segment the write carrying the record began;
+//!               written since format version 2, absent in records of version 1)
 //! entry      = term:u64 kind:u8 len:u32 data          (keel::codec::encode_entry_body)
 //!
 //! hard_state   = current_term:u64 has_vote:u8 voted_for:u64
@@ -128,15 +130,15 @@
 //! 4. Where the records end, the rest of a segment must be zeros (the unwritten part of a
 //!    preallocated segment, or of a grown one whose size reached the disk before its data).
 //!    Otherwise the first bad record decides what the rest of the log is:
-//!    - in the **last** segment, if no valid record starts anywhere after it (a length that
-//!      runs past the end of the file, a cut header, a checksum mismatch on the final bytes),
-//!      it is a **torn write**: the crash interrupted the last write, which was never reported
-//!      durable. It is cut off, with a warning: the torn bytes are zeroed if zeros follow them
-//!      (a preallocated segment keeps its size), or else the file is truncated to the last good
-//!      record.
-//!    - anywhere else (in an earlier segment, or with valid records after it) it is
-//!      **corruption**, and opening fails with an error naming the file and offset. Nothing
-//!      is discarded silently.
+//!    - in the **last** segment, if no valid record of a later write starts anywhere after it
+//!      (a length that runs past the end of the file, a cut header, a checksum mismatch on the
+//!      final bytes, or a hole in the last write; see below), it is a **torn write**: the crash
+//!      interrupted the last write, which was never reported durable. It is cut off, with a
+//!      warning: the torn bytes are zeroed if zeros follow them (a preallocated segment keeps
+//!      its size), or else the file is truncated to the last good record.
+//!    - anywhere else (in an earlier segment, or with a valid record of a later write after
+//!      it) it is **corruption**, and opening fails with an error naming the file and offset.
+//!      Nothing is discarded silently.
 //! 5. Entries that were in deleted segments must all be compacted; the snapshot the log refers
 //!    to must exist and match its checksum. Snapshot files the log does not refer to (an
 //!    install the crash interrupted, or one replaced but not yet deleted) and `.tmp` files are
@@ -153,11 +155,16 @@
 //! that file at once. (Read whole, a preallocated segment's 64 MiB stayed resident after
 //! recovery.)
 //!
-//! Two limits follow from what a crash can leave. A damaged *last* record looks exactly like a
-//! torn one, so it is cut off (with a warning) even if it had been fsynced: a checksum cannot
-//! tell them apart. And if a crash persisted a later page of the last write but not an earlier
-//! one, the valid record after the hole makes recovery report corruption rather than guess: the
-//! node must then be restored from a peer.
+//! A power loss during the last write's `fdatasync` may persist that write's pages in any
+//! order, so valid records can follow the damage. Each record carries where its write began:
+//! if every valid record after the damage began at or before it, they all belong to the
+//! damaged write, which was never reported durable, and the write is cut off from the damage
+//! on like any torn write. A valid record of a later write is corruption.
+//!
+//! One limit follows: damage inside the *last* write looks exactly like a torn one, so it is
+//! cut off (with a warning) even if that write had been fsynced: a checksum cannot tell them
+//! apart. (Logs written by format version 1, whose records do not say where their write began,
+//! only get this for their last record; valid records after damage are corruption there.)
 
 #![warn(missing_docs)]
 

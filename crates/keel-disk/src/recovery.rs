@@ -251,11 +251,25 @@ impl Replay {
                 }
                 Err(problem) => {
                     // A damaged last record: the rest of the file decides (read whole, once).
+                    // Valid records may follow it only within the same write (whose pages a
+                    // crash may have persisted out of order): those carry a group start at or
+                    // before the damage. A record of a later write means the damage is in a
+                    // write that had completed, which is corruption.
                     let rest = file.read_rest(offset)?;
-                    if format::valid_frame_after(&rest, 0) {
+                    let later_write =
+                        format::valid_frames_after(&rest, 0)
+                            .into_iter()
+                            .find(|(_, body)| {
+                                format::group_start(body).is_none_or(|start| start > offset)
+                            });
+                    if let Some((at, _)) = later_write {
                         return Err(corrupt(
                             offset,
-                            format!("{problem} (valid records follow, so not a torn write)"),
+                            format!(
+                                "{problem} (a valid record of a later write follows at offset \
+                                 {}, so not a torn write)",
+                                offset + at as u64
+                            ),
                         ));
                     }
                     let dirty = rest.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
@@ -723,10 +737,10 @@ mod tests {
         storage.close().await.unwrap();
 
         // Entries 7..=8 do not follow entry 3.
-        let mut record = BytesMut::new();
-        crate::format::encode_record(&append(7, 2), None, &mut record).unwrap();
         let path = crate::dir::segment_path(dir.path(), 1);
         let offset = std::fs::metadata(&path).unwrap().len();
+        let mut record = BytesMut::new();
+        crate::format::encode_record(&append(7, 2), None, offset, &mut record).unwrap();
         let mut file = std::fs::OpenOptions::new()
             .append(true)
             .open(&path)

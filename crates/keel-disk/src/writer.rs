@@ -339,18 +339,23 @@ impl LogWriter {
                 None => None,
             };
             let start = self.buf.len();
-            format::encode_record(batch, snapshot.as_ref(), &mut self.buf)
+            // The buffer is written at the segment's end in one call: every record in it
+            // carries that offset as its group start.
+            let group_start = self.current().len;
+            format::encode_record(batch, snapshot.as_ref(), group_start, &mut self.buf)
                 .map_err(|bytes| DiskError::RecordTooLarge { bytes })?;
             // A record that would run past the segment's size starts the next segment instead
             // (unless it is the segment's first), so records stay within preallocated space.
-            let before = self.current().len + start as u64;
-            let after = self.current().len + self.buf.len() as u64;
+            let before = group_start + start as u64;
+            let after = group_start + self.buf.len() as u64;
             if after > self.segment_size_bytes && before > SEGMENT_HEADER_LEN as u64 {
-                let record = self.buf.split_off(start);
+                self.buf.truncate(start);
                 self.flush()?;
                 // The new segment's checkpoint is the state before this record: `apply` below.
                 self.roll()?;
-                self.buf.unsplit(record);
+                // Encoded again: its write now begins in the new segment.
+                format::encode_record(batch, snapshot.as_ref(), self.current().len, &mut self.buf)
+                    .map_err(|bytes| DiskError::RecordTooLarge { bytes })?;
             }
             self.apply(batch, snapshot);
             wrote = true;

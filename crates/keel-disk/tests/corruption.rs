@@ -52,7 +52,11 @@ async fn a_flipped_byte_before_the_last_record_is_corruption() {
         &message,
         &last_segment(dir.path()),
         starts[1],
-        "checksum mismatch (valid records follow, so not a torn write)",
+        &format!(
+            "checksum mismatch (a valid record of a later write follows at offset {}, so not a \
+             torn write)",
+            starts[2]
+        ),
     );
 }
 
@@ -73,7 +77,10 @@ async fn a_damaged_length_field_in_the_middle_is_corruption_not_a_torn_tail() {
         message.contains("runs past the end of the file"),
         "{message}"
     );
-    assert!(message.contains("valid records follow"), "{message}");
+    assert!(
+        message.contains("a valid record of a later write follows"),
+        "{message}"
+    );
 }
 
 #[tokio::test]

@@ -72,6 +72,88 @@ async fn a_cut_at_every_byte_of_the_last_records_recovers_the_complete_ones() {
     }
 }
 
+/// Where each record starts, from `from` to the end of the records, and where the last ends.
+fn record_starts(bytes: &[u8], from: usize) -> Vec<usize> {
+    let mut starts = vec![from];
+    let mut at = from;
+    while at + 8 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        if len == 0 {
+            break;
+        }
+        at += 8 + len;
+        starts.push(at);
+    }
+    starts
+}
+
+/// A power loss during the last write's fdatasync can persist its pages in any order, so a
+/// later record of that write may survive an earlier one. Nothing in that write was reported
+/// durable: recovery cuts it from the first damaged record, rather than calling it corruption
+/// (which would stop the node until someone restored it).
+#[tokio::test]
+async fn a_hole_in_the_last_write_with_later_records_intact_is_a_torn_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = vec![append(1..=2, 1), hard_state(2, Some(1)), append(3..=4, 2)];
+    let sizes = write_dir(dir.path(), options(), &before).await;
+    // Four batches queued before the (fresh) writer runs: one write, one fdatasync.
+    let group: Vec<WriteBatch> = (5..=8).map(|i| append(i..=i, 2)).collect();
+    let storage = DiskStorage::open(dir.path(), options()).unwrap();
+    let seqs: Vec<u64> = group.iter().map(|b| storage.submit(b.clone())).collect();
+    durable(&storage, seqs[3]).await;
+    assert_eq!(
+        storage.log_sync_count(),
+        1,
+        "the four batches went in one write"
+    );
+    close(&storage).await;
+
+    let segment = last_segment(dir.path());
+    let original = std::fs::read(&segment).unwrap();
+    let starts = record_starts(&original, sizes[2] as usize);
+    assert_eq!(starts.len(), 5, "four records after the earlier writes");
+    let name = segment.file_name().unwrap();
+    for hole in 0..4 {
+        for fill in [0u8, 0x5a] {
+            let step = copy_dir(dir.path());
+            let segment = step.path().join(name);
+            let mut bytes = original.clone();
+            bytes[starts[hole]..starts[hole + 1]].fill(fill);
+            std::fs::write(&segment, &bytes).unwrap();
+            let recovered = reopen(step.path(), options())
+                .await
+                .unwrap_or_else(|e| panic!("record {hole} lost ({fill:#x}): {e}"));
+            let mut kept = before.clone();
+            kept.extend_from_slice(&group[..hole]);
+            assert_eq!(
+                recovered,
+                model(&kept),
+                "record {hole} of the last write lost ({fill:#x}): the records before it stay"
+            );
+            let after = std::fs::read(&segment).unwrap()[starts[hole]..].to_vec();
+            assert!(
+                after.iter().all(|&b| b == 0),
+                "the rest of the torn write is cut off (record {hole}, {fill:#x})"
+            );
+        }
+    }
+
+    // The same hole in an earlier write, with a complete write after it, is damage.
+    let step = copy_dir(dir.path());
+    let segment = step.path().join(name);
+    let mut bytes = original.clone();
+    bytes[sizes[1] as usize..sizes[2] as usize].fill(0x5a);
+    std::fs::write(&segment, &bytes).unwrap();
+    let message = open_error(step.path(), options()).await;
+    assert!(
+        message.contains(&format!(
+            "corrupt at offset {}: record of 1515870810 bytes runs past the end of the file",
+            sizes[1]
+        )) && message.contains("a valid record of a later write follows"),
+        "{message}"
+    );
+}
+
 #[tokio::test]
 async fn after_cutting_a_torn_tail_the_log_takes_new_writes() {
     let dir = tempfile::tempdir().unwrap();
