@@ -182,12 +182,12 @@ pub fn node_config(args: ServeArgs) -> Result<NodeConfig, CliError> {
 
     let mut raft = keel::Config::default();
     if let Some(ms) = args.heartbeat_ms.or(file.heartbeat_ms) {
-        raft.heartbeat_interval = Duration::from_millis(ms);
+        raft.heartbeat_interval = millis("--heartbeat-ms", ms)?;
     }
     if let Some(ms) = args.election_timeout_ms.or(file.election_timeout_ms) {
-        raft.election_timeout_min = Duration::from_millis(ms);
-        raft.election_timeout_max = Duration::from_millis(ms * 2);
-        raft.rpc_timeout = Duration::from_millis(ms);
+        raft.election_timeout_min = millis("--election-timeout-ms", ms)?;
+        raft.election_timeout_max = raft.election_timeout_min * 2;
+        raft.rpc_timeout = raft.election_timeout_min;
     }
     raft.validate()
         .map_err(|e| CliError::Config(e.to_string()))?;
@@ -196,7 +196,7 @@ pub fn node_config(args: ServeArgs) -> Result<NodeConfig, CliError> {
         kv.max_raft_state_bytes = bytes;
     }
     if let Some(ms) = args.request_timeout_ms.or(file.request_timeout_ms) {
-        kv.request_timeout = Duration::from_millis(ms);
+        kv.request_timeout = millis("--request-timeout-ms", ms)?;
     }
     if let Some(bytes) = args.max_value_bytes.or(file.max_value_bytes) {
         kv.max_value_bytes = bytes;
@@ -205,7 +205,12 @@ pub fn node_config(args: ServeArgs) -> Result<NodeConfig, CliError> {
         kv.max_key_bytes = bytes;
     }
     // A value must fit in one AppendEntries with room to spare.
-    raft.max_append_bytes = raft.max_append_bytes.max(kv.max_value_bytes * 2 + 4096);
+    let value_room = kv.max_value_bytes.saturating_mul(2).saturating_add(4096);
+    raft.max_append_bytes = raft.max_append_bytes.max(value_room);
+    let client_idle_timeout = match args.client_idle_timeout_ms.or(file.client_idle_timeout_ms) {
+        Some(ms) => millis("--client-idle-timeout-ms", ms)?,
+        None => keel_server::node::DEFAULT_CLIENT_IDLE_TIMEOUT,
+    };
     Ok(NodeConfig {
         id,
         cluster: args
@@ -221,14 +226,21 @@ pub fn node_config(args: ServeArgs) -> Result<NodeConfig, CliError> {
         kv,
         segment_size_bytes: keel_server::DEFAULT_SEGMENT_SIZE_BYTES,
         max_client_connections: 4096,
-        client_idle_timeout: args
-            .client_idle_timeout_ms
-            .or(file.client_idle_timeout_ms)
-            .map_or(
-                keel_server::node::DEFAULT_CLIENT_IDLE_TIMEOUT,
-                Duration::from_millis,
-            ),
+        client_idle_timeout,
     })
+}
+
+/// The longest time a setting in milliseconds may give (a day): far beyond any sensible
+/// timeout, and far from where doubling it or adding it to the clock would overflow.
+const MAX_MILLIS: u64 = 86_400_000;
+
+fn millis(flag: &str, ms: u64) -> Result<Duration, CliError> {
+    if ms > MAX_MILLIS {
+        return Err(CliError::Config(format!(
+            "{flag} {ms} is too long: at most {MAX_MILLIS} (a day)"
+        )));
+    }
+    Ok(Duration::from_millis(ms))
 }
 
 /// Runs one node until SIGINT or SIGTERM, then shuts it down cleanly.

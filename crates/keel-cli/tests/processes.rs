@@ -445,6 +445,26 @@ fn config_errors_exit_with_code_2_and_one_line() {
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     let (code, _) = run(&["serve", "--frobnicate"]);
     assert_eq!(code, Some(2), "clap's unknown-flag error exits with 2");
+    let (code, stderr) = run(&[
+        "serve",
+        "--id",
+        "1",
+        "--data-dir",
+        "/tmp/x",
+        "--peer-addr",
+        "127.0.0.1:1",
+        "--client-addr",
+        "127.0.0.1:2",
+        "--peers",
+        "1=127.0.0.1:1",
+        "--election-timeout-ms",
+        "18446744073709551615",
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with("keel: --election-timeout-ms 18446744073709551615 is too long"),
+        "{stderr}"
+    );
     let (code, stderr) = run(&["dev", "--client-port", "65535"]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
