@@ -54,6 +54,9 @@ pub trait Directory: Send + Sync + 'static {
     fn peer_addr(&self, id: NodeId) -> Option<String>;
 }
 
+/// How long a follower keeps an idle connection to the leader for forwarding.
+const FORWARD_POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What the handlers share.
 pub struct Api {
     kv: KvService,
@@ -67,7 +70,13 @@ impl Api {
     pub fn new(kv: KvService, directory: Arc<dyn Directory>, metrics: Arc<Metrics>) -> Arc<Api> {
         let forwarder = reqwest::Client::builder()
             .pool_max_idle_per_host(1024)
+            // Well under the leader's idle timeout (30 s by default), so that a pooled
+            // connection is seldom reused just as the leader closes it.
+            .pool_idle_timeout(FORWARD_POOL_IDLE)
             .tcp_nodelay(true)
+            // Only to the leader's own address: no proxy from the environment, no redirects.
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("an HTTP client without TLS builds");
         Arc::new(Api {
@@ -410,12 +419,14 @@ async fn forward_or_fail(api: &Arc<Api>, e: &KvError, incoming: Incoming, body: 
                     headers.insert(name, value.clone());
                 }
             }
-            match answer.bytes().await {
+            // The longest answer a leader gives is a value, or an error about one.
+            let limit = api.kv.options().max_value_bytes.saturating_add(64 << 10);
+            match read_limited(answer, limit).await {
                 Ok(bytes) => (status, headers, bytes).into_response(),
-                Err(err) => error(
+                Err(problem) => error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "forward_failed",
-                    &format!("leader {leader} at {addr} failed mid-answer: {err}"),
+                    &format!("leader {leader} at {addr} failed mid-answer: {problem}"),
                 ),
             }
         }
@@ -425,6 +436,25 @@ async fn forward_or_fail(api: &Arc<Api>, e: &KvError, incoming: Incoming, body: 
             &format!("cannot reach leader {leader} at {addr}: {err}"),
         ),
     }
+}
+
+/// Reads a forwarded answer's body, refusing one longer than `limit` bytes.
+async fn read_limited(mut answer: reqwest::Response, limit: usize) -> Result<Bytes, String> {
+    let too_long = || format!("its answer is longer than {limit} bytes");
+    if answer
+        .content_length()
+        .is_some_and(|len| len > limit as u64)
+    {
+        return Err(too_long());
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = answer.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > limit {
+            return Err(too_long());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 /// The JSON of `GET /v1/status`.

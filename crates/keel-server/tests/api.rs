@@ -30,6 +30,7 @@ impl Directory for StaticDirectory {
 
 struct TestCluster {
     nodes: Vec<(Raft, String)>,
+    directory: Arc<StaticDirectory>,
 }
 
 impl TestCluster {
@@ -64,7 +65,7 @@ impl TestCluster {
             directory.addrs.lock().insert(id, addr.clone());
             nodes.push((raft, addr));
         }
-        let cluster = TestCluster { nodes };
+        let cluster = TestCluster { nodes, directory };
         cluster.leader().await;
         cluster
     }
@@ -379,4 +380,67 @@ async fn followers_forward_to_the_leader_and_status_shows_the_cluster() {
     ] {
         assert!(metrics.contains(name), "metrics lack {name}:\n{metrics}");
     }
+}
+
+/// A follower relays what the leader answers, but only what a leader could answer: a body
+/// longer than a value is refused, not buffered, and a redirect is passed on, not followed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_does_not_buffer_or_follow_what_a_false_leader_answers() {
+    let options = KvOptions {
+        max_value_bytes: 1024,
+        ..KvOptions::default()
+    };
+    let c = TestCluster::start(3, options).await;
+    let leader = c.leader().await;
+    let follower = (leader + 1) % 3;
+
+    let fake = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let fake_addr = fake.local_addr().unwrap().to_string();
+    let location = format!("http://{fake_addr}/v1/kv/big");
+    let app = axum::Router::new()
+        .route(
+            "/v1/kv/big",
+            axum::routing::any(|| async { vec![b'x'; 1 << 20] }),
+        )
+        .route(
+            "/v1/kv/moved",
+            axum::routing::any(move || {
+                let location = location.clone();
+                async move {
+                    (
+                        StatusCode::TEMPORARY_REDIRECT,
+                        [(reqwest::header::LOCATION, location)],
+                    )
+                }
+            }),
+        );
+    tokio::spawn(async move { axum::serve(fake, app).await });
+    let leader_id = c.nodes[leader].0.id();
+    c.directory.addrs.lock().insert(leader_id, fake_addr);
+
+    let http = reqwest::Client::new();
+    let r = http
+        .put(c.url(follower, "/v1/kv/big"))
+        .body("v")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("forward_failed") && body.contains("longer than"),
+        "{body}"
+    );
+
+    let r = http
+        .put(c.url(follower, "/v1/kv/moved"))
+        .body("v")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::TEMPORARY_REDIRECT,
+        "passed on, not followed"
+    );
 }
