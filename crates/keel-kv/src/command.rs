@@ -113,6 +113,19 @@ pub struct Command {
 #[error("invalid command: {0}")]
 pub struct InvalidCommand(pub &'static str);
 
+impl InvalidCommand {
+    /// A command of a version this build does not know: a newer build proposed it. Unlike a
+    /// malformed command, it must not be skipped: the newer replicas apply it, so a replica
+    /// that skipped it would silently hold different data. The service stops instead.
+    pub const NEWER_VERSION: InvalidCommand =
+        InvalidCommand("a command version this build does not know (written by a newer keel)");
+
+    /// True if the command came from a newer build (see [`InvalidCommand::NEWER_VERSION`]).
+    pub fn is_newer_version(&self) -> bool {
+        *self == InvalidCommand::NEWER_VERSION
+    }
+}
+
 impl Command {
     /// Encodes the command for the log.
     ///
@@ -169,7 +182,7 @@ impl Command {
         let limited = match input.get_u8() {
             VERSION_UNLIMITED => false,
             VERSION_LIMITED => true,
-            _ => return Err(InvalidCommand("unknown version")),
+            _ => return Err(InvalidCommand::NEWER_VERSION),
         };
         // op, client_id, seq, time_ms and, in version 2, max_value_bytes.
         let header = if limited { 33 } else { 25 };

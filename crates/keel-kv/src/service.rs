@@ -388,6 +388,18 @@ async fn apply_loop(inner: Arc<Inner>, mut stream: ApplyStream) {
                             keel::Payload::Command(bytes) => state.apply(entry.index, bytes),
                         };
                         if let Outcome::Invalid(invalid) = &outcome {
+                            if invalid.is_newer_version() {
+                                // Skipping it would leave this replica's data different from
+                                // the newer replicas', silently. Stop until this node is
+                                // upgraded.
+                                tracing::error!(
+                                    index = entry.index,
+                                    "the log holds a command of a newer keel; stopping the \
+                                     service: upgrade this node"
+                                );
+                                corrupt = true;
+                                break;
+                            }
                             tracing::warn!(index = entry.index, %invalid, "skipped an invalid log entry");
                         }
                         outcomes.push((entry.index, entry.term, outcome));

@@ -745,10 +745,22 @@ mod tests {
     #[test]
     fn invalid_entries_are_skipped() {
         let mut s = KvState::new(POLICY);
-        assert!(matches!(
-            s.apply(1, &Bytes::from_static(b"junk")),
-            Outcome::Invalid(_)
-        ));
+        // Version 1, then too short for a command.
+        let Outcome::Invalid(invalid) = s.apply(1, &Bytes::from_static(&[1, 0, 0])) else {
+            panic!("a truncated command applied")
+        };
+        assert!(!invalid.is_newer_version(), "{invalid}");
         assert_eq!(s.applied_index(), 1);
+    }
+
+    /// The service stops on a command of a version it does not know, rather than skip what
+    /// newer replicas apply; the state machine tells the two kinds of invalid entry apart.
+    #[test]
+    fn a_command_of_an_unknown_version_is_told_from_a_malformed_one() {
+        let mut s = KvState::new(POLICY);
+        let Outcome::Invalid(invalid) = s.apply(1, &Bytes::from_static(b"junk")) else {
+            panic!("junk applied")
+        };
+        assert!(invalid.is_newer_version(), "{invalid}");
     }
 }

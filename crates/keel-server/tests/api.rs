@@ -444,3 +444,37 @@ async fn a_follower_does_not_buffer_or_follow_what_a_false_leader_answers() {
         "passed on, not followed"
     );
 }
+
+/// A command this build cannot read came from a newer build, whose replicas apply it: skipping
+/// it would leave this node's data silently different. A node that applies one stops instead
+/// (here the leader, which committed it; a follower that never learns of the commit before the
+/// others stop keeps running, without a quorum).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_from_a_newer_build_stops_the_service_instead_of_being_skipped() {
+    let c = TestCluster::start(3, KvOptions::default()).await;
+    let leader = c.leader().await;
+    let http = reqwest::Client::new();
+    let r = http
+        .put(c.url(leader, "/v1/kv/k"))
+        .body("v")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // Version byte 0x6a ('j'): no build so far wrote it.
+    c.nodes[leader]
+        .0
+        .propose(bytes::Bytes::from_static(b"junk"))
+        .expect("proposed");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while c.nodes[leader].0.is_running() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the leader still runs 10 s after applying a command of an unknown version"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let r = http.get(c.url(leader, "/v1/kv/k")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
