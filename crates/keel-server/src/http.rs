@@ -98,6 +98,13 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/status", get(status))
         .route("/metrics", get(metrics))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no_route", "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method (see the HTTP API in the README)",
+            )
+        })
         .with_state(api)
 }
 

@@ -277,6 +277,16 @@ async fn bad_requests_get_clear_errors() {
     );
     let r = http.get(c.url(0, "/v2/nothing")).send().await.unwrap();
     assert_eq!(code(r).await, (StatusCode::NOT_FOUND, "no_route".into()));
+    let r = http.patch(c.url(0, "/v1/kv/x")).send().await.unwrap();
+    assert_eq!(
+        code(r).await,
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed".into())
+    );
+    let r = http.delete(c.url(0, "/v1/status")).send().await.unwrap();
+    assert_eq!(
+        code(r).await,
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed".into())
+    );
 
     // And the node still serves.
     let r = http
