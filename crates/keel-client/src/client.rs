@@ -45,6 +45,29 @@ pub(crate) const REQUEST_SEQ_HEADER: &str = "keel-request-seq";
 
 /// Bytes of a key sent as they are; everything else is percent-encoded, `/` included, so a
 /// key is one path segment that URL normalisation leaves alone (`a/../b` stays a key).
+/// Most bytes of an answer read; a KV answer is a value (1 MiB at most by default) or a small
+/// JSON document.
+pub(crate) const MAX_ANSWER_BYTES: usize = 16 << 20;
+
+/// Reads an answer's body, refusing one longer than [`MAX_ANSWER_BYTES`].
+async fn read_body(mut response: reqwest::Response, timeout: Duration) -> Result<Bytes, String> {
+    let too_long = || format!("the answer is longer than {MAX_ANSWER_BYTES} bytes");
+    if response
+        .content_length()
+        .is_some_and(|len| len > MAX_ANSWER_BYTES as u64)
+    {
+        return Err(too_long());
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| describe(&e, timeout))? {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(too_long());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
 const KEY_SAFE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
@@ -590,7 +613,7 @@ impl Client {
         }
         let response = request.send().await.map_err(|e| describe(&e, timeout))?;
         let status = response.status();
-        let body = response.bytes().await.map_err(|e| describe(&e, timeout))?;
+        let body = read_body(response, timeout).await?;
         Ok(Answer {
             endpoint: endpoint.to_string(),
             status,
@@ -747,10 +770,7 @@ async fn fetch_status(
         .await
         .map_err(|e| unreachable(describe(&e, timeout)))?;
     let status = response.status();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| unreachable(describe(&e, timeout)))?;
+    let body = read_body(response, timeout).await.map_err(unreachable)?;
     if !status.is_success() {
         let answer = Answer {
             endpoint: endpoint.clone(),

@@ -17,11 +17,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::header::{CONTENT_TYPE, HOST, HeaderValue};
 use hyper_util::rt::TokioIo;
 
-use crate::client::{Answer, CLIENT_ID_HEADER, Call, REQUEST_SEQ_HEADER};
-
-/// Most bytes of an answer read; a KV answer is a value (1 MiB at most by default) or a small
-/// JSON document.
-const MAX_ANSWER_BYTES: usize = 16 << 20;
+use crate::client::{Answer, CLIENT_ID_HEADER, Call, MAX_ANSWER_BYTES, REQUEST_SEQ_HEADER};
 
 /// A connection to `endpoint`, opened on first use and after a failure.
 pub(crate) struct Direct {

@@ -180,3 +180,28 @@ async fn writes_continue_through_a_leader_crash() {
         "ab"
     );
 }
+
+/// An endpoint that answers with more than any KV answer can hold is not read to the end: the
+/// client gives up on that answer and reports why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_longer_than_any_value_is_refused_not_buffered() {
+    let huge = bytes::Bytes::from(vec![b'x'; 17 << 20]);
+    let app = axum::Router::new().fallback(move || {
+        let huge = huge.clone();
+        async move { huge }
+    });
+    let addr = support::fake::serve(app).await;
+    let client = Client::new(ClientOptions {
+        deadline: Duration::from_millis(500),
+        ..ClientOptions::with_endpoints(vec![addr])
+    })
+    .unwrap();
+    let error = client
+        .get("k", Consistency::Linearizable)
+        .await
+        .expect_err("a 17 MiB answer");
+    assert!(
+        error.to_string().contains("longer than 16777216 bytes"),
+        "{error}"
+    );
+}

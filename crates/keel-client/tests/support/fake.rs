@@ -43,7 +43,7 @@ async fn record(request: Request) -> Recorded {
     }
 }
 
-async fn serve(app: Router) -> String {
+pub async fn serve(app: Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("a loopback port");
