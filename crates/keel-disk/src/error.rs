@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use keel::StorageError;
 
 /// What to do about damage that recovery cannot repair on its own.
-const RESTORE: &str = "restore this node from a peer: move the data dir away and restart it empty";
+const RESTORE: &str = "restore this node from a peer: once `keel status` shows every other member up with lag 0, move the data dir away and restart this node empty";
 
 /// Errors of [`DiskStorage`](crate::DiskStorage). Every message names the file or directory
 /// concerned; those about damage also say what to do.

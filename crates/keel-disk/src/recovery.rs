@@ -752,7 +752,8 @@ mod tests {
             error.to_string(),
             format!(
                 "{} corrupt at offset {offset}: its entries start at index 7 but the log ends at \
-                 3; restore this node from a peer: move the data dir away and restart it empty",
+                 3; restore this node from a peer: once `keel status` shows every other member \
+                 up with lag 0, move the data dir away and restart this node empty",
                 path.display()
             )
         );

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use common::*;
 use keel::WriteBatch;
 
-const RESTORE: &str = "restore this node from a peer: move the data dir away and restart it empty";
+const RESTORE: &str = "restore this node from a peer: once `keel status` shows every other member up with lag 0, move the data dir away and restart this node empty";
 
 /// A data dir of one segment; returns the offsets where each batch's record starts.
 async fn one_segment(dir: &Path, batches: &[WriteBatch]) -> Vec<u64> {
