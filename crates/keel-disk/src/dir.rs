@@ -58,7 +58,13 @@ fn create_durably(dir: &Path) -> Result<(), DiskError> {
     let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
     fs::create_dir_all(dir).map_err(DiskError::io("create data dir", dir))?;
     for created in missing.iter().rev() {
-        if let Some(parent) = created.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if let Some(parent) = created.parent() {
+            // A relative path's first component has the current directory as its parent.
+            let parent = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
             File::open(parent)
                 .and_then(|handle| handle.sync_all())
                 .map_err(DiskError::io("fsync directory", parent))?;
