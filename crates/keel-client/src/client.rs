@@ -43,8 +43,6 @@ pub(crate) const CLIENT_ID_HEADER: &str = "keel-client-id";
 /// Header carrying the sequence number of an exactly-once write.
 pub(crate) const REQUEST_SEQ_HEADER: &str = "keel-request-seq";
 
-/// Bytes of a key sent as they are; everything else is percent-encoded, `/` included, so a
-/// key is one path segment that URL normalisation leaves alone (`a/../b` stays a key).
 /// Most bytes of an answer read; a KV answer is a value (1 MiB at most by default) or a small
 /// JSON document.
 pub(crate) const MAX_ANSWER_BYTES: usize = 16 << 20;
@@ -68,6 +66,8 @@ async fn read_body(mut response: reqwest::Response, timeout: Duration) -> Result
     Ok(body.freeze())
 }
 
+/// Bytes of a key sent as they are; everything else is percent-encoded, `/` included, so a
+/// key is one path segment that URL normalisation leaves alone (`a/../b` stays a key).
 const KEY_SAFE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')

@@ -118,7 +118,7 @@ impl InvalidCommand {
     /// malformed command, it must not be skipped: the newer replicas apply it, so a replica
     /// that skipped it would silently hold different data. The service stops instead.
     pub const NEWER_VERSION: InvalidCommand =
-        InvalidCommand("a command version this build does not know (written by a newer keel)");
+        InvalidCommand("a command version this build does not know (from a newer keel?)");
 
     /// True if the command came from a newer build (see [`InvalidCommand::NEWER_VERSION`]).
     pub fn is_newer_version(&self) -> bool {
