@@ -292,7 +292,21 @@ async fn key_and_body(api: &Api, path: KeyPath, body: Body) -> Result<(Bytes, By
         .max_value_bytes
         .saturating_mul(2)
         .saturating_add(1024);
-    match axum::body::to_bytes(body, max).await {
+    // The header timeout ends with the request head, and the request timeout starts after
+    // the body: a client that announces a body and sends none would otherwise hold its
+    // connection for good.
+    let timeout = api.kv.options().request_timeout;
+    let read = match tokio::time::timeout(timeout, axum::body::to_bytes(body, max)).await {
+        Ok(read) => read,
+        Err(_) => {
+            return Err(error(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                &format!("the request body did not arrive within {timeout:?}"),
+            ));
+        }
+    };
+    match read {
         Ok(bytes) => Ok((key, bytes)),
         Err(e) => {
             let too_large = std::error::Error::source(&e)

@@ -4,8 +4,9 @@
 //! Each client connection holds one of the listener's permits for as long as it is open, so an
 //! open connection must be one that is being used: otherwise a few thousand silent sockets would
 //! take every permit and lock all clients out. [`serve`] closes a connection that goes an idle
-//! timeout without sending a complete request head (see there for exactly when). A request in
-//! progress is not timed here: the KV service's request timeout bounds it.
+//! timeout without sending a complete request head (see there for exactly when), and one that
+//! reads nothing of its answers for as long. A request in progress is not timed here: the KV
+//! service's request timeout bounds it, body included.
 
 use std::io;
 use std::net::SocketAddr;
@@ -54,6 +55,10 @@ pub struct BoundedStream {
     preface: [u8; H2_PREFACE.len()],
     preface_len: usize,
     preface_replayed: usize,
+    /// How long a write may wait for the client to make room before the connection fails.
+    write_timeout: Duration,
+    /// Running while a write waits for room.
+    write_stall: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// The protocol a client speaks, told by its first bytes.
@@ -107,6 +112,8 @@ impl Listener for BoundedListener {
                             preface: [0; H2_PREFACE.len()],
                             preface_len: 0,
                             preface_replayed: 0,
+                            write_timeout: crate::node::DEFAULT_CLIENT_IDLE_TIMEOUT,
+                            write_stall: None,
                         },
                         addr,
                     );
@@ -145,7 +152,11 @@ struct Protocols {
 /// - an HTTP/2 connection silent for that long is pinged, and closed if the ping goes unanswered
 ///   as long.
 ///
-/// A request being answered is not timed, whatever it waits for.
+/// - a client that reads nothing of an answer for that long (a write waits for room in its
+///   socket all that time) has its connection failed.
+///
+/// A request being answered is not timed, whatever it waits for. An HTTP/2 client that answers
+/// pings but opens no stream is not closed: hyper has no idle timeout for that.
 pub async fn serve(
     mut listener: BoundedListener,
     app: Router,
@@ -195,6 +206,7 @@ async fn serve_connection(
     shutdown: CancellationToken,
 ) {
     let idle_timeout = protocols.idle_timeout;
+    stream.write_timeout = idle_timeout;
     let protocol = tokio::select! {
         () = shutdown.cancelled() => return,
         read = tokio::time::timeout(idle_timeout, stream.read_preface()) => match read {
@@ -257,13 +269,41 @@ impl AsyncRead for BoundedStream {
     }
 }
 
+impl BoundedStream {
+    /// Passes on a write's outcome, but fails a write that has waited for room past
+    /// `write_timeout`: a client that reads nothing must not hold its permit for good. The timer
+    /// exists only while a write waits.
+    fn limit_stall(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        if polled.is_ready() {
+            self.write_stall = None;
+            return polled;
+        }
+        let timeout = self.write_timeout;
+        let stall = self
+            .write_stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match stall.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the client read nothing of its answer for {timeout:?}"),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
 impl AsyncWrite for BoundedStream {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.limit_stall(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -271,7 +311,8 @@ impl AsyncWrite for BoundedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.limit_stall(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {

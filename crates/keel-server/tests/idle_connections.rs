@@ -41,7 +41,11 @@ async fn start_node(max_client_connections: usize) -> (Node, tempfile::TempDir) 
         client_advertise: None,
         peers: BTreeMap::from([(1, peer)]),
         raft: keel::Config::default(),
-        kv: keel_kv::KvOptions::default(),
+        kv: keel_kv::KvOptions {
+            // The body of a request must arrive within it.
+            request_timeout: IDLE_TIMEOUT,
+            ..keel_kv::KvOptions::default()
+        },
         segment_size_bytes: 1 << 20,
         max_client_connections,
         client_idle_timeout: IDLE_TIMEOUT,
@@ -252,4 +256,52 @@ async fn http2_clients_are_served_and_silent_http2_connections_closed() {
     within("serve to return after shutdown", server)
         .await
         .unwrap();
+}
+
+/// The header timeout ends with the request head: a client that announces a body and sends
+/// none is answered 408 once the request timeout passes, rather than held forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_never_arrives_gets_408() {
+    let (node, _dir) = start_node(2).await;
+    let mut stream = BufReader::new(TcpStream::connect(node.client_addr()).await.unwrap());
+    stream
+        .get_mut()
+        .write_all(b"PUT /v1/kv/k HTTP/1.1\r\nHost: keel\r\nContent-Length: 10\r\n\r\n")
+        .await
+        .unwrap();
+    let mut status_line = String::new();
+    within("an answer to a request whose body never comes", async {
+        stream.read_line(&mut status_line).await.unwrap()
+    })
+    .await;
+    assert!(status_line.starts_with("HTTP/1.1 408"), "{status_line:?}");
+    node.shutdown().await;
+}
+
+/// A client that asks for an answer and never reads it cannot hold its permit: once a write
+/// has waited the idle timeout for room, the connection fails, and a waiting client gets in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reads_nothing_loses_its_connection_so_a_waiting_client_gets_in() {
+    // Far more than loopback socket buffers hold.
+    let big = bytes::Bytes::from(vec![b'x'; 64 << 20]);
+    let app = Router::new()
+        .route("/big", get(move || async move { big.clone() }))
+        .route("/small", get(|| async { "ok" }));
+    let (addr, stop, server) = serve_app(app, 1).await;
+
+    let mut reader_of_nothing = TcpStream::connect(addr).await.unwrap();
+    reader_of_nothing
+        .write_all(b"GET /big HTTP/1.1\r\nHost: keel\r\n\r\n")
+        .await
+        .unwrap();
+    let mut waiting = BufReader::new(TcpStream::connect(addr).await.unwrap());
+    let (status, body) = within(
+        "the waiting client's request (a client reading nothing holds the only permit?)",
+        get_over_http1(&mut waiting, "/small"),
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    drop(reader_of_nothing);
+    stop.cancel();
+    within("the server stopping", server).await.unwrap();
 }
