@@ -39,8 +39,17 @@ const HAS_ENTRIES: u8 = 8;
 const HAS_COMPACT: u8 = 16;
 /// The record carries the offset in its segment where the write that holds it began.
 const HAS_GROUP: u8 = 32;
-const KNOWN_FLAGS: u8 =
-    HAS_HARD_STATE | HAS_SNAPSHOT | HAS_TRUNCATE | HAS_ENTRIES | HAS_COMPACT | HAS_GROUP;
+/// The record is the last of the write that holds it.
+const GROUP_END: u8 = 64;
+const KNOWN_FLAGS: u8 = HAS_HARD_STATE
+    | HAS_SNAPSHOT
+    | HAS_TRUNCATE
+    | HAS_ENTRIES
+    | HAS_COMPACT
+    | HAS_GROUP
+    | GROUP_END;
+/// Flags that say where a record sits, not what it holds.
+const PLACE_FLAGS: u8 = HAS_GROUP | GROUP_END;
 
 /// Why a header could not be read.
 #[derive(Debug, PartialEq, Eq)]
@@ -346,6 +355,29 @@ pub(crate) fn valid_frames_after(data: &Bytes, offset: usize) -> Vec<(usize, Byt
     found
 }
 
+/// Marks the record that starts at `record_start` in `buf` as the last of its write, and
+/// seals it again (the flag is covered by the checksum).
+pub(crate) fn mark_group_end(buf: &mut [u8], record_start: usize) {
+    let body_start = record_start + RECORD_HEADER_LEN;
+    let len = u32::from_le_bytes(
+        buf[record_start..record_start + 4]
+            .try_into()
+            .expect("4 bytes"),
+    );
+    let body_end = body_start + len as usize;
+    buf[body_start] |= GROUP_END;
+    let crc = record_crc(
+        &buf[record_start..record_start + 4],
+        &buf[body_start..body_end],
+    );
+    buf[record_start + 4..body_start].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// True if a record body whose checksum was verified is the last of its write.
+pub(crate) fn is_group_end(body: &[u8]) -> bool {
+    body.first().is_some_and(|flags| flags & GROUP_END != 0)
+}
+
 /// The group start of a record body whose checksum was verified: where, in its segment, the
 /// write that carried it began. `None` for a record of format 1, or one too short to say.
 pub(crate) fn group_start(body: &[u8]) -> Option<u64> {
@@ -360,7 +392,7 @@ pub(crate) fn group_start(body: &[u8]) -> Option<u64> {
 pub(crate) fn decode_record(mut body: Bytes) -> Result<Record, String> {
     let r = &mut body;
     let flags = take_u8(r)?;
-    if flags & !HAS_GROUP == 0 || flags & !KNOWN_FLAGS != 0 {
+    if flags & !PLACE_FLAGS == 0 || flags & !KNOWN_FLAGS != 0 {
         return Err(format!("invalid record flags {flags:#04x}"));
     }
     if flags & HAS_GROUP != 0 {

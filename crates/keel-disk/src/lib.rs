@@ -70,8 +70,9 @@
 //!                           crc = CRC32C(len bytes, then body)
 //! body       = flags:u8 [group_start:u64] [hard_state] [snapshot_ref] [truncate_after:u64]
 //!              [first_index:u64 count:u32 entry*] [compact_through:u64]
-//!              (group_start: where in the segment the write carrying the record began;
-//!               written since format version 2, absent in records of version 1)
+//!              (group_start: where in the segment the write carrying the record began, and
+//!               a flag on the last record of each write; since format version 2, absent in
+//!               records of version 1)
 //! entry      = term:u64 kind:u8 len:u32 data          (keel::codec::encode_entry_body)
 //!
 //! hard_state   = current_term:u64 has_vote:u8 voted_for:u64
@@ -159,7 +160,9 @@
 //! order, so valid records can follow the damage. Each record carries where its write began:
 //! if every valid record after the damage began at or before it, they all belong to the
 //! damaged write, which was never reported durable, and the write is cut off from the damage
-//! on like any torn write. A valid record of a later write is corruption.
+//! on like any torn write. A valid record of a later write is corruption, and so is the
+//! damaged write's last record found intact with bytes after it: that write had completed,
+//! and its `fdatasync` too, since the next write starts only after it.
 //!
 //! One limit follows: damage inside the *last* write looks exactly like a torn one, so it is
 //! cut off (with a warning) even if that write had been fsynced: a checksum cannot tell them

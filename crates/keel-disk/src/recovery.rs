@@ -256,19 +256,36 @@ impl Replay {
                     // before the damage. A record of a later write means the damage is in a
                     // write that had completed, which is corruption.
                     let rest = file.read_rest(offset)?;
-                    let later_write =
-                        format::valid_frames_after(&rest, 0)
-                            .into_iter()
-                            .find(|(_, body)| {
-                                format::group_start(body).is_none_or(|start| start > offset)
-                            });
+                    let frames = format::valid_frames_after(&rest, 0);
+                    let later_write = frames.iter().find(|(_, body)| {
+                        format::group_start(body).is_none_or(|start| start > offset)
+                    });
                     if let Some((at, _)) = later_write {
                         return Err(corrupt(
                             offset,
                             format!(
                                 "{problem} (a valid record of a later write follows at offset \
                                  {}, so not a torn write)",
-                                offset + at as u64
+                                offset + *at as u64
+                            ),
+                        ));
+                    }
+                    // The damaged write's last record is intact and more was written after
+                    // it: that write had completed, and its fdatasync with it (the next write
+                    // starts only then). Damage, not a torn write.
+                    let group_end = frames
+                        .iter()
+                        .find(|(_, body)| format::is_group_end(body))
+                        .map(|(at, body)| at + RECORD_HEADER_LEN + body.len());
+                    if let Some(end) = group_end
+                        && rest[end..].iter().any(|&b| b != 0)
+                    {
+                        return Err(corrupt(
+                            offset,
+                            format!(
+                                "{problem} (the write it belongs to ends intact at offset {} and \
+                                 a later write follows, so not a torn write)",
+                                offset + end as u64
                             ),
                         ));
                     }

@@ -267,6 +267,8 @@ pub(crate) struct LogWriter {
     next_snapshot_id: u64,
     /// The group's records, written with one call. Reused between groups.
     buf: BytesMut,
+    /// Where the last record in `buf` starts: `flush` marks it as its write's last.
+    last_record: Option<usize>,
     /// Snapshot files replaced by newer ones, deleted once the replacement is durable.
     replaced_snapshots: Vec<u64>,
     /// `Entry::encoded_len` of each entry the log holds, from `state.log.first_index` on, and
@@ -314,6 +316,7 @@ impl LogWriter {
             state: parts.state,
             next_snapshot_id: parts.next_snapshot_id,
             buf: BytesMut::with_capacity(BUF_INITIAL_BYTES),
+            last_record: None,
             replaced_snapshots: Vec::new(),
             entry_bytes: parts.entry_sizes.iter().map(|&n| u64::from(n)).sum(),
             entry_sizes: parts.entry_sizes,
@@ -344,18 +347,21 @@ impl LogWriter {
             let group_start = self.current().len;
             format::encode_record(batch, snapshot.as_ref(), group_start, &mut self.buf)
                 .map_err(|bytes| DiskError::RecordTooLarge { bytes })?;
+            let previous = self.last_record.replace(start);
             // A record that would run past the segment's size starts the next segment instead
             // (unless it is the segment's first), so records stay within preallocated space.
             let before = group_start + start as u64;
             let after = group_start + self.buf.len() as u64;
             if after > self.segment_size_bytes && before > SEGMENT_HEADER_LEN as u64 {
                 self.buf.truncate(start);
+                self.last_record = previous;
                 self.flush()?;
                 // The new segment's checkpoint is the state before this record: `apply` below.
                 self.roll()?;
                 // Encoded again: its write now begins in the new segment.
                 format::encode_record(batch, snapshot.as_ref(), self.current().len, &mut self.buf)
                     .map_err(|bytes| DiskError::RecordTooLarge { bytes })?;
+                self.last_record = Some(0);
             }
             self.apply(batch, snapshot);
             wrote = true;
@@ -494,6 +500,10 @@ impl LogWriter {
     fn flush(&mut self) -> Result<(), DiskError> {
         if self.buf.is_empty() {
             return Ok(());
+        }
+        // Recovery tells a write that completed from one a crash cut short by this mark.
+        if let Some(start) = self.last_record.take() {
+            format::mark_group_end(&mut self.buf, start);
         }
         let offset = self.current().len;
         if let Err(source) = self.file.write_all_at(&self.buf, offset) {

@@ -138,6 +138,30 @@ async fn a_hole_in_the_last_write_with_later_records_intact_is_a_torn_write() {
         }
     }
 
+    // A hole in that write once it had completed (its last record intact) with a later write
+    // after it, torn itself, is damage: the next write starts only after an fdatasync.
+    let next = append(9..=9, 2);
+    let step = copy_dir(dir.path());
+    let storage = DiskStorage::open(step.path(), options()).unwrap();
+    let seq = storage.submit(next);
+    durable(&storage, seq).await;
+    close(&storage).await;
+    let segment = step.path().join(name);
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let end = bytes.len();
+    bytes[starts[1]..starts[2]].fill(0);
+    bytes[starts[4]..end].iter_mut().for_each(|b| *b ^= 0x5a);
+    std::fs::write(&segment, &bytes).unwrap();
+    let message = open_error(step.path(), options()).await;
+    assert!(
+        message.contains(&format!(
+            "corrupt at offset {}: zero record length (the write it belongs to ends intact at \
+             offset {}",
+            starts[1], starts[4]
+        )),
+        "{message}"
+    );
+
     // The same hole in an earlier write, with a complete write after it, is damage.
     let step = copy_dir(dir.path());
     let segment = step.path().join(name);
@@ -152,6 +176,32 @@ async fn a_hole_in_the_last_write_with_later_records_intact_is_a_torn_write() {
         )) && message.contains("a valid record of a later write follows"),
         "{message}"
     );
+}
+
+/// A write that rolls into a new segment continues there as a write of its own, starting
+/// after the header: a hole in that part, with its later records intact, is a torn write too.
+#[tokio::test]
+async fn a_hole_in_the_part_of_a_write_that_rolled_into_a_new_segment_is_a_torn_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = small_segments(400);
+    let batches: Vec<WriteBatch> = (1..=20).map(|i| append(i..=i, 1)).collect();
+    let storage = DiskStorage::open(dir.path(), options.clone()).unwrap();
+    let seqs: Vec<u64> = batches.iter().map(|b| storage.submit(b.clone())).collect();
+    durable(&storage, seqs[19]).await;
+    close(&storage).await;
+    assert!(segments(dir.path()).len() >= 3, "the write rolled segments");
+
+    let segment = last_segment(dir.path());
+    let original = std::fs::read(&segment).unwrap();
+    let starts = record_starts(&original, 94);
+    let in_last = starts.len() - 1;
+    assert!(in_last >= 2, "{in_last} records in the last segment");
+    let earlier = batches.len() - in_last;
+    let mut bytes = original.clone();
+    bytes[starts[0]..starts[1]].fill(0);
+    std::fs::write(&segment, &bytes).unwrap();
+    let recovered = reopen(dir.path(), options).await.unwrap();
+    assert_eq!(recovered, model(&batches[..earlier]));
 }
 
 #[tokio::test]
