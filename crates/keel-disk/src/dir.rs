@@ -117,10 +117,13 @@ fn numbered(name: &str, suffix: &str) -> Option<u64> {
 }
 
 /// Checks the meta file against the ids this node was started with.
-pub(crate) fn check_meta(dir: &Path, expected: Meta) -> Result<(), DiskError> {
+/// Checks that the meta file names this node and cluster; returns the format version it was
+/// written in.
+pub(crate) fn check_meta(dir: &Path, expected: Meta) -> Result<u32, DiskError> {
     let path = dir.join(META_FILE);
     let bytes = fs::read(&path).map_err(DiskError::io("read meta file", &path))?;
     let found = format::decode_meta(&bytes).map_err(|error| header_error(&path, error))?;
+    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("decoded, so long enough"));
     if found.node_id != expected.node_id {
         return Err(DiskError::WrongNode {
             dir: dir.to_path_buf(),
@@ -135,7 +138,7 @@ pub(crate) fn check_meta(dir: &Path, expected: Meta) -> Result<(), DiskError> {
             expected: expected.cluster_id,
         });
     }
-    Ok(())
+    Ok(version)
 }
 
 pub(crate) fn write_meta(dir: &Path, dir_handle: &File, meta: Meta) -> Result<(), DiskError> {

@@ -39,8 +39,9 @@ pub(crate) fn open(
         cluster_id: options.cluster_id,
     };
     let listing = dir::list(dir)?;
+    let mut meta_version = format::FORMAT_VERSION;
     if listing.has_meta {
-        dir::check_meta(dir, meta)?;
+        meta_version = dir::check_meta(dir, meta)?;
     } else if !listing.segments.is_empty() || !listing.snapshots.is_empty() {
         return Err(damaged(
             dir,
@@ -88,6 +89,12 @@ pub(crate) fn open(
     figures
         .recovery_syncs
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if meta_version < format::FORMAT_VERSION {
+        // This build writes records an older one cannot read: say so in the meta file before
+        // the first of them, so that an older build refuses the dir as newer, rather than
+        // reporting its new records as damage.
+        dir::write_meta(dir, &dir_handle, meta)?;
+    }
     remove_leftovers(dir, &dir_handle, &listing, state.snapshot)?;
 
     let next_snapshot_id = listing
@@ -669,6 +676,27 @@ mod tests {
         let storage = DiskStorage::open(dir.path(), DiskOptions::new(1, 1)).unwrap();
         assert_eq!(storage.recover().unwrap().entries.len(), 3);
         assert_eq!(storage.recovery_sync_count(), 1, "a clean reopen");
+        storage.close().await.unwrap();
+    }
+
+    /// An older build reads the meta file's version first: opening a data dir of format 1
+    /// moves it to this build's version before any new record is written.
+    #[tokio::test]
+    async fn opening_a_dir_of_an_older_format_marks_it_with_this_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = DiskStorage::open(dir.path(), DiskOptions::new(1, 1)).unwrap();
+        storage.close().await.unwrap();
+        let path = dir.path().join("meta");
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let crc = crc32c::crc32c(&bytes[..bytes.len() - 4]);
+        let at = bytes.len() - 4;
+        bytes[at..].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+
+        let storage = DiskStorage::open(dir.path(), DiskOptions::new(1, 1)).unwrap();
+        let version = u32::from_le_bytes(std::fs::read(&path).unwrap()[8..12].try_into().unwrap());
+        assert_eq!(version, crate::format::FORMAT_VERSION);
         storage.close().await.unwrap();
     }
 
