@@ -334,6 +334,9 @@ impl KvService {
                 Ok(Err(_)) => return Err(KvError::Shutdown),
                 Err(_) => return Err(KvError::Timeout),
             }
+        } else if !inner.raft.is_running() {
+            // A stopped node (shut down, or stopped on data it cannot apply) serves nothing.
+            return Err(KvError::Shutdown);
         }
         inner.counters.reads.fetch_add(1, Ordering::Relaxed);
         Ok(inner.state.lock().get(key))

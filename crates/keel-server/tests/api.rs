@@ -487,4 +487,14 @@ async fn a_command_from_a_newer_build_stops_the_service_instead_of_being_skipped
     }
     let r = http.get(c.url(leader, "/v1/kv/k")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let r = http
+        .get(c.url(leader, "/v1/kv/k?consistency=stale"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "stale reads too"
+    );
 }
