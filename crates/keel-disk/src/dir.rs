@@ -116,7 +116,6 @@ fn numbered(name: &str, suffix: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-/// Checks the meta file against the ids this node was started with.
 /// Checks that the meta file names this node and cluster; returns the format version it was
 /// written in.
 pub(crate) fn check_meta(dir: &Path, expected: Meta) -> Result<u32, DiskError> {
