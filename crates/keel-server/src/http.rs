@@ -31,6 +31,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use http_body_util::BodyExt;
 use keel::{NodeId, Role};
 use keel_kv::{Consistency, KvError, KvService, Write, WriteResult};
 use serde::{Deserialize, Serialize};
@@ -293,35 +294,53 @@ async fn key_and_body(api: &Api, path: KeyPath, body: Body) -> Result<(Bytes, By
         .saturating_mul(2)
         .saturating_add(1024);
     // The header timeout ends with the request head, and the request timeout starts after
-    // the body: a client that announces a body and sends none would otherwise hold its
-    // connection for good.
-    let timeout = api.kv.options().request_timeout;
-    let read = match tokio::time::timeout(timeout, axum::body::to_bytes(body, max)).await {
-        Ok(read) => read,
-        Err(_) => {
-            return Err(error(
-                StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
-                &format!("the request body did not arrive within {timeout:?}"),
-            ));
-        }
-    };
-    match read {
-        Ok(bytes) => Ok((key, bytes)),
-        Err(e) => {
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.to_string().contains("length limit"))
-                || e.to_string().contains("length limit");
-            if too_large {
-                Err(kv_error(&KvError::ValueTooLarge {
-                    size: max.saturating_add(1),
+    // the body: a client that announces a body and then stops sending would otherwise hold
+    // its connection for good. So the body must keep coming: each part of it within the
+    // request timeout of the one before (a deadline on the whole would fail slow uploads).
+    let idle = api.kv.options().request_timeout;
+    let mut body = body;
+    // Most bodies arrive in one part, kept as it is: no allocation, no copy.
+    let mut first: Option<Bytes> = None;
+    let mut more: Vec<Bytes> = Vec::new();
+    let mut len = 0usize;
+    loop {
+        let frame = match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => {
+                return Err(error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    &format!("the request body stopped arriving for {idle:?}"),
+                ));
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                return Err(error(StatusCode::BAD_REQUEST, "bad_body", &e.to_string()));
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            len += data.len();
+            if len > max {
+                return Err(kv_error(&KvError::ValueTooLarge {
+                    size: len,
                     max: api.kv.options().max_value_bytes,
-                }))
-            } else {
-                Err(error(StatusCode::BAD_REQUEST, "bad_body", &e.to_string()))
+                }));
+            }
+            match first {
+                None => first = Some(data),
+                Some(_) => more.push(data),
             }
         }
     }
+    let value = match first {
+        None => Bytes::new(),
+        Some(first) if more.is_empty() => first,
+        Some(first) => {
+            more.insert(0, first);
+            more.concat().into()
+        }
+    };
+    Ok((key, value))
 }
 
 fn session(headers: &HeaderMap) -> Result<Option<(u64, u64)>, Response> {

@@ -305,3 +305,37 @@ async fn a_client_that_reads_nothing_loses_its_connection_so_a_waiting_client_ge
     stop.cancel();
     within("the server stopping", server).await.unwrap();
 }
+
+/// The body timeout bounds the gaps in a body, not the whole of it: a slow upload that keeps
+/// coming is answered, though it takes longer than the request timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_body_that_keeps_coming_is_accepted() {
+    let (node, _dir) = start_node(2).await;
+    let mut stream = BufReader::new(TcpStream::connect(node.client_addr()).await.unwrap());
+    within("the node leading", async {
+        loop {
+            let (_, body) = get_over_http1(&mut stream, "/v1/status").await;
+            if body.contains("\"role\":\"leader\"") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    stream
+        .get_mut()
+        .write_all(b"PUT /v1/kv/k HTTP/1.1\r\nHost: keel\r\nContent-Length: 4\r\n\r\n")
+        .await
+        .unwrap();
+    for byte in b"slow" {
+        tokio::time::sleep(IDLE_TIMEOUT * 2 / 5).await;
+        stream.get_mut().write_all(&[*byte]).await.unwrap();
+    }
+    let mut status_line = String::new();
+    within("an answer to a slow upload", async {
+        stream.read_line(&mut status_line).await.unwrap()
+    })
+    .await;
+    assert!(status_line.starts_with("HTTP/1.1 200"), "{status_line:?}");
+    node.shutdown().await;
+}
