@@ -72,6 +72,19 @@ async fn serve_app(
     (addr, stop, server)
 }
 
+/// An app answering `/slow` after twice the idle timeout, and `/` at once.
+fn slow_and_quick() -> Router {
+    Router::new()
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(IDLE_TIMEOUT * 2).await;
+                "slow"
+            }),
+        )
+        .route("/", get(|| async { "quick" }))
+}
+
 /// Sends `GET path` over HTTP/1.1 on a kept-alive connection and reads the whole answer.
 async fn get_over_http1(stream: &mut BufReader<TcpStream>, path: &str) -> (u16, String) {
     let request = format!("GET {path} HTTP/1.1\r\nHost: keel\r\n\r\n");
@@ -171,15 +184,7 @@ async fn silent_and_dribbling_connections_are_closed_so_a_waiting_client_gets_in
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_slower_than_the_idle_timeout_is_answered_and_keeps_its_connection() {
-    let app = Router::new()
-        .route(
-            "/slow",
-            get(|| async {
-                tokio::time::sleep(IDLE_TIMEOUT * 2).await;
-                "slow"
-            }),
-        )
-        .route("/", get(|| async { "quick" }));
+    let app = slow_and_quick();
     let (addr, stop, server) = serve_app(app, 2).await;
 
     let mut stream = BufReader::new(TcpStream::connect(addr).await.unwrap());
@@ -206,15 +211,7 @@ async fn a_request_slower_than_the_idle_timeout_is_answered_and_keeps_its_connec
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_clients_are_served_and_silent_http2_connections_closed() {
-    let app = Router::new()
-        .route(
-            "/slow",
-            get(|| async {
-                tokio::time::sleep(IDLE_TIMEOUT * 2).await;
-                "slow"
-            }),
-        )
-        .route("/", get(|| async { "quick" }));
+    let app = slow_and_quick();
     let (addr, stop, server) = serve_app(app, 8).await;
 
     // A client that answers pings keeps its connection through a slow request.
