@@ -336,8 +336,10 @@ async fn key_and_body(api: &Api, path: KeyPath, body: Body) -> Result<(Bytes, By
         None => Bytes::new(),
         Some(first) if more.is_empty() => first,
         Some(first) => {
-            more.insert(0, first);
-            more.concat().into()
+            let mut all = bytes::BytesMut::with_capacity(len);
+            all.extend_from_slice(&first);
+            more.iter().for_each(|part| all.extend_from_slice(part));
+            all.freeze()
         }
     };
     Ok((key, value))
