@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use keel::NodeId;
 
+use crate::auth::PeerSecret;
 use crate::wire;
 
 /// Smallest `max_frame_bytes` accepted: room for any handshake frame and a small RPC.
@@ -33,6 +34,10 @@ pub struct NetConfig {
     pub client_addr: String,
     /// The peers' ids and the addresses their servers listen on.
     pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// The secret every member holds; when set, peers must prove they hold it in every
+    /// handshake, in both directions (see [`crate::auth`]). Every member must have the same
+    /// one, or none.
+    pub peer_secret: Option<PeerSecret>,
     /// Largest frame accepted or sent, counting everything after the length field. Must exceed
     /// the largest RPC Raft sends; see [`NetConfig::check_raft_config`].
     pub max_frame_bytes: usize,
@@ -75,6 +80,7 @@ impl NetConfig {
             listen_addr,
             client_addr: client_addr.into(),
             peers,
+            peer_secret: None,
             max_frame_bytes: 64 << 20,
             max_pending_per_peer: 1024,
             max_handlers_per_connection: 256,

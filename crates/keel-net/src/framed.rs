@@ -54,6 +54,9 @@ pub(crate) enum ConnError {
     /// The acceptor refused the handshake.
     #[error("refused: {0}")]
     Refused(String),
+    /// The acceptor did not prove it holds the peer secret.
+    #[error("peer authentication failed: {0}")]
+    Auth(String),
     /// A newer connection from the same peer replaced it.
     #[error("replaced by a newer connection from the same peer")]
     Superseded,

@@ -1,8 +1,10 @@
 //! Both halves of the handshake that opens every connection.
 //!
 //! The dialer sends a [`Hello`]; the acceptor checks it and answers with a [`HelloAck`] or a
-//! hello_reject carrying the reason, after which it closes the connection. Both sides learn
-//! where the other serves clients.
+//! hello_reject carrying the reason, after which it closes the connection. With a peer secret,
+//! a [`Challenge`] and a [`ProofFrame`] come between the hello and the answer, and each side
+//! checks the other's proof (see [`crate::auth`]). Both sides learn where the other serves
+//! clients, and believe it only once the handshake succeeded.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,10 +14,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
+use crate::auth::{self, Role, Transcript};
 use crate::config::NetConfig;
 use crate::framed::{ConnError, FrameReader};
 use crate::peer::Peer;
-use crate::wire::{self, FrameKind, Hello, HelloAck};
+use crate::wire::{self, Challenge, FrameKind, Hello, HelloAck, ProofFrame};
 
 /// The largest frame either side reads before the handshake completes: room for a hello, an
 /// ack or a reject (a client address is at most 1024 bytes), so that anyone who can reach the
@@ -36,6 +39,34 @@ pub(crate) enum Refusal {
     NotAPeer { claimed: NodeId, peers: Vec<NodeId> },
     #[error("bad hello: {0}")]
     BadHello(ConnError),
+    #[error(
+        "node {0} sent no proof of the peer secret this node requires: give every member the \
+         same peer_secret_file"
+    )]
+    NoProof(NodeId),
+    #[error(
+        "node {0} has a peer secret and this node has none: give every member the same \
+         peer_secret_file, or none"
+    )]
+    UnexpectedSecret(NodeId),
+    #[error("node {0} failed to prove it holds this node's peer secret: their secrets differ")]
+    WrongSecret(NodeId),
+    #[error("node {from} gave no proof of the peer secret: {error}")]
+    BadProof { from: NodeId, error: ConnError },
+}
+
+impl Refusal {
+    /// Whether the dialer is gone, so that a reject would not reach it.
+    fn dialer_gone(&self) -> bool {
+        matches!(
+            self,
+            Refusal::BadHello(ConnError::Closed | ConnError::Io(_))
+                | Refusal::BadProof {
+                    error: ConnError::Closed | ConnError::Io(_),
+                    ..
+                }
+        )
+    }
 }
 
 /// A connection whose handshake succeeded.
@@ -61,21 +92,67 @@ pub(crate) fn tune(stream: &TcpStream, config: &NetConfig) {
     let _ = config;
 }
 
-/// Dials `peer` and introduces this node. On success the peer's client address is recorded.
-/// The caller bounds the time it takes.
+/// Dials `peer` and introduces this node (and, with a peer secret, checks the acceptor's proof
+/// and sends its own). On success the peer's client address is recorded. The caller bounds the
+/// time it takes.
 pub(crate) async fn dial(peer: &Peer, config: &NetConfig) -> Result<Connected, ConnError> {
     let stream = TcpStream::connect(peer.addr).await?;
     tune(&stream, config);
     let (read, mut writer) = stream.into_split();
+    let nonce = match &config.peer_secret {
+        Some(_) => Some(auth::nonce()?),
+        None => None,
+    };
     let hello = Hello {
         cluster_id: config.cluster_id,
         from: config.node_id,
         to: peer.id,
         client_addr: config.client_addr.clone(),
+        nonce,
     };
     writer.write_all(&hello.encode()).await?;
     let mut reader = FrameReader::new(read, HANDSHAKE_MAX_FRAME_BYTES);
-    let frame = reader.next_frame().await?;
+    let mut frame = reader.next_frame().await?;
+    if let (Some(secret), Some(dialer_nonce)) = (&config.peer_secret, nonce) {
+        match frame.kind {
+            FrameKind::Challenge => {}
+            // Accepting without a challenge is what a node without the secret does, or
+            // anything else that answers on the peer's address: never believe it.
+            FrameKind::HelloAck => {
+                return Err(ConnError::Auth(format!(
+                    "node {} accepted without proving it holds the peer secret: it has no \
+                     peer_secret_file, or it is not a member",
+                    peer.id
+                )));
+            }
+            FrameKind::HelloReject => {
+                return Err(ConnError::Refused(wire::decode_text(&frame.body)));
+            }
+            kind => return Err(ConnError::Unexpected(kind)),
+        }
+        let challenge = Challenge::decode(frame.body).map_err(|error| ConnError::Body {
+            kind: FrameKind::Challenge,
+            error,
+        })?;
+        let transcript = Transcript {
+            cluster_id: config.cluster_id,
+            dialer: config.node_id,
+            acceptor: peer.id,
+            dialer_nonce,
+            acceptor_nonce: challenge.nonce,
+        };
+        if !secret.verify(Role::Acceptor, &transcript, &challenge.proof) {
+            return Err(ConnError::Auth(format!(
+                "node {} failed to prove it holds this node's peer secret: their secrets differ",
+                peer.id
+            )));
+        }
+        let proof = ProofFrame {
+            proof: secret.proof(Role::Dialer, &transcript),
+        };
+        writer.write_all(&proof.encode()).await?;
+        frame = reader.next_frame().await?;
+    }
     match frame.kind {
         FrameKind::HelloAck => {
             let ack = HelloAck::decode(frame.body).map_err(|error| ConnError::Body {
@@ -91,20 +168,23 @@ pub(crate) async fn dial(peer: &Peer, config: &NetConfig) -> Result<Connected, C
     }
 }
 
-/// Reads the dialer's hello and accepts or refuses it. On success the dialer is one of `peers`,
-/// its client address is recorded and the ack is sent; on a refusal the reject is sent (if the
-/// socket still takes it) and the caller closes the connection. The caller bounds the time.
+/// Reads the dialer's hello and accepts or refuses it. On success the dialer is one of `peers`
+/// (and proved it holds the peer secret, if this node has one), its client address is recorded
+/// and the ack is sent; on a refusal the reject is sent (if the socket still takes it) and the
+/// caller closes the connection. The caller bounds the time.
 pub(crate) async fn accept(
     config: &NetConfig,
     peers: &BTreeMap<NodeId, Arc<Peer>>,
     reader: &mut FrameReader<OwnedReadHalf>,
     writer: &mut OwnedWriteHalf,
 ) -> Result<Arc<Peer>, Refusal> {
-    let checked = match read_hello(reader).await {
-        Ok(hello) => check(config, peers, &hello).map(|peer| (peer, hello)),
-        Err(error) => Err(Refusal::BadHello(error)),
+    let checked = async {
+        let hello = read_hello(reader).await.map_err(Refusal::BadHello)?;
+        let peer = check(config, peers, &hello)?;
+        authenticate(config, &hello, reader, writer).await?;
+        Ok::<_, Refusal>((peer, hello))
     };
-    match checked {
+    match checked.await {
         Ok((peer, hello)) => {
             peer.set_client_addr(hello.client_addr);
             let ack = HelloAck {
@@ -118,10 +198,7 @@ pub(crate) async fn accept(
             Ok(peer)
         }
         Err(refusal) => {
-            if !matches!(
-                refusal,
-                Refusal::BadHello(ConnError::Closed | ConnError::Io(_))
-            ) {
+            if !refusal.dialer_gone() {
                 let _ = writer
                     .write_all(&wire::encode_reject(&refusal.to_string()))
                     .await;
@@ -129,6 +206,55 @@ pub(crate) async fn accept(
             Err(refusal)
         }
     }
+}
+
+/// With a peer secret: sends this node's nonce and proof, and checks the dialer's proof. Both
+/// sides must have a secret, or neither.
+async fn authenticate(
+    config: &NetConfig,
+    hello: &Hello,
+    reader: &mut FrameReader<OwnedReadHalf>,
+    writer: &mut OwnedWriteHalf,
+) -> Result<(), Refusal> {
+    let (secret, dialer_nonce) = match (&config.peer_secret, hello.nonce) {
+        (None, None) => return Ok(()),
+        (None, Some(_)) => return Err(Refusal::UnexpectedSecret(hello.from)),
+        (Some(_), None) => return Err(Refusal::NoProof(hello.from)),
+        (Some(secret), Some(nonce)) => (secret, nonce),
+    };
+    let bad_proof = |error: ConnError| Refusal::BadProof {
+        from: hello.from,
+        error,
+    };
+    let transcript = Transcript {
+        cluster_id: config.cluster_id,
+        dialer: hello.from,
+        acceptor: config.node_id,
+        dialer_nonce,
+        acceptor_nonce: auth::nonce().map_err(|error| bad_proof(error.into()))?,
+    };
+    let challenge = Challenge {
+        nonce: transcript.acceptor_nonce,
+        proof: secret.proof(Role::Acceptor, &transcript),
+    };
+    writer
+        .write_all(&challenge.encode())
+        .await
+        .map_err(|error| bad_proof(error.into()))?;
+    let frame = reader.next_frame().await.map_err(bad_proof)?;
+    if frame.kind != FrameKind::Proof {
+        return Err(bad_proof(ConnError::Unexpected(frame.kind)));
+    }
+    let proof = ProofFrame::decode(frame.body).map_err(|error| {
+        bad_proof(ConnError::Body {
+            kind: FrameKind::Proof,
+            error,
+        })
+    })?;
+    if !secret.verify(Role::Dialer, &transcript, &proof.proof) {
+        return Err(Refusal::WrongSecret(hello.from));
+    }
+    Ok(())
 }
 
 async fn read_hello(reader: &mut FrameReader<OwnedReadHalf>) -> Result<Hello, ConnError> {

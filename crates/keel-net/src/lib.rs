@@ -78,11 +78,14 @@
 //!  +--------+---------+------+--------------+------------------------------+
 //!
 //!  kind 1 hello         magic "KEEL", cluster_id u64, from u64, to u64, client_addr (u16 len + UTF-8)
+//!                       [, nonce (32 bytes) with a peer secret]
 //!       2 hello_ack     client_addr (u16 len + UTF-8)
 //!       3 hello_reject  reason (UTF-8)
 //!       4 request       keel::codec::encode_request bytes
 //!       5 response      keel::codec::encode_response bytes, same request_id as the request
 //!       6 error         reason (UTF-8): the request with this id gets no reply
+//!       7 challenge     nonce (32 bytes), proof (32 bytes): the acceptor's, with a peer secret
+//!       8 proof         proof (32 bytes): the dialer's, with a peer secret
 //! ```
 //!
 //! A length above `max_frame_bytes` (default 64 MiB) or below the header, a version other than
@@ -101,6 +104,23 @@
 //!    | <------------- hello_ack(client_addr) --------- |  yes: serve requests
 //!    | <------------- hello_reject(reason) ----------- |  no: log the reason, close
 //! ```
+//!
+//! With a peer secret ([`NetConfig::peer_secret`], see [`auth`]) both sides prove they hold it
+//! before anything else is believed, the hello's client address included:
+//!
+//! ```text
+//!  dialer                                           acceptor
+//!    | -- hello(..., nonce_d) ------------------------> |  the checks above
+//!    | <------------ challenge(nonce_a, proof_a) ------ |
+//!    |  proof_a right? else close                       |
+//!    | -- proof(proof_d) -----------------------------> |  proof_d right?
+//!    | <------------- hello_ack(client_addr) ---------- |  yes: serve requests
+//!    | <------------- hello_reject(reason) ------------ |  no: log the reason, close
+//! ```
+//!
+//! A node with a secret refuses a dialer without one and never accepts an acceptor that skips
+//! the challenge; a node without one refuses a dialer that sends a nonce. So members with
+//! different settings refuse each other, each with a log line naming the cause.
 //!
 //! The whole exchange, dialing included, must finish within `handshake_timeout`. A refusal is
 //! logged on both sides with its reason, e.g. `refused a connection: peer 10.0.0.5:4411 claims
@@ -138,6 +158,7 @@
 
 #![warn(missing_docs)]
 
+pub mod auth;
 mod config;
 mod framed;
 mod handshake;
@@ -148,6 +169,7 @@ mod stats;
 mod transport;
 pub mod wire;
 
+pub use auth::PeerSecret;
 pub use config::{ConfigError, MAX_CLIENT_ADDR_BYTES, MIN_FRAME_BYTES, NetConfig};
 pub use server::{RpcHandler, TcpServer};
 pub use stats::PeerStats;

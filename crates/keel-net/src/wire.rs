@@ -8,12 +8,19 @@
 //! kind   body                                                     request_id
 //! 1 hello         magic:"KEEL" cluster_id:u64 from:u64 to:u64     0
 //!                 client_addr_len:u16 client_addr (UTF-8)
+//!                 [nonce:32 bytes, if the dialer has a peer secret]
 //! 2 hello_ack     client_addr_len:u16 client_addr (UTF-8)         0
 //! 3 hello_reject  reason (UTF-8, the rest of the body)            0
 //! 4 request       keel::codec::encode_request                     chosen by the caller
 //! 5 response      keel::codec::encode_response                    the request's
 //! 6 error         reason (UTF-8, the rest of the body)            the request's
+//! 7 challenge     nonce:32 bytes proof:32 bytes                   0
+//! 8 proof         proof:32 bytes                                  0
 //! ```
+//!
+//! A handshake is hello, then hello_ack or hello_reject. With a peer secret (see
+//! [`crate::auth`]) it is hello (with the dialer's nonce), challenge (the acceptor's nonce and
+//! proof), proof (the dialer's), then hello_ack or hello_reject.
 //!
 //! [`decode_frame`] is the only way bytes from a socket become a [`Frame`]: it checks the length
 //! field against the maximum before anything is read or allocated for the frame, and the version
@@ -24,6 +31,8 @@ use std::fmt;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use keel::codec::{self, DecodeError};
 use keel::{NodeId, Request, Response};
+
+use crate::auth::{Nonce, Proof};
 
 /// The version of the frame format this crate speaks. A frame with another version closes the
 /// connection (or, as the first frame, is refused with a reason the dialer logs).
@@ -61,6 +70,10 @@ pub enum FrameKind {
     /// The request with the same id gets no reply (the node is shutting down, or failed); the
     /// body says why.
     Error = 6,
+    /// The acceptor's nonce and proof of the peer secret ([`Challenge`]).
+    Challenge = 7,
+    /// The dialer's proof of the peer secret ([`ProofFrame`]).
+    Proof = 8,
 }
 
 impl FrameKind {
@@ -72,6 +85,8 @@ impl FrameKind {
             4 => FrameKind::Request,
             5 => FrameKind::Response,
             6 => FrameKind::Error,
+            7 => FrameKind::Challenge,
+            8 => FrameKind::Proof,
             _ => return None,
         })
     }
@@ -86,6 +101,8 @@ impl fmt::Display for FrameKind {
             FrameKind::Request => "request",
             FrameKind::Response => "response",
             FrameKind::Error => "error",
+            FrameKind::Challenge => "challenge",
+            FrameKind::Proof => "proof",
         })
     }
 }
@@ -255,6 +272,8 @@ pub struct Hello {
     pub to: NodeId,
     /// Where the dialer serves clients, so that peers can forward client requests to it.
     pub client_addr: String,
+    /// The dialer's nonce, when it has a peer secret and expects a [`Challenge`].
+    pub nonce: Option<Nonce>,
 }
 
 impl Hello {
@@ -270,6 +289,9 @@ impl Hello {
             out.put_u64_le(self.from);
             out.put_u64_le(self.to);
             put_string(out, &self.client_addr);
+            if let Some(nonce) = &self.nonce {
+                out.put_slice(nonce);
+            }
         })
     }
 
@@ -286,6 +308,10 @@ impl Hello {
             from: take_u64(&mut body, "node id")?,
             to: take_u64(&mut body, "target node id")?,
             client_addr: take_string(&mut body, "client address")?,
+            nonce: match body.len() {
+                0 => None,
+                _ => Some(take_array(&mut body, "nonce")?),
+            },
         };
         finish(&body)?;
         Ok(hello)
@@ -321,6 +347,59 @@ impl HelloAck {
     }
 }
 
+/// The acceptor's answer to a hello with a nonce, when it has a peer secret: its own nonce, and
+/// its proof of the secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Challenge {
+    /// The acceptor's nonce.
+    pub nonce: Nonce,
+    /// The acceptor's proof.
+    pub proof: Proof,
+}
+
+impl Challenge {
+    /// Encodes the challenge frame.
+    pub fn encode(&self) -> Bytes {
+        encode(FrameKind::Challenge, 0, |out| {
+            out.put_slice(&self.nonce);
+            out.put_slice(&self.proof);
+        })
+    }
+
+    /// Decodes a challenge body.
+    pub fn decode(mut body: Bytes) -> Result<Challenge, DecodeError> {
+        let challenge = Challenge {
+            nonce: take_array(&mut body, "nonce")?,
+            proof: take_array(&mut body, "proof")?,
+        };
+        finish(&body)?;
+        Ok(challenge)
+    }
+}
+
+/// The dialer's answer to a [`Challenge`]: its proof of the peer secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProofFrame {
+    /// The dialer's proof.
+    pub proof: Proof,
+}
+
+impl ProofFrame {
+    /// Encodes the proof frame.
+    pub fn encode(&self) -> Bytes {
+        encode(FrameKind::Proof, 0, |out| out.put_slice(&self.proof))
+    }
+
+    /// Decodes a proof body.
+    pub fn decode(mut body: Bytes) -> Result<ProofFrame, DecodeError> {
+        let frame = ProofFrame {
+            proof: take_array(&mut body, "proof")?,
+        };
+        finish(&body)?;
+        Ok(frame)
+    }
+}
+
 /// Writes `s` with a u16 length.
 fn put_string(out: &mut BytesMut, s: &str) {
     let len = u16::try_from(s.len()).expect("client address length is validated to fit a u16");
@@ -336,6 +415,15 @@ fn take(body: &mut Bytes, field: &'static str, len: usize) -> Result<Bytes, Deco
         });
     }
     Ok(body.split_to(len))
+}
+
+fn take_array<const N: usize>(
+    body: &mut Bytes,
+    field: &'static str,
+) -> Result<[u8; N], DecodeError> {
+    let mut array = [0u8; N];
+    array.copy_from_slice(&take(body, field, N)?);
+    Ok(array)
 }
 
 fn take_u64(body: &mut Bytes, field: &'static str) -> Result<u64, DecodeError> {
@@ -388,6 +476,7 @@ mod tests {
             from: 2,
             to: 1,
             client_addr: "h:1".into(),
+            nonce: None,
         }
         .encode();
         let mut expected = vec![43, 0, 0, 0, VERSION, 1, 0, 0, 0, 0, 0, 0, 0, 0];
@@ -490,10 +579,47 @@ mod tests {
             from: 3,
             to: 1,
             client_addr: "10.0.0.3:8080".into(),
+            nonce: None,
         };
         let mut buf = BytesMut::from(&hello.encode()[..]);
         let frame = decode_frame(&mut buf, MAX).unwrap().unwrap();
         assert_eq!(Hello::decode(frame.body).unwrap(), hello);
+        let with_nonce = Hello {
+            nonce: Some([9; 32]),
+            ..hello.clone()
+        };
+        let encoded = with_nonce.encode();
+        assert_eq!(encoded.len(), hello.encode().len() + 32);
+        let mut buf = BytesMut::from(&encoded[..]);
+        let frame = decode_frame(&mut buf, MAX).unwrap().unwrap();
+        assert_eq!(Hello::decode(frame.body.clone()).unwrap(), with_nonce);
+        // A nonce cut short is refused, not padded.
+        let cut = frame.body.slice(..frame.body.len() - 1);
+        assert!(matches!(
+            Hello::decode(cut),
+            Err(DecodeError::Truncated { field: "nonce", .. })
+        ));
+
+        let challenge = Challenge {
+            nonce: [1; 32],
+            proof: [2; 32],
+        };
+        let mut buf = BytesMut::from(&challenge.encode()[..]);
+        let frame = decode_frame(&mut buf, MAX).unwrap().unwrap();
+        assert_eq!(frame.kind, FrameKind::Challenge);
+        assert_eq!(Challenge::decode(frame.body.clone()).unwrap(), challenge);
+        assert!(Challenge::decode(frame.body.slice(..63)).is_err());
+        let proof = ProofFrame { proof: [3; 32] };
+        let mut buf = BytesMut::from(&proof.encode()[..]);
+        let frame = decode_frame(&mut buf, MAX).unwrap().unwrap();
+        assert_eq!(frame.kind, FrameKind::Proof);
+        assert_eq!(ProofFrame::decode(frame.body.clone()).unwrap(), proof);
+        let mut long = frame.body.to_vec();
+        long.push(0);
+        assert!(matches!(
+            ProofFrame::decode(Bytes::from(long)),
+            Err(DecodeError::TrailingBytes(1))
+        ));
 
         let ack = HelloAck {
             client_addr: String::new(),
@@ -531,6 +657,8 @@ mod tests {
                         prop_assert_eq!(buf.len(), before - frame.wire_len());
                         let _ = Hello::decode(frame.body.clone());
                         let _ = HelloAck::decode(frame.body.clone());
+                        let _ = Challenge::decode(frame.body.clone());
+                        let _ = ProofFrame::decode(frame.body.clone());
                         let _ = codec::decode_request(frame.body.clone());
                         let _ = codec::decode_response(frame.body);
                     }

@@ -317,6 +317,14 @@ pub struct Raw {
 }
 
 impl Raw {
+    /// Speaks the wire format on a stream of the test's own (say, one it accepted).
+    pub fn from_stream(stream: TcpStream) -> Raw {
+        Raw {
+            stream,
+            buf: BytesMut::new(),
+        }
+    }
+
     pub async fn connect(addr: SocketAddr) -> Raw {
         let stream = TcpStream::connect(addr)
             .await
@@ -387,6 +395,7 @@ pub fn hello(cluster_id: u64, from: NodeId, to: NodeId) -> wire::Hello {
         from,
         to,
         client_addr: client_addr(from),
+        nonce: None,
     }
 }
 
