@@ -1,7 +1,8 @@
 //! `keel dev`: a local cluster on loopback, each node its own `keel serve` process, so that
 //! killing one shows a real failover.
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -71,6 +72,7 @@ pub async fn dev(args: DevArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::Start(format!("cannot find the keel executable: {e}")))?;
     std::fs::create_dir_all(&args.data_dir)
         .map_err(|e| CliError::Start(format!("cannot create {}: {e}", args.data_dir.display())))?;
+    let secret = peer_secret_file(&args.data_dir)?;
     let mut nodes: Vec<NodeProcess> = (1..=args.nodes)
         .map(|id| NodeProcess {
             id,
@@ -87,7 +89,7 @@ pub async fn dev(args: DevArgs) -> Result<(), CliError> {
     let peers = peers.join(",");
     let (exited_tx, mut exited) = mpsc::channel::<(u64, String)>(16);
     for node in &mut nodes {
-        spawn_node(&exe, node, &peers, exited_tx.clone())?;
+        spawn_node(&exe, node, &peers, &secret, exited_tx.clone())?;
     }
 
     let http = reqwest_like_client();
@@ -109,7 +111,7 @@ pub async fn dev(args: DevArgs) -> Result<(), CliError> {
                 } else {
                     eprintln!("[dev] node {id} exited ({how}); restarting it in 1 s");
                     tokio::time::sleep(Duration::from_secs(1)).await;
-                    spawn_node(&exe, node, &peers, exited_tx.clone())?;
+                    spawn_node(&exe, node, &peers, &secret, exited_tx.clone())?;
                 }
             }
             _ = poll.tick() => {
@@ -153,10 +155,39 @@ pub async fn dev(args: DevArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// The nodes' peer secret: `DIR/peer-secret`, made (readable by this user only) on the first
+/// run, so that even a local cluster takes no traffic from processes that do not hold it. It is
+/// written under another name and renamed, so an interrupted first run leaves no empty secret.
+fn peer_secret_file(data_dir: &Path) -> Result<PathBuf, CliError> {
+    let path = data_dir.join("peer-secret");
+    if path.exists() {
+        return Ok(path);
+    }
+    let failed = |e: std::io::Error| {
+        CliError::Start(format!(
+            "cannot write the peer secret {}: {e}",
+            path.display()
+        ))
+    };
+    let tmp = data_dir.join("peer-secret.tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let secret = keel_server::PeerSecret::generate().map_err(failed)?;
+    let mut file = options.open(&tmp).map_err(failed)?;
+    file.write_all(format!("{secret}\n").as_bytes())
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(failed)?;
+    Ok(path)
+}
+
 fn spawn_node(
     exe: &std::path::Path,
     node: &mut NodeProcess,
     peers: &str,
+    secret: &Path,
     exited: mpsc::Sender<(u64, String)>,
 ) -> Result<(), CliError> {
     let mut command = Command::new(exe);
@@ -169,6 +200,8 @@ fn spawn_node(
         .args(["--peer-addr", &node.peer])
         .args(["--client-addr", &node.client])
         .args(["--peers", peers])
+        .arg("--peer-secret-file")
+        .arg(secret)
         // The nodes share this machine: one runtime thread each keeps them from contending.
         .args(["--threads", "1"])
         .stdin(Stdio::null())

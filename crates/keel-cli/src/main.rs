@@ -48,6 +48,10 @@ enum Command {
     Dev(dev::DevArgs),
     /// Run one node of a cluster, until SIGINT or SIGTERM.
     Serve(Box<serve::ServeArgs>),
+    /// Print a new random peer secret (64 hex digits) for `keel serve --peer-secret-file`:
+    /// `keel secret > peer-secret && chmod 600 peer-secret`, then copy that file to every
+    /// member.
+    Secret,
     #[command(flatten)]
     Client(client::ClientCommand),
 }
@@ -68,7 +72,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_filter = match cli.command {
         Command::Serve(_) | Command::Dev(_) => "info",
-        Command::Client(_) => "warn",
+        Command::Client(_) | Command::Secret => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
@@ -100,6 +104,9 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Dev(args) => dev::dev(args).await,
             Command::Serve(args) => serve::serve(*args).await,
+            Command::Secret => keel_server::PeerSecret::generate()
+                .map(|secret| println!("{secret}"))
+                .map_err(|e| CliError::Start(format!("cannot make a random secret: {e}"))),
             Command::Client(command) => client::run(command, &cli.endpoints).await,
         }
     });

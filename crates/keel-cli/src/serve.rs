@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Args;
 use keel::NodeId;
 use keel_kv::KvOptions;
-use keel_server::{Node, NodeConfig};
+use keel_server::{Node, NodeConfig, PeerSecret};
 use serde::Deserialize;
 
 use crate::CliError;
@@ -45,6 +45,12 @@ pub struct ServeArgs {
     /// remembers its cluster.
     #[arg(long)]
     pub cluster: Option<String>,
+    /// A file holding the cluster's peer secret (at least 16 bytes; trailing whitespace is
+    /// ignored). Members prove to each other that they hold it whenever they connect, so a
+    /// process without it cannot take part in elections or replication. Give every member the
+    /// same file, or none. Make one with: keel secret > FILE
+    #[arg(long, value_name = "FILE")]
+    pub peer_secret_file: Option<PathBuf>,
     /// Leader heartbeat interval, in milliseconds.
     #[arg(long, value_name = "MS")]
     pub heartbeat_ms: Option<u64>,
@@ -87,6 +93,7 @@ struct FileConfig {
     client_addr: Option<String>,
     advertise_client_addr: Option<String>,
     cluster: Option<String>,
+    peer_secret_file: Option<PathBuf>,
     peers: Option<BTreeMap<String, String>>,
     heartbeat_ms: Option<u64>,
     election_timeout_ms: Option<u64>,
@@ -207,6 +214,10 @@ pub fn node_config(args: ServeArgs) -> Result<NodeConfig, CliError> {
     // A value must fit in one AppendEntries with room to spare.
     let value_room = kv.max_value_bytes.saturating_mul(2).saturating_add(4096);
     raft.max_append_bytes = raft.max_append_bytes.max(value_room);
+    let peer_secret = match args.peer_secret_file.or(file.peer_secret_file) {
+        Some(path) => Some(read_secret(&path)?),
+        None => None,
+    };
     let client_idle_timeout = match args.client_idle_timeout_ms.or(file.client_idle_timeout_ms) {
         Some(ms) => millis("--client-idle-timeout-ms", ms)?,
         None => keel_server::node::DEFAULT_CLIENT_IDLE_TIMEOUT,
@@ -222,12 +233,32 @@ pub fn node_config(args: ServeArgs) -> Result<NodeConfig, CliError> {
         client_listen,
         client_advertise: args.advertise_client_addr.or(file.advertise_client_addr),
         peers,
+        peer_secret,
         raft,
         kv,
         segment_size_bytes: keel_server::DEFAULT_SEGMENT_SIZE_BYTES,
         max_client_connections: 4096,
         client_idle_timeout,
     })
+}
+
+/// Reads the peer secret, warning if other users may read it.
+fn read_secret(path: &Path) -> Result<PeerSecret, CliError> {
+    let secret = PeerSecret::from_file(path).map_err(|e| CliError::Config(e.0))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(metadata) = std::fs::metadata(path)
+            && metadata.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(
+                "peer secret {} can be read by other users (mode {:o}); chmod 600 it",
+                path.display(),
+                metadata.permissions().mode() & 0o777
+            );
+        }
+    }
+    Ok(secret)
 }
 
 /// The longest time a setting in milliseconds may give (a day): far beyond any sensible
@@ -366,6 +397,37 @@ mod tests {
         })
         .unwrap();
         assert_eq!(config.id, 2);
+        assert!(config.peer_secret.is_none());
+
+        let secret = dir.join("secret");
+        std::fs::write(&secret, "0123456789abcdef0123\n").unwrap();
+        let with_secret = |path: &Path| {
+            node_config(ServeArgs {
+                peer_secret_file: Some(path.to_path_buf()),
+                ..args()
+            })
+        };
+        assert!(with_secret(&secret).unwrap().peer_secret.is_some());
+        std::fs::write(&secret, "short\n").unwrap();
+        let e = with_secret(&secret).unwrap_err().to_string();
+        assert!(e.contains("must be 16 to 4096 bytes long"), "{e}");
+        let e = with_secret(&dir.join("missing")).unwrap_err().to_string();
+        assert!(e.starts_with("cannot read peer secret"), "{e}");
+        std::fs::write(
+            &path,
+            format!("peer_secret_file = {:?}\n", secret.display()),
+        )
+        .unwrap();
+        let e = node_config(ServeArgs {
+            config: Some(path.clone()),
+            ..args()
+        })
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("must be 16 to 4096"),
+            "the file's key is read: {e}"
+        );
+
         std::fs::write(&path, "id = 2\nbogus = 1\n").unwrap();
         let e = node_config(ServeArgs {
             config: Some(path),

@@ -22,6 +22,8 @@ struct Cluster {
     peer_ports: Vec<u16>,
     client_ports: Vec<u16>,
     children: Vec<Option<Child>>,
+    /// Each node's `--peer-secret-file`: the same file for all, unless a test says otherwise.
+    secrets: Vec<PathBuf>,
 }
 
 fn free_port() -> u16 {
@@ -32,15 +34,18 @@ fn free_port() -> u16 {
 }
 
 impl Cluster {
-    fn new() -> Cluster {
-        let dir = std::env::temp_dir().join(format!("keel-processes-{}", std::process::id()));
+    fn new(name: &str) -> Cluster {
+        let dir = std::env::temp_dir().join(format!("keel-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
+        let secret = dir.join("peer-secret");
+        std::fs::write(&secret, "a secret the test's members share\n").expect("secret file");
         Cluster {
             dir,
             peer_ports: (0..NODES).map(|_| free_port()).collect(),
             client_ports: (0..NODES).map(|_| free_port()).collect(),
             children: (0..NODES).map(|_| None).collect(),
+            secrets: (0..NODES).map(|_| secret.clone()).collect(),
         }
     }
 
@@ -67,6 +72,8 @@ impl Cluster {
             .args(["--peer-addr", &format!("127.0.0.1:{}", self.peer_ports[i])])
             .args(["--client-addr", &self.endpoint(i)])
             .args(["--peers", &peers.join(",")])
+            .arg("--peer-secret-file")
+            .arg(&self.secrets[i])
             .args(["--heartbeat-ms", "50", "--election-timeout-ms", "300"])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -83,6 +90,10 @@ impl Cluster {
             child.kill().expect("kill");
             child.wait().expect("reap");
         }
+    }
+
+    fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.dir.join(format!("node{}.log", i + 1))).unwrap_or_default()
     }
 
     fn logs(&self) -> String {
@@ -206,7 +217,7 @@ async fn client_loop(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_and_a_follower_loses_no_acknowledged_write() {
-    let mut cluster = Cluster::new();
+    let mut cluster = Cluster::new("processes");
     for i in 0..NODES as usize {
         cluster.start(i);
     }
@@ -322,6 +333,57 @@ async fn killing_the_leader_and_a_follower_loses_no_acknowledged_write() {
         "{operations} operations, linearizable; logs under {}",
         cluster.dir.display()
     );
+}
+
+/// A process started with another peer secret cannot take part: the two members that share
+/// one elect a leader and commit without it, it never learns of a leader or a committed entry,
+/// and both sides log why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_another_peer_secret_takes_no_part_in_the_cluster() {
+    let mut cluster = Cluster::new("secrets");
+    let other = cluster.dir.join("other-secret");
+    std::fs::write(&other, "not the secret the others hold").expect("secret file");
+    cluster.secrets[2] = other;
+    for i in 0..NODES as usize {
+        cluster.start(i);
+    }
+    let options = ClientOptions {
+        deadline: Duration::from_secs(20),
+        ..ClientOptions::with_endpoints(cluster.endpoints()[..2].to_vec())
+    };
+    let client = Client::new(options).expect("client");
+    let leader = wait_for_leader(&client, &cluster, Duration::from_secs(30)).await;
+    assert!(leader < 2, "node 3 cannot lead without its peers' votes");
+    let index = client
+        .put("k", b"v".to_vec())
+        .await
+        .expect("two of three members commit")
+        .index;
+    assert!(index >= 2, "index {index}");
+
+    let stranger = cluster.endpoint(2);
+    // Each side, dialing the other, finds the other's proof wrong; accepting, it sees the
+    // dialer hang up on its own proof.
+    let refused = "failed to prove it holds this node's peer secret: their secrets differ";
+    let hung_up = "node 3 hung up instead of proving it holds the peer secret";
+    wait_until(
+        || {
+            cluster.log(2).contains(refused)
+                && cluster.log(leader).contains(refused)
+                && cluster.log(leader).contains(hung_up)
+        },
+        Duration::from_secs(30),
+        "both sides to log the refused handshakes",
+    )
+    .await;
+    let status = client.status(&stranger).await.expect("node 3 answers");
+    assert_eq!(status.leader_id, None, "node 3 learned of a leader");
+    assert_eq!(status.commit_index, 0, "node 3 learned of a commit");
+    let member = client
+        .status(&cluster.endpoint(leader))
+        .await
+        .expect("status");
+    assert!(member.commit_index >= index);
 }
 
 async fn wait_until(done: impl Fn() -> bool, limit: Duration, what: &str) {
@@ -443,6 +505,26 @@ fn config_errors_exit_with_code_2_and_one_line() {
         "{stderr}"
     );
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    let (code, stderr) = run(&[
+        "serve",
+        "--id",
+        "1",
+        "--data-dir",
+        "/tmp/x",
+        "--peer-addr",
+        "127.0.0.1:1",
+        "--client-addr",
+        "127.0.0.1:2",
+        "--peers",
+        "1=127.0.0.1:1",
+        "--peer-secret-file",
+        "/nonexistent/keel-secret",
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with("keel: cannot read peer secret /nonexistent/keel-secret: "),
+        "{stderr}"
+    );
     let (code, _) = run(&["serve", "--frobnicate"]);
     assert_eq!(code, Some(2), "clap's unknown-flag error exits with 2");
     let (code, stderr) = run(&[

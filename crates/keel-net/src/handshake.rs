@@ -53,6 +53,11 @@ pub(crate) enum Refusal {
     WrongSecret(NodeId),
     #[error("node {from} gave no proof of the peer secret: {error}")]
     BadProof { from: NodeId, error: ConnError },
+    #[error(
+        "node {0} hung up instead of proving it holds the peer secret: a dialer does that when \
+         this node's proof fails, so their secrets differ (or it is not a member)"
+    )]
+    HungUp(NodeId),
 }
 
 impl Refusal {
@@ -61,6 +66,7 @@ impl Refusal {
         matches!(
             self,
             Refusal::BadHello(ConnError::Closed | ConnError::Io(_))
+                | Refusal::HungUp(_)
                 | Refusal::BadProof {
                     error: ConnError::Closed | ConnError::Io(_),
                     ..
@@ -241,7 +247,10 @@ async fn authenticate(
         .write_all(&challenge.encode())
         .await
         .map_err(|error| bad_proof(error.into()))?;
-    let frame = reader.next_frame().await.map_err(bad_proof)?;
+    let frame = reader.next_frame().await.map_err(|error| match error {
+        ConnError::Closed => Refusal::HungUp(hello.from),
+        error => bad_proof(error),
+    })?;
     if frame.kind != FrameKind::Proof {
         return Err(bad_proof(ConnError::Unexpected(frame.kind)));
     }

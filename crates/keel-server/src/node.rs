@@ -36,6 +36,9 @@ pub struct NodeConfig {
     pub client_advertise: Option<String>,
     /// Every member's id and peer address, this node included.
     pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// The secret every member proves it holds when connecting to another (see
+    /// [`keel_net::auth`]); `None` accepts any peer that names the cluster and a member's id.
+    pub peer_secret: Option<keel_net::PeerSecret>,
     /// Raft timing and limits.
     pub raft: keel::Config,
     /// KV service limits.
@@ -216,6 +219,15 @@ impl Node {
             client_advertise.clone(),
             config.peers.clone(),
         );
+        net.peer_secret = config.peer_secret.clone();
+        if net.peer_secret.is_none() && !config.peer_listen.ip().is_loopback() {
+            tracing::warn!(
+                "peer connections are not authenticated: anyone who can reach {} and knows the \
+                 cluster name can take part in this cluster's elections and replication; give \
+                 every member the same --peer-secret-file",
+                config.peer_listen
+            );
+        }
         net.max_frame_bytes = net.max_frame_bytes.max(
             config
                 .raft

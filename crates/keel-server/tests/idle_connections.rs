@@ -40,6 +40,7 @@ async fn start_node(max_client_connections: usize) -> (Node, tempfile::TempDir) 
         client_listen: "127.0.0.1:0".parse().unwrap(),
         client_advertise: None,
         peers: BTreeMap::from([(1, peer)]),
+        peer_secret: None,
         raft: keel::Config::default(),
         kv: keel_kv::KvOptions {
             // The body of a request must arrive within it.
