@@ -8,6 +8,7 @@
 //! reads nothing of its answers for as long. A request in progress is not timed here: the KV
 //! service's request timeout bounds it, body included.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
@@ -24,6 +25,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -150,13 +152,12 @@ struct Protocols {
 ///   byte or of its previous response, so an idle keep-alive connection and one dribbling its
 ///   headers are closed alike;
 /// - an HTTP/2 connection silent for that long is pinged, and closed if the ping goes unanswered
-///   as long.
-///
+///   as long; one that answers pings but has no request in progress for that long (since it
+///   opened or since its last request was answered) is sent a GOAWAY and closed;
 /// - a client that reads nothing of an answer for that long (a write waits for room in its
 ///   socket all that time) has its connection failed.
 ///
-/// A request being answered is not timed, whatever it waits for. An HTTP/2 client that answers
-/// pings but opens no stream is not closed: hyper has no idle timeout for that.
+/// A request being answered is not timed, whatever it waits for.
 pub async fn serve(
     mut listener: BoundedListener,
     app: Router,
@@ -226,10 +227,17 @@ async fn serve_connection(
     let service = TowerToHyperService::new(app);
     let served = match protocol {
         Protocol::Http1 => {
-            until_shutdown(protocols.http1.serve_connection(io, service), &shutdown).await
+            let connection = protocols.http1.serve_connection(io, service);
+            until_shutdown(connection, &shutdown, None).await
         }
         Protocol::Http2 => {
-            until_shutdown(protocols.http2.serve_connection(io, service), &shutdown).await
+            let activity = Arc::new(Activity::new());
+            let service = Tracked {
+                inner: service,
+                activity: activity.clone(),
+            };
+            let connection = protocols.http2.serve_connection(io, service);
+            until_shutdown(connection, &shutdown, Some((&activity, idle_timeout))).await
         }
     };
     if let Err(error) = served {
@@ -238,17 +246,115 @@ async fn serve_connection(
     }
 }
 
-/// Drives `connection`; on shutdown, asks it to finish the requests it has and accept no more.
-async fn until_shutdown<C>(connection: C, shutdown: &CancellationToken) -> Result<(), C::Error>
+/// Drives `connection`; on shutdown, or once `idle` says it had no request in progress for its
+/// timeout, asks it to finish the requests it has and accept no more.
+async fn until_shutdown<C>(
+    connection: C,
+    shutdown: &CancellationToken,
+    idle: Option<(&Activity, Duration)>,
+) -> Result<(), C::Error>
 where
     C: GracefulConnection,
 {
     let mut connection = pin!(connection);
-    tokio::select! {
-        served = connection.as_mut() => return served,
-        () = shutdown.cancelled() => connection.as_mut().graceful_shutdown(),
+    loop {
+        let check = idle.map(|(activity, timeout)| (activity, timeout, activity.deadline(timeout)));
+        tokio::select! {
+            served = connection.as_mut() => return served,
+            () = shutdown.cancelled() => break,
+            () = sleep_until(check.map(|(_, _, deadline)| deadline)) => {
+                if let Some((activity, timeout, _)) = check
+                    && activity.idle_for(timeout)
+                {
+                    tracing::debug!(?timeout, "closing an HTTP/2 connection that asks for nothing");
+                    break;
+                }
+            }
+        }
     }
+    connection.as_mut().graceful_shutdown();
     connection.await
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The requests an HTTP/2 connection has in progress, and when it last had none.
+struct Activity {
+    state: parking_lot::Mutex<(usize, Instant)>,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            state: parking_lot::Mutex::new((0, Instant::now())),
+        }
+    }
+
+    /// When the connection will have asked for nothing for `timeout`, if it stays as it is.
+    fn deadline(&self, timeout: Duration) -> Instant {
+        let (active, since) = *self.state.lock();
+        match active {
+            0 => since + timeout,
+            _ => Instant::now() + timeout,
+        }
+    }
+
+    /// Whether the connection has had no request in progress for `timeout`.
+    fn idle_for(&self, timeout: Duration) -> bool {
+        let (active, since) = *self.state.lock();
+        active == 0 && since.elapsed() >= timeout
+    }
+}
+
+/// Counts one request in progress while it lives.
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn new(activity: Arc<Activity>) -> Busy {
+        activity.state.lock().0 += 1;
+        Busy(activity)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let mut state = self.0.state.lock();
+        state.0 -= 1;
+        state.1 = Instant::now();
+    }
+}
+
+/// A service that keeps its connection's [`Activity`].
+#[derive(Clone)]
+struct Tracked<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S, R> hyper::service::Service<R> for Tracked<S>
+where
+    S: hyper::service::Service<R>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn call(&self, request: R) -> Self::Future {
+        let busy = Busy::new(self.activity.clone());
+        let answer = self.inner.call(request);
+        Box::pin(async move {
+            let answer = answer.await;
+            drop(busy);
+            answer
+        })
+    }
 }
 
 impl AsyncRead for BoundedStream {

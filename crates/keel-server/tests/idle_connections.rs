@@ -256,6 +256,56 @@ async fn http2_clients_are_served_and_silent_http2_connections_closed() {
         .unwrap();
 }
 
+/// An HTTP/2 client that answers the server's pings but asks for nothing is sent a GOAWAY and
+/// closed once it has had no request in progress for the idle timeout: it would otherwise hold
+/// its permit for good. A request in progress (a slow one) keeps the connection open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_that_only_answers_pings_is_closed() {
+    use http_body_util::Empty;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let (addr, stop, server) = serve_app(slow_and_quick(), 8).await;
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let connection = tokio::spawn(connection);
+    let request = |path: &str| {
+        hyper::Request::get(format!("http://{addr}{path}"))
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    let slow = within("a slow request", sender.send_request(request("/slow")))
+        .await
+        .unwrap();
+    assert_eq!(
+        slow.status(),
+        200,
+        "a request in progress lost its connection"
+    );
+    let answered = std::time::Instant::now();
+    let quick = within("a quick request", sender.send_request(request("/")))
+        .await
+        .unwrap();
+    assert_eq!(quick.status(), 200);
+    // The client keeps `sender`, and its connection answers pings, but asks for nothing more.
+    within("the server closing the idle HTTP/2 connection", connection)
+        .await
+        .unwrap()
+        .expect("a GOAWAY is a clean close");
+    assert!(
+        answered.elapsed() >= IDLE_TIMEOUT * 9 / 10,
+        "closed {:?} after the last answer, before the idle timeout",
+        answered.elapsed()
+    );
+    assert!(sender.is_closed() || sender.ready().await.is_err());
+    stop.cancel();
+    within("serve to return after shutdown", server)
+        .await
+        .unwrap();
+}
+
 /// The header timeout ends with the request head: a client that announces a body and sends
 /// none is answered 408 once the request timeout passes, rather than held forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
