@@ -151,9 +151,10 @@ struct Protocols {
 /// - an HTTP/1 connection must then send each complete request head within it of that first
 ///   byte or of its previous response, so an idle keep-alive connection and one dribbling its
 ///   headers are closed alike;
-/// - an HTTP/2 connection silent for that long is pinged, and closed if the ping goes unanswered
-///   as long; one that answers pings but has no request in progress for that long (since it
-///   opened or since its last request was answered) is sent a GOAWAY and closed;
+/// - an HTTP/2 connection silent for half that long is pinged, and closed if the ping goes
+///   unanswered for that long; one that answers pings but has no request in progress for that
+///   long (since it opened, or since its last answer was ready) is sent a GOAWAY and closed,
+///   once it has sent what it was sending;
 /// - a client that reads nothing of an answer for that long (a write waits for room in its
 ///   socket all that time) has its connection failed.
 ///
@@ -173,7 +174,7 @@ pub async fn serve(
     let mut http2 = http2::Builder::new(TokioExecutor::new());
     http2
         .timer(TokioTimer::new())
-        .keep_alive_interval(idle_timeout)
+        .keep_alive_interval(idle_timeout / 2)
         .keep_alive_timeout(idle_timeout);
     let protocols = Arc::new(Protocols {
         http1,
@@ -262,7 +263,7 @@ where
         tokio::select! {
             served = connection.as_mut() => return served,
             () = shutdown.cancelled() => break,
-            () = sleep_until(check.map(|(_, _, deadline)| deadline)) => {
+            () = sleep_until(check.and_then(|(_, _, deadline)| deadline)) => {
                 if let Some((activity, timeout, _)) = check
                     && activity.idle_for(timeout)
                 {
@@ -296,12 +297,13 @@ impl Activity {
         }
     }
 
-    /// When the connection will have asked for nothing for `timeout`, if it stays as it is.
-    fn deadline(&self, timeout: Duration) -> Instant {
+    /// When the connection will have asked for nothing for `timeout`, if it stays as it is
+    /// (`None`: too far in the future to say).
+    fn deadline(&self, timeout: Duration) -> Option<Instant> {
         let (active, since) = *self.state.lock();
         match active {
-            0 => since + timeout,
-            _ => Instant::now() + timeout,
+            0 => since.checked_add(timeout),
+            _ => Instant::now().checked_add(timeout),
         }
     }
 
@@ -330,7 +332,9 @@ impl Drop for Busy {
     }
 }
 
-/// A service that keeps its connection's [`Activity`].
+/// A service that keeps its connection's [`Activity`]: a request counts from its arrival until
+/// its answer is handed to the connection (or it is dropped). Sending an answer's body may take
+/// longer; a connection closed meanwhile finishes sending it first.
 #[derive(Clone)]
 struct Tracked<S> {
     inner: S,

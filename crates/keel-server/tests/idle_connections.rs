@@ -256,50 +256,62 @@ async fn http2_clients_are_served_and_silent_http2_connections_closed() {
         .unwrap();
 }
 
-/// An HTTP/2 client that answers the server's pings but asks for nothing is sent a GOAWAY and
-/// closed once it has had no request in progress for the idle timeout: it would otherwise hold
-/// its permit for good. A request in progress (a slow one) keeps the connection open.
+/// An HTTP/2 client that answers the server's pings (sent at half the idle timeout) but asks for
+/// nothing is sent a GOAWAY and closed once it has had no request in progress for the idle
+/// timeout: it would otherwise hold its permit for good. A request slower than the idle timeout
+/// keeps the connection, and an answer still being sent when the connection closes arrives
+/// whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http2_connection_that_only_answers_pings_is_closed() {
-    use http_body_util::Empty;
+    use http_body_util::{BodyExt, Empty};
     use hyper_util::rt::{TokioExecutor, TokioIo};
 
-    let (addr, stop, server) = serve_app(slow_and_quick(), 8).await;
+    const BIG: usize = 16 << 20; // past HTTP/2's flow-control windows
+    let app = slow_and_quick().route("/big", get(|| async { vec![7u8; BIG] }));
+    let (addr, stop, server) = serve_app(app, 8).await;
     let stream = TcpStream::connect(addr).await.unwrap();
     let (mut sender, connection) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
             .await
             .unwrap();
-    let connection = tokio::spawn(connection);
+    let mut connection = tokio::spawn(connection);
     let request = |path: &str| {
         hyper::Request::get(format!("http://{addr}{path}"))
             .body(Empty::<bytes::Bytes>::new())
             .unwrap()
     };
-    let slow = within("a slow request", sender.send_request(request("/slow")))
-        .await
-        .unwrap();
-    assert_eq!(
-        slow.status(),
-        200,
-        "a request in progress lost its connection"
-    );
+    for path in ["/slow", "/"] {
+        let answer = within(path, sender.send_request(request(path)))
+            .await
+            .expect("a request slower than the idle timeout keeps its connection");
+        assert_eq!(answer.status(), 200);
+    }
     let answered = std::time::Instant::now();
-    let quick = within("a quick request", sender.send_request(request("/")))
+    let big = within("a big answer's head", sender.send_request(request("/big")))
         .await
         .unwrap();
-    assert_eq!(quick.status(), 200);
-    // The client keeps `sender`, and its connection answers pings, but asks for nothing more.
-    within("the server closing the idle HTTP/2 connection", connection)
+    // The client reads it only after the idle timeout: the connection is closing by then, but
+    // not before the answer has been sent.
+    tokio::time::sleep(IDLE_TIMEOUT * 2).await;
+    let body = within("a big answer's body", big.into_body().collect())
         .await
-        .unwrap()
-        .expect("a GOAWAY is a clean close");
+        .expect("the whole answer, though the connection closes")
+        .to_bytes();
+    assert!(body.len() == BIG && body.iter().all(|b| *b == 7));
+    // The client keeps `sender`, and its connection answers pings, but asks for nothing more.
+    within(
+        "the server closing the idle HTTP/2 connection",
+        &mut connection,
+    )
+    .await
+    .unwrap()
+    .expect("a GOAWAY is a clean close");
     assert!(
         answered.elapsed() >= IDLE_TIMEOUT * 9 / 10,
         "closed {:?} after the last answer, before the idle timeout",
         answered.elapsed()
     );
-    assert!(sender.is_closed() || sender.ready().await.is_err());
+    assert!(sender.ready().await.is_err(), "the connection is closed");
     stop.cancel();
     within("serve to return after shutdown", server)
         .await
