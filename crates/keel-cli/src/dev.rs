@@ -170,8 +170,10 @@ fn peer_secret_file(data_dir: &Path) -> Result<PathBuf, CliError> {
         ))
     };
     let tmp = data_dir.join("peer-secret.tmp");
+    // A leftover from an interrupted run would keep its mode: start afresh.
+    let _ = std::fs::remove_file(&tmp);
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let secret = keel_server::PeerSecret::generate().map_err(failed)?;

@@ -365,7 +365,8 @@ async fn a_node_with_another_peer_secret_takes_no_part_in_the_cluster() {
     // Each side, dialing the other, finds the other's proof wrong; accepting, it sees the
     // dialer hang up on its own proof.
     let refused = "failed to prove it holds this node's peer secret: their secrets differ";
-    let hung_up = "node 3 hung up instead of proving it holds the peer secret";
+    let hung_up =
+        "a dialer claiming to be node 3 hung up instead of proving it holds the peer secret";
     wait_until(
         || {
             cluster.log(2).contains(refused)

@@ -49,15 +49,20 @@ pub(crate) enum Refusal {
          peer_secret_file, or none"
     )]
     UnexpectedSecret(NodeId),
-    #[error("node {0} failed to prove it holds this node's peer secret: their secrets differ")]
+    #[error(
+        "node {0} sent a wrong proof of the peer secret (a member with another secret hangs up \
+         instead: this one is no member)"
+    )]
     WrongSecret(NodeId),
     #[error("node {from} gave no proof of the peer secret: {error}")]
     BadProof { from: NodeId, error: ConnError },
     #[error(
-        "node {0} hung up instead of proving it holds the peer secret: a dialer does that when \
-         this node's proof fails, so their secrets differ (or it is not a member)"
+        "a dialer claiming to be node {0} hung up instead of proving it holds the peer secret: \
+         a member does that when this node's proof fails it, so their secrets may differ"
     )]
     HungUp(NodeId),
+    #[error("this node cannot make a random nonce: {0}")]
+    NoNonce(std::io::Error),
 }
 
 impl Refusal {
@@ -132,7 +137,15 @@ pub(crate) async fn dial(peer: &Peer, config: &NetConfig) -> Result<Connected, C
                 )));
             }
             FrameKind::HelloReject => {
-                return Err(ConnError::Refused(wire::decode_text(&frame.body)));
+                let mut reason = wire::decode_text(&frame.body);
+                if reason.contains("trailing bytes") {
+                    // A build from before peer secrets reads the nonce as junk after the hello.
+                    reason.push_str(
+                        " (the peer may be a build without peer secrets: upgrade it, or remove \
+                         the secret from every member)",
+                    );
+                }
+                return Err(ConnError::Refused(reason));
             }
             kind => return Err(ConnError::Unexpected(kind)),
         }
@@ -237,7 +250,7 @@ async fn authenticate(
         dialer: hello.from,
         acceptor: config.node_id,
         dialer_nonce,
-        acceptor_nonce: auth::nonce().map_err(|error| bad_proof(error.into()))?,
+        acceptor_nonce: auth::nonce().map_err(Refusal::NoNonce)?,
     };
     let challenge = Challenge {
         nonce: transcript.acceptor_nonce,

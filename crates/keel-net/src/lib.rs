@@ -120,7 +120,9 @@
 //!
 //! A node with a secret refuses a dialer without one and never accepts an acceptor that skips
 //! the challenge; a node without one refuses a dialer that sends a nonce. So members with
-//! different settings refuse each other, each with a log line naming the cause.
+//! different settings refuse each other, each with a log line naming the cause. (A build from
+//! before peer secrets refuses a hello with a nonce as malformed; the dialer's log line then
+//! says that the peer may be such a build.)
 //!
 //! The whole exchange, dialing included, must finish within `handshake_timeout`. A refusal is
 //! logged on both sides with its reason, e.g. `refused a connection: peer 10.0.0.5:4411 claims

@@ -56,6 +56,11 @@ async fn a_dialer_with_another_secret_or_none_is_refused_and_real_peers_are_serv
     let wrong = dialer(&pair, Some(secret("some other secret")));
     call_fails(&wrong, "a call with the wrong secret").await;
     assert_eq!(wrong.peer_client_addr(1), None, "an unproven acceptor");
+    assert_eq!(
+        pair.server_transport.peer_client_addr(2),
+        None,
+        "the acceptor believed a dialer that never proved the secret"
+    );
     wrong.shutdown().await;
 
     // A node without a secret is told why.
@@ -88,7 +93,8 @@ async fn a_dialer_with_another_secret_or_none_is_refused_and_real_peers_are_serv
     assert_eq!(frame.kind, FrameKind::HelloReject);
     assert_eq!(
         wire::decode_text(&frame.body),
-        "node 2 failed to prove it holds this node's peer secret: their secrets differ"
+        "node 2 sent a wrong proof of the peer secret (a member with another secret hangs up \
+         instead: this one is no member)"
     );
     raw.expect_closed("a wrong proof").await;
     assert_eq!(
@@ -112,7 +118,7 @@ async fn a_dialer_with_another_secret_or_none_is_refused_and_real_peers_are_serv
     );
     raw.expect_closed("a request instead of a proof").await;
 
-    pair.assert_serves("four unproven dialers").await;
+    pair.assert_serves("five unproven dialers").await;
     assert_eq!(
         pair.server_transport.peer_client_addr(2),
         Some(common::client_addr(2))
