@@ -141,6 +141,17 @@ impl ClusterStatus {
                 ),
             })
             .collect();
+        // What a node says is shown as data, never as terminal control: a node (or whatever
+        // answers on its address) could otherwise rewrite the operator's screen.
+        let rows: Vec<([String; 8], Option<String>)> = rows
+            .into_iter()
+            .map(|(cells, note)| {
+                (
+                    cells.map(|c| printable(&c, 64)),
+                    note.map(|n| printable(&n, 300)),
+                )
+            })
+            .collect();
         let mut widths = HEADER.map(str::len);
         for (cells, _) in &rows {
             for (width, cell) in widths.iter_mut().zip(cells) {
@@ -169,6 +180,19 @@ impl ClusterStatus {
         }
         out
     }
+}
+
+/// `text` with control characters shown as `?`, cut to `max` characters (marked with `…`).
+fn printable(text: &str, max: usize) -> String {
+    let mut out: String = text
+        .chars()
+        .take(max)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if text.chars().nth(max).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 impl fmt::Display for ClusterStatus {
@@ -231,5 +255,35 @@ ID  ADDRESS         ROLE         TERM  COMMIT  APPLIED  LAG  LEADER
 ";
         assert_eq!(cluster.table(), expected);
         assert_eq!(cluster.leader().map(|(e, _)| e), Some("127.0.0.1:8081"));
+    }
+
+    #[test]
+    fn what_a_node_says_cannot_control_the_terminal_or_flood_it() {
+        let mut hostile = node(1, "leader\x1b[2J\x1b]0;owned\x07", 1, 1);
+        hostile.members[0].client_addr = Some(format!("{}\r\n", "x".repeat(500)));
+        let cluster = ClusterStatus {
+            endpoints: vec![
+                EndpointStatus {
+                    endpoint: "127.0.0.1:8081".into(),
+                    status: Ok(hostile),
+                },
+                EndpointStatus {
+                    endpoint: "127.0.0.1:8082".into(),
+                    status: Err(ClientError::Unreachable {
+                        endpoint: "127.0.0.1:8082".into(),
+                        reason: "refused\x1b[31m".into(),
+                    }),
+                },
+            ],
+        };
+        let table = cluster.table();
+        assert!(
+            !table.chars().any(|c| c.is_control() && c != '\n'),
+            "{table:?}"
+        );
+        assert_eq!(table.lines().count(), 3, "{table}");
+        assert!(table.contains("leader?[2J?]0;owned?"), "{table}");
+        assert!(table.contains(&format!("{}…", "x".repeat(64))), "{table}");
+        assert!(table.lines().all(|l| l.chars().count() < 200), "{table}");
     }
 }
