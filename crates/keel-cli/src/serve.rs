@@ -206,10 +206,10 @@ pub fn node_config(args: ServeArgs) -> Result<NodeConfig, CliError> {
         kv.request_timeout = millis("--request-timeout-ms", ms)?;
     }
     if let Some(bytes) = args.max_value_bytes.or(file.max_value_bytes) {
-        kv.max_value_bytes = bytes;
+        kv.max_value_bytes = at_most("--max-value-bytes", bytes, MAX_VALUE_BYTES)?;
     }
     if let Some(bytes) = args.max_key_bytes.or(file.max_key_bytes) {
-        kv.max_key_bytes = bytes;
+        kv.max_key_bytes = at_most("--max-key-bytes", bytes, MAX_KEY_BYTES)?;
     }
     // A value must fit in one AppendEntries with room to spare.
     let value_room = kv.max_value_bytes.saturating_mul(2).saturating_add(4096);
@@ -240,6 +240,21 @@ pub fn node_config(args: ServeArgs) -> Result<NodeConfig, CliError> {
         max_client_connections: 4096,
         client_idle_timeout,
     })
+}
+
+/// The largest `--max-value-bytes`: a request is held whole in memory (twice, for a
+/// compare-and-set), and keel's own client reads answers of up to 64 MiB.
+const MAX_VALUE_BYTES: usize = keel_client::MAX_VALUE_BYTES;
+/// The largest `--max-key-bytes`.
+const MAX_KEY_BYTES: usize = 1 << 20;
+
+fn at_most(flag: &str, value: usize, max: usize) -> Result<usize, CliError> {
+    if value > max {
+        return Err(CliError::Config(format!(
+            "{flag} {value} is too large: at most {max}"
+        )));
+    }
+    Ok(value)
 }
 
 /// Reads the peer secret, warning if other users may read it.
@@ -378,6 +393,26 @@ mod tests {
             })
             .contains("heartbeat_interval")
         );
+        assert_eq!(
+            err(ServeArgs {
+                max_value_bytes: Some((64 << 20) + 1),
+                ..args()
+            }),
+            "--max-value-bytes 67108865 is too large: at most 67108864"
+        );
+        assert!(
+            err(ServeArgs {
+                max_key_bytes: Some(usize::MAX),
+                ..args()
+            })
+            .starts_with("--max-key-bytes 18446744073709551615 is too large")
+        );
+        let largest = node_config(ServeArgs {
+            max_value_bytes: Some(64 << 20),
+            ..args()
+        })
+        .expect("64 MiB values are allowed");
+        assert_eq!(largest.kv.max_value_bytes, 64 << 20);
     }
 
     #[test]

@@ -43,9 +43,13 @@ pub(crate) const CLIENT_ID_HEADER: &str = "keel-client-id";
 /// Header carrying the sequence number of an exactly-once write.
 pub(crate) const REQUEST_SEQ_HEADER: &str = "keel-request-seq";
 
-/// Most bytes of an answer read; a KV answer is a value (1 MiB at most by default) or a small
-/// JSON document.
-pub(crate) const MAX_ANSWER_BYTES: usize = 16 << 20;
+/// The largest value a node may be configured to accept (`keel serve --max-value-bytes`), and
+/// so the largest value this client reads.
+pub const MAX_VALUE_BYTES: usize = 64 << 20;
+
+/// Most bytes of an answer read; a KV answer is a value (1 MiB at most by default,
+/// [`MAX_VALUE_BYTES`] at most at all) or a small JSON document.
+pub(crate) const MAX_ANSWER_BYTES: usize = MAX_VALUE_BYTES + (64 << 10);
 
 /// Reads an answer's body, refusing one longer than [`MAX_ANSWER_BYTES`].
 async fn read_body(mut response: reqwest::Response, timeout: Duration) -> Result<Bytes, String> {

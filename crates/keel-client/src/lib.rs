@@ -66,7 +66,8 @@ pub mod status;
 
 pub use bench::{BenchOptions, BenchReport, Workload};
 pub use client::{
-    CasOutcome, Client, ClientOptions, Consistency, DEFAULT_ENDPOINTS, Written, parse_endpoints,
+    CasOutcome, Client, ClientOptions, Consistency, DEFAULT_ENDPOINTS, MAX_VALUE_BYTES, Written,
+    parse_endpoints,
 };
 pub use error::{ClientError, Failure};
 pub use status::{ClusterStatus, EndpointStatus, MemberStatus, NodeStatus};

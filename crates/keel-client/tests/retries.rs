@@ -185,7 +185,7 @@ async fn writes_continue_through_a_leader_crash() {
 /// client gives up on that answer and reports why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_longer_than_any_value_is_refused_not_buffered() {
-    let huge = bytes::Bytes::from(vec![b'x'; 17 << 20]);
+    let huge = bytes::Bytes::from(vec![b'x'; keel_client::MAX_VALUE_BYTES + (1 << 20)]);
     let app = axum::Router::new().fallback(move || {
         let huge = huge.clone();
         async move { huge }
@@ -199,9 +199,9 @@ async fn an_answer_longer_than_any_value_is_refused_not_buffered() {
     let error = client
         .get("k", Consistency::Linearizable)
         .await
-        .expect_err("a 17 MiB answer");
+        .expect_err("a 65 MiB answer");
     assert!(
-        error.to_string().contains("longer than 16777216 bytes"),
+        error.to_string().contains("longer than 67174400 bytes"),
         "{error}"
     );
 }
