@@ -51,6 +51,11 @@ pub struct ServeArgs {
     /// same file, or none. Make one with: keel secret > FILE
     #[arg(long, value_name = "FILE")]
     pub peer_secret_file: Option<PathBuf>,
+    /// With --peer-secret-file: also connect with members that have no secret yet, so that a
+    /// running cluster can move to a secret without an outage. Restart every member with the
+    /// secret and this flag, one at a time; then restart each again without the flag.
+    #[arg(long)]
+    pub peer_secret_transition: bool,
     /// Leader heartbeat interval, in milliseconds.
     #[arg(long, value_name = "MS")]
     pub heartbeat_ms: Option<u64>,
@@ -94,6 +99,7 @@ struct FileConfig {
     advertise_client_addr: Option<String>,
     cluster: Option<String>,
     peer_secret_file: Option<PathBuf>,
+    peer_secret_transition: Option<bool>,
     peers: Option<BTreeMap<String, String>>,
     heartbeat_ms: Option<u64>,
     election_timeout_ms: Option<u64>,
@@ -218,6 +224,13 @@ pub fn node_config(args: ServeArgs) -> Result<NodeConfig, CliError> {
         Some(path) => Some(read_secret(&path)?),
         None => None,
     };
+    let peer_secret_transition =
+        args.peer_secret_transition || file.peer_secret_transition.unwrap_or(false);
+    if peer_secret_transition && peer_secret.is_none() {
+        return Err(CliError::Config(
+            "--peer-secret-transition needs --peer-secret-file: the secret to move to".into(),
+        ));
+    }
     let client_idle_timeout = match args.client_idle_timeout_ms.or(file.client_idle_timeout_ms) {
         Some(ms) => millis("--client-idle-timeout-ms", ms)?,
         None => keel_server::node::DEFAULT_CLIENT_IDLE_TIMEOUT,
@@ -234,6 +247,7 @@ pub fn node_config(args: ServeArgs) -> Result<NodeConfig, CliError> {
         client_advertise: args.advertise_client_addr.or(file.advertise_client_addr),
         peers,
         peer_secret,
+        peer_secret_transition,
         raft,
         kv,
         segment_size_bytes: keel_server::DEFAULT_SEGMENT_SIZE_BYTES,
@@ -443,6 +457,23 @@ mod tests {
             })
         };
         assert!(with_secret(&secret).unwrap().peer_secret.is_some());
+        let e = node_config(ServeArgs {
+            peer_secret_transition: true,
+            ..args()
+        })
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "--peer-secret-transition needs --peer-secret-file: the secret to move to"
+        );
+        let moving = node_config(ServeArgs {
+            peer_secret_file: Some(secret.clone()),
+            peer_secret_transition: true,
+            ..args()
+        })
+        .unwrap();
+        assert!(moving.peer_secret_transition);
         std::fs::write(&secret, "short\n").unwrap();
         let e = with_secret(&secret).unwrap_err().to_string();
         assert!(e.contains("must be 16 to 4096 bytes long"), "{e}");

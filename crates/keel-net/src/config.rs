@@ -38,6 +38,12 @@ pub struct NetConfig {
     /// handshake, in both directions (see [`crate::auth`]). Every member must have the same
     /// one, or none.
     pub peer_secret: Option<PeerSecret>,
+    /// With a `peer_secret`, also connect with peers that have none, for turning a secret on
+    /// in a running cluster without an outage: this node then accepts a dialer that proves
+    /// nothing, and dials a peer that turns its proof away with a plain hello. Members that
+    /// both hold the secret still prove it to each other. Meant for one round of restarts;
+    /// then restart every member without it.
+    pub peer_secret_transition: bool,
     /// Largest frame accepted or sent, counting everything after the length field. Must exceed
     /// the largest RPC Raft sends; see [`NetConfig::check_raft_config`].
     pub max_frame_bytes: usize,
@@ -81,6 +87,7 @@ impl NetConfig {
             client_addr: client_addr.into(),
             peers,
             peer_secret: None,
+            peer_secret_transition: false,
             max_frame_bytes: 64 << 20,
             max_pending_per_peer: 1024,
             max_handlers_per_connection: 256,
@@ -128,6 +135,9 @@ impl NetConfig {
                 "backoff_min ({:?}) must not exceed backoff_max ({:?})",
                 self.backoff_min, self.backoff_max
             ));
+        }
+        if self.peer_secret_transition && self.peer_secret.is_none() {
+            return fail("peer_secret_transition needs a peer_secret to move to".into());
         }
         if self.tcp_user_timeout.is_some_and(|t| t.is_zero()) {
             return fail(

@@ -65,6 +65,14 @@ pub(crate) enum Refusal {
     NoNonce(std::io::Error),
 }
 
+/// Words of the [`Refusal::NoProof`] reason, by which a dialer in transition mode learns to
+/// prove the secret after all.
+const NO_PROOF: &str = "sent no proof of the peer secret this node requires";
+/// Words of the [`Refusal::UnexpectedSecret`] reason, by which a dialer in transition mode
+/// learns to dial without a proof; and of a build from before peer secrets, which reads the
+/// nonce as junk after the hello.
+const NO_SECRET_HERE: [&str; 2] = ["has a peer secret and this node has none", "trailing bytes"];
+
 impl Refusal {
     /// Whether the dialer is gone, so that a reject would not reach it.
     fn dialer_gone(&self) -> bool {
@@ -111,8 +119,8 @@ pub(crate) async fn dial(peer: &Peer, config: &NetConfig) -> Result<Connected, C
     tune(&stream, config);
     let (read, mut writer) = stream.into_split();
     let nonce = match &config.peer_secret {
-        Some(_) => Some(auth::nonce()?),
-        None => None,
+        Some(_) if !peer.plain_hello() => Some(auth::nonce()?),
+        _ => None,
     };
     let hello = Hello {
         cluster_id: config.cluster_id,
@@ -138,12 +146,16 @@ pub(crate) async fn dial(peer: &Peer, config: &NetConfig) -> Result<Connected, C
             }
             FrameKind::HelloReject => {
                 let mut reason = wire::decode_text(&frame.body);
-                if reason.contains("trailing bytes") {
-                    // A build from before peer secrets reads the nonce as junk after the hello.
-                    reason.push_str(
-                        " (the peer may be a build without peer secrets: upgrade it, or remove \
-                         the secret from every member)",
-                    );
+                if NO_SECRET_HERE.iter().any(|words| reason.contains(words)) {
+                    if config.peer_secret_transition {
+                        peer.set_plain_hello(true);
+                        reason.push_str(" (transition mode: dialing it again without a proof)");
+                    } else if reason.contains(NO_SECRET_HERE[1]) {
+                        reason.push_str(
+                            " (the peer may be a build without peer secrets: upgrade it, or \
+                             remove the secret from every member)",
+                        );
+                    }
                 }
                 return Err(ConnError::Refused(reason));
             }
@@ -182,7 +194,14 @@ pub(crate) async fn dial(peer: &Peer, config: &NetConfig) -> Result<Connected, C
             reader.set_max_frame_bytes(config.max_frame_bytes);
             Ok(Connected { reader, writer })
         }
-        FrameKind::HelloReject => Err(ConnError::Refused(wire::decode_text(&frame.body))),
+        FrameKind::HelloReject => {
+            let reason = wire::decode_text(&frame.body);
+            if nonce.is_none() && config.peer_secret.is_some() && reason.contains(NO_PROOF) {
+                // Dialed without a proof in transition mode, and the peer now wants one.
+                peer.set_plain_hello(false);
+            }
+            Err(ConnError::Refused(reason))
+        }
         kind => Err(ConnError::Unexpected(kind)),
     }
 }
@@ -238,6 +257,14 @@ async fn authenticate(
     let (secret, dialer_nonce) = match (&config.peer_secret, hello.nonce) {
         (None, None) => return Ok(()),
         (None, Some(_)) => return Err(Refusal::UnexpectedSecret(hello.from)),
+        (Some(_), None) if config.peer_secret_transition => {
+            tracing::info!(
+                peer = hello.from,
+                "accepting node {} without a proof of the peer secret (transition mode)",
+                hello.from
+            );
+            return Ok(());
+        }
         (Some(_), None) => return Err(Refusal::NoProof(hello.from)),
         (Some(secret), Some(nonce)) => (secret, nonce),
     };
@@ -319,4 +346,25 @@ fn check(
             claimed: hello.from,
             peers: peers.keys().copied().collect(),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A dialer in transition mode reads these reasons: they must keep their words.
+    #[test]
+    fn the_reasons_a_transition_dialer_reads_say_what_it_looks_for() {
+        assert!(Refusal::NoProof(2).to_string().contains(NO_PROOF));
+        assert!(
+            Refusal::UnexpectedSecret(2)
+                .to_string()
+                .contains(NO_SECRET_HERE[0])
+        );
+        let old_build = Refusal::BadHello(ConnError::Body {
+            kind: FrameKind::Hello,
+            error: keel::codec::DecodeError::TrailingBytes(32),
+        });
+        assert!(old_build.to_string().contains(NO_SECRET_HERE[1]));
+    }
 }

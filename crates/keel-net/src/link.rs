@@ -57,6 +57,9 @@ pub(crate) async fn run_link(peer: Arc<Peer>, config: Arc<NetConfig>, cancel: Ca
                     _ = cancel.cancelled() => return,
                     error = run_connection(&peer, connected, &mut queue) => error,
                 };
+                // In transition mode the peer may have been restarted with the secret since it
+                // turned a proof away: offer one again first.
+                peer.set_plain_hello(false);
                 let message = format!(
                     "connection to node {} at {} lost: {error}",
                     peer.id, peer.addr

@@ -54,6 +54,8 @@ pub(crate) struct Peer {
     /// Ids are never reused, so a late reply can never be taken for another request's.
     next_request_id: AtomicU64,
     client_addr: Mutex<Option<String>>,
+    /// In peer-secret transition mode: the peer turned a proof away, so dial it without one.
+    plain_hello: std::sync::atomic::AtomicBool,
     pub counters: Counters,
 }
 
@@ -71,6 +73,7 @@ impl Peer {
             queue_receiver: Mutex::new(Some(receiver)),
             next_request_id: AtomicU64::new(1),
             client_addr: Mutex::new(None),
+            plain_hello: std::sync::atomic::AtomicBool::new(false),
             counters: Counters::default(),
         }
     }
@@ -156,6 +159,15 @@ impl Peer {
         for sender in failed {
             let _ = sender.send(Err(error.clone()));
         }
+    }
+
+    /// Whether to dial this peer without a proof (peer-secret transition mode only).
+    pub(crate) fn plain_hello(&self) -> bool {
+        self.plain_hello.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_plain_hello(&self, plain: bool) {
+        self.plain_hello.store(plain, Ordering::Relaxed);
     }
 
     pub(crate) fn client_addr(&self) -> Option<String> {

@@ -18,10 +18,11 @@ fn with_secret(text: &'static str) -> impl Fn(&mut NetConfig) {
     move |c| c.peer_secret = Some(secret(text))
 }
 
-/// A transport of node 2 that dials node 1 of `pair` with `peer_secret`.
+/// A transport of node 2 that dials node 1 of `pair` with `peer_secret` (not in transition).
 fn dialer(pair: &Pair, peer_secret: Option<PeerSecret>) -> std::sync::Arc<TcpTransport> {
     let mut config = pair.client.config().clone();
     config.peer_secret = peer_secret;
+    config.peer_secret_transition = false;
     TcpTransport::new(config).expect("valid config")
 }
 
@@ -192,4 +193,75 @@ async fn a_dialer_with_a_secret_does_not_believe_an_acceptor_that_proves_nothing
             .expect("the impostor's checks pass");
         transport.shutdown().await;
     }
+}
+
+/// Transition mode, for turning a secret on without an outage: a node with the secret connects
+/// both ways with a node without one, and with a node that holds the secret (strict or in
+/// transition) still proves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_transition_mode_a_node_connects_with_members_with_and_without_the_secret() {
+    let transition = |c: &mut NetConfig| {
+        c.peer_secret = Some(secret("the cluster's new secret"));
+        c.peer_secret_transition = true;
+    };
+
+    // A transition acceptor takes a dialer without a secret, and one with it.
+    let pair = Pair::start(common::Echo, transition);
+    let plain = dialer(&pair, None);
+    common::within("a call without a secret", plain.call(1, common::vote(1)))
+        .await
+        .expect("a transition node accepts a dialer without a secret");
+    plain.shutdown().await;
+    let strict = dialer(&pair, Some(secret("the cluster's new secret")));
+    common::within("a call with the secret", strict.call(1, common::vote(1)))
+        .await
+        .expect("a transition node accepts a dialer that proves the secret");
+    strict.shutdown().await;
+    let wrong = dialer(&pair, Some(secret("some other secret")));
+    call_fails(&wrong, "a call with another secret").await;
+    wrong.shutdown().await;
+    // A proof, when offered, must still be right: a made-up one is refused.
+    let mut raw = Raw::connect(pair.addr()).await;
+    let mut claim = hello(CLUSTER, 2, 1);
+    claim.nonce = Some([7; 32]);
+    raw.send(&claim.encode()).await;
+    assert_eq!(
+        raw.frame().await.expect("a challenge").kind,
+        FrameKind::Challenge
+    );
+    raw.send(&ProofFrame { proof: [0; 32] }.encode()).await;
+    assert_eq!(
+        raw.frame().await.expect("a reject").kind,
+        FrameKind::HelloReject
+    );
+    pair.stop().await;
+
+    // A transition dialer reaches an acceptor without a secret: refused with its proof, it
+    // dials again without one.
+    let pair = Pair::start(common::Echo, |_| {});
+    let mut config = pair.client.config().clone();
+    transition(&mut config);
+    let moving = TcpTransport::new(config).expect("valid config");
+    let reply = common::within("a call that gets through after one refusal", async {
+        loop {
+            match moving.call(1, common::vote(1)).await {
+                Ok(reply) => return reply,
+                Err(TransportError::Unreachable(_)) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await;
+    assert!(matches!(reply, keel::Response::Vote(_)));
+    moving.shutdown().await;
+    pair.stop().await;
+
+    // Without a secret, transition mode is a configuration error.
+    let pair = Pair::start(common::Echo, |_| {});
+    let mut config = pair.client.config().clone();
+    config.peer_secret_transition = true;
+    assert!(TcpTransport::new(config).is_err());
+    pair.stop().await;
 }

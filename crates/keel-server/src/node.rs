@@ -39,6 +39,9 @@ pub struct NodeConfig {
     /// The secret every member proves it holds when connecting to another (see
     /// [`keel_net::auth`]); `None` accepts any peer that names the cluster and a member's id.
     pub peer_secret: Option<keel_net::PeerSecret>,
+    /// With a `peer_secret`, also connect with peers that have none (see
+    /// [`keel_net::NetConfig::peer_secret_transition`]).
+    pub peer_secret_transition: bool,
     /// Raft timing and limits.
     pub raft: keel::Config,
     /// KV service limits.
@@ -220,6 +223,7 @@ impl Node {
             config.peers.clone(),
         );
         net.peer_secret = config.peer_secret.clone();
+        net.peer_secret_transition = config.peer_secret_transition;
         if net.peer_secret.is_none() && !config.peer_listen.ip().is_loopback() {
             tracing::warn!(
                 "peer connections are not authenticated: anyone who can reach {} and knows the \
@@ -237,6 +241,12 @@ impl Node {
         );
         net.check_raft_config(&config.raft)
             .map_err(|e| NodeError::Config(e.to_string()))?;
+        if net.peer_secret_transition {
+            tracing::warn!(
+                "peer secret transition mode: peers without the secret are accepted too; once \
+                 every member holds it, restart each without --peer-secret-transition"
+            );
+        }
         let transport = TcpTransport::new(net).map_err(|e| NodeError::Config(e.to_string()))?;
         let peer_server = TcpServer::bind(&transport).map_err(|source| NodeError::Bind {
             what: "peers",
