@@ -51,7 +51,7 @@ done
 if [ -x "$kvbench" ]; then
   common=(--target keel --endpoints "$leader" --value-size 256 --key-space 10000 --duration "$secs" --warmup 2)
   for clients in 1 16 64 256; do echo "kvbench $("$kvbench" "${common[@]}" --workload put --clients "$clients")"; done
-  for clients in 1 64; do echo "kvbench $("$kvbench" "${common[@]}" --workload get --clients "$clients" --preload)"; done
+  for clients in 1 16 64 256; do echo "kvbench $("$kvbench" "${common[@]}" --workload get --clients "$clients" --preload)"; done
 else
   echo "kvbench not found at $kvbench: skipped (see the comment at the top of this script)"
 fi
