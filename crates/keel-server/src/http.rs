@@ -214,7 +214,7 @@ async fn get_key(
 
 async fn put_key(State(api): State<Arc<Api>>, path: KeyPath, request: Request) -> Response {
     let (incoming, body) = request.into_parts();
-    let (key, value) = match key_and_body(&api, path, body).await {
+    let (key, value) = match key_and_body(&api, path, body, BodyHolds::Value).await {
         Ok(kv) => kv,
         Err(response) => return response,
     };
@@ -244,7 +244,11 @@ async fn post_key(
     request: Request,
 ) -> Response {
     let (incoming, body) = request.into_parts();
-    let (key, body) = match key_and_body(&api, path, body).await {
+    let holds = match query.get("op").map(String::as_str) {
+        Some("cas") => BodyHolds::Cas,
+        _ => BodyHolds::Value,
+    };
+    let (key, body) = match key_and_body(&api, path, body, holds).await {
         Ok(kv) => kv,
         Err(response) => return response,
     };
@@ -284,15 +288,31 @@ async fn post_key(
     }
 }
 
-async fn key_and_body(api: &Api, path: KeyPath, body: Body) -> Result<(Bytes, Bytes), Response> {
+/// What a request body carries, which bounds how much of it is read.
+#[derive(Clone, Copy)]
+enum BodyHolds {
+    /// A value, raw (put, append).
+    Value,
+    /// Two values as JSON strings (compare-and-set), where an escape takes up to 6 bytes for
+    /// one (`\u0001`).
+    Cas,
+}
+
+async fn key_and_body(
+    api: &Api,
+    path: KeyPath,
+    body: Body,
+    holds: BodyHolds,
+) -> Result<(Bytes, Bytes), Response> {
     let key = key_of(api, path)?;
-    // A cas body carries two values plus JSON syntax.
-    let max = api
-        .kv
-        .options()
-        .max_value_bytes
-        .saturating_mul(2)
-        .saturating_add(1024);
+    // Past the value limit the KV service refuses the value with its exact size; the body is
+    // read a little further so that it can, and no further.
+    let value_max = api.kv.options().max_value_bytes;
+    let max = match holds {
+        BodyHolds::Value => value_max,
+        BodyHolds::Cas => value_max.saturating_mul(12),
+    }
+    .saturating_add(1024);
     // The header timeout ends with the request head, and the request timeout starts after
     // the body: a client that announces a body and then stops sending would otherwise hold
     // its connection for good. So the body must keep coming: each part of it within the
@@ -321,10 +341,16 @@ async fn key_and_body(api: &Api, path: KeyPath, body: Body) -> Result<(Bytes, By
         if let Ok(data) = frame.into_data() {
             len += data.len();
             if len > max {
-                return Err(kv_error(&KvError::ValueTooLarge {
-                    size: len,
-                    max: api.kv.options().max_value_bytes,
-                }));
+                // Reading stops here: the body's whole length is not known.
+                return Err(error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "value_too_large",
+                    &format!(
+                        "the request body is longer than {max} bytes (read {len} before \
+                         stopping); values may have at most {} bytes",
+                        api.kv.options().max_value_bytes
+                    ),
+                ));
             }
             match first {
                 None => first = Some(data),

@@ -216,10 +216,45 @@ async fn bad_requests_get_clear_errors() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        code(r).await,
-        (StatusCode::PAYLOAD_TOO_LARGE, "value_too_large".into())
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let refused: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(refused["code"], "value_too_large");
+    let message = refused["error"].as_str().unwrap();
+    assert!(
+        message.starts_with("the request body is longer than 2048 bytes (read ")
+            && message.ends_with("values may have at most 1024 bytes"),
+        "{message}"
     );
+    // A body within the read bound but over the value limit is measured whole.
+    let r = http
+        .put(c.url(0, "/v1/kv/big"))
+        .body(vec![b'v'; 2000])
+        .send()
+        .await
+        .unwrap();
+    let refused: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        refused["error"],
+        "value of 2000 bytes exceeds the maximum of 1024 bytes"
+    );
+    // A compare-and-set of values within the limit is read whole, however JSON escapes them
+    // (a control character takes 6 bytes: \u0001).
+    let escaped = "\u{1}".repeat(1000);
+    let r = http
+        .post(c.url(0, "/v1/kv/esc?op=cas"))
+        .json(&serde_json::json!({ "expected": null, "value": escaped }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    let r = http
+        .post(c.url(0, "/v1/kv/esc?op=cas"))
+        .json(&serde_json::json!({ "expected": escaped, "value": escaped }))
+        .send()
+        .await
+        .unwrap();
+    let swapped: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(swapped["succeeded"], true, "{swapped}");
     let long_key = "k".repeat(65);
     let r = http
         .get(c.url(0, &format!("/v1/kv/{long_key}")))
