@@ -487,8 +487,14 @@ async fn forward_or_fail(api: &Arc<Api>, e: &KvError, incoming: Incoming, body: 
                     headers.insert(name, value.clone());
                 }
             }
-            // The longest answer a leader gives is a value, or an error about one.
-            let limit = api.kv.options().max_value_bytes.saturating_add(64 << 10);
+            // The longest answer a leader gives is a value, or an error about one. The value
+            // was admitted by the limit of whichever member led then, not this one's.
+            let limit = api
+                .kv
+                .options()
+                .max_value_bytes
+                .max(keel_kv::LARGEST_VALUE_LIMIT)
+                .saturating_add(64 << 10);
             match read_limited(answer, limit).await {
                 Ok(bytes) => (status, headers, bytes).into_response(),
                 Err(problem) => error(

@@ -427,8 +427,10 @@ async fn followers_forward_to_the_leader_and_status_shows_the_cluster() {
     }
 }
 
-/// A follower relays what the leader answers, but only what a leader could answer: a body
-/// longer than a value is refused, not buffered, and a redirect is passed on, not followed.
+/// A follower relays what the leader answers, but only what a leader could answer: a value
+/// longer than its own limit is relayed (another member, leading then, may have admitted it),
+/// a body longer than any value is refused, not buffered, and a redirect is passed on, not
+/// followed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_does_not_buffer_or_follow_what_a_false_leader_answers() {
     let options = KvOptions {
@@ -445,7 +447,11 @@ async fn a_follower_does_not_buffer_or_follow_what_a_false_leader_answers() {
     let app = axum::Router::new()
         .route(
             "/v1/kv/big",
-            axum::routing::any(|| async { vec![b'x'; 1 << 20] }),
+            axum::routing::any(|| async { vec![b'x'; keel_kv::LARGEST_VALUE_LIMIT + (1 << 20)] }),
+        )
+        .route(
+            "/v1/kv/mib",
+            axum::routing::any(|| async { vec![b'y'; 1 << 20] }),
         )
         .route(
             "/v1/kv/moved",
@@ -464,6 +470,14 @@ async fn a_follower_does_not_buffer_or_follow_what_a_false_leader_answers() {
     c.directory.addrs.lock().insert(leader_id, fake_addr);
 
     let http = reqwest::Client::new();
+    let r = http
+        .get(c.url(follower, "/v1/kv/mib"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.bytes().await.unwrap().len(), 1 << 20, "relayed whole");
+
     let r = http
         .put(c.url(follower, "/v1/kv/big"))
         .body("v")
