@@ -64,11 +64,35 @@ pub struct Api {
     directory: Arc<dyn Directory>,
     metrics: Arc<Metrics>,
     forwarder: reqwest::Client,
+    /// Bytes of request bodies the node holds at once, over all requests: one permit a byte,
+    /// held from the byte's arrival until its request is answered.
+    body_budget: Arc<tokio::sync::Semaphore>,
+    body_budget_bytes: usize,
+}
+
+/// The bytes of request bodies a node holds at once unless told otherwise: 256 MiB, or room
+/// for four of the largest requests if that is more, so that any request the limits allow can
+/// be taken.
+pub fn default_body_budget(max_value_bytes: usize) -> usize {
+    (256usize << 20).max(cas_body_bound(max_value_bytes).saturating_mul(4))
 }
 
 impl Api {
-    /// The API of one node.
+    /// The API of one node, with [`default_body_budget`].
     pub fn new(kv: KvService, directory: Arc<dyn Directory>, metrics: Arc<Metrics>) -> Arc<Api> {
+        let budget = default_body_budget(kv.options().max_value_bytes);
+        Api::with_body_budget(kv, directory, metrics, budget)
+    }
+
+    /// The API of one node holding at most `body_budget` bytes of request bodies at once; a
+    /// request whose body finds no room within the request timeout gets 503.
+    pub fn with_body_budget(
+        kv: KvService,
+        directory: Arc<dyn Directory>,
+        metrics: Arc<Metrics>,
+        body_budget: usize,
+    ) -> Arc<Api> {
+        let body_budget = body_budget.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
         let forwarder = reqwest::Client::builder()
             .pool_max_idle_per_host(1024)
             // Well under the leader's idle timeout (30 s by default), so that a pooled
@@ -85,6 +109,8 @@ impl Api {
             directory,
             metrics,
             forwarder,
+            body_budget: Arc::new(tokio::sync::Semaphore::new(body_budget)),
+            body_budget_bytes: body_budget,
         })
     }
 }
@@ -214,7 +240,7 @@ async fn get_key(
 
 async fn put_key(State(api): State<Arc<Api>>, path: KeyPath, request: Request) -> Response {
     let (incoming, body) = request.into_parts();
-    let (key, value) = match key_and_body(&api, path, body, BodyHolds::Value).await {
+    let (key, value, _budget) = match key_and_body(&api, path, body, BodyHolds::Value).await {
         Ok(kv) => kv,
         Err(response) => return response,
     };
@@ -248,7 +274,7 @@ async fn post_key(
         Some("cas") => BodyHolds::Cas,
         _ => BodyHolds::Value,
     };
-    let (key, body) = match key_and_body(&api, path, body, holds).await {
+    let (key, body, _budget) = match key_and_body(&api, path, body, holds).await {
         Ok(kv) => kv,
         Err(response) => return response,
     };
@@ -298,21 +324,28 @@ enum BodyHolds {
     Cas,
 }
 
+/// The most of a compare-and-set body read: two values, escaped at worst, and the JSON around.
+fn cas_body_bound(max_value_bytes: usize) -> usize {
+    max_value_bytes.saturating_mul(12).saturating_add(1024)
+}
+
+/// Reads the key and the body, holding the body's bytes in the node's body budget (the permit
+/// returned) until the caller drops it.
 async fn key_and_body(
     api: &Api,
     path: KeyPath,
     body: Body,
     holds: BodyHolds,
-) -> Result<(Bytes, Bytes), Response> {
+) -> Result<(Bytes, Bytes, Option<tokio::sync::OwnedSemaphorePermit>), Response> {
     let key = key_of(api, path)?;
     // Past the value limit the KV service refuses the value with its exact size; the body is
     // read a little further so that it can, and no further.
     let value_max = api.kv.options().max_value_bytes;
     let max = match holds {
-        BodyHolds::Value => value_max,
-        BodyHolds::Cas => value_max.saturating_mul(12),
-    }
-    .saturating_add(1024);
+        BodyHolds::Value => value_max.saturating_add(1024),
+        BodyHolds::Cas => cas_body_bound(value_max),
+    };
+    let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
     // The header timeout ends with the request head, and the request timeout starts after
     // the body: a client that announces a body and then stops sending would otherwise hold
     // its connection for good. So the body must keep coming: each part of it within the
@@ -352,6 +385,12 @@ async fn key_and_body(
                     ),
                 ));
             }
+            let permit = hold_bytes(api, data.len(), idle).await?;
+            match (&mut held, permit) {
+                (Some(held), Some(permit)) => held.merge(permit),
+                (None, permit) => held = permit,
+                (Some(_), None) => {}
+            }
             match first {
                 None => first = Some(data),
                 Some(_) => more.push(data),
@@ -368,7 +407,41 @@ async fn key_and_body(
             all.freeze()
         }
     };
-    Ok((key, value))
+    Ok((key, value, held))
+}
+
+/// Takes `bytes` of the node's body budget, waiting at most `wait` for room.
+async fn hold_bytes(
+    api: &Api,
+    bytes: usize,
+    wait: std::time::Duration,
+) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, Response> {
+    // A part is at most a request's bound, which the budget holds; u32 holds any sane part.
+    let Ok(count) = u32::try_from(bytes) else {
+        return Err(budget_exhausted(api));
+    };
+    if count == 0 {
+        return Ok(None);
+    }
+    let budget = api.body_budget.clone();
+    if let Ok(permit) = budget.clone().try_acquire_many_owned(count) {
+        return Ok(Some(permit));
+    }
+    match tokio::time::timeout(wait, budget.acquire_many_owned(count)).await {
+        Ok(Ok(permit)) => Ok(Some(permit)),
+        _ => Err(budget_exhausted(api)),
+    }
+}
+
+fn budget_exhausted(api: &Api) -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "overloaded",
+        &format!(
+            "request bodies in progress hold all {} bytes this node takes at once; retry later",
+            api.body_budget_bytes
+        ),
+    )
 }
 
 fn session(headers: &HeaderMap) -> Result<Option<(u64, u64)>, Response> {

@@ -8,7 +8,7 @@ pub mod listener;
 pub mod metrics;
 pub mod node;
 
-pub use http::{Api, Directory, StatusView, router};
+pub use http::{Api, Directory, StatusView, default_body_budget, router};
 pub use keel_net::PeerSecret;
 pub use metrics::{Metrics, PeerTraffic, TrafficSource};
 pub use node::{DEFAULT_SEGMENT_SIZE_BYTES, Node, NodeConfig, NodeError, cluster_id};

@@ -35,6 +35,15 @@ struct TestCluster {
 
 impl TestCluster {
     async fn start(n: u64, options: KvOptions) -> TestCluster {
+        TestCluster::start_with_budget(n, options, None).await
+    }
+
+    /// Nodes holding at most `body_budget` bytes of request bodies at once (else the default).
+    async fn start_with_budget(
+        n: u64,
+        options: KvOptions,
+        body_budget: Option<usize>,
+    ) -> TestCluster {
         let network = LocalNetwork::new();
         let directory = Arc::new(StaticDirectory::default());
         let members: Vec<NodeId> = (1..=n).collect();
@@ -58,7 +67,11 @@ impl TestCluster {
             let (kv, _) = KvService::start(raft.clone(), stream, options.clone());
             let metrics = Metrics::new();
             metrics.attach(&kv);
-            let app = router(Api::new(kv, directory.clone(), metrics));
+            let api = match body_budget {
+                Some(budget) => Api::with_body_budget(kv, directory.clone(), metrics, budget),
+                None => Api::new(kv, directory.clone(), metrics),
+            };
+            let app = router(api);
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap().to_string();
             tokio::spawn(async move { axum::serve(listener, app).await });
@@ -546,4 +559,87 @@ async fn a_command_from_a_newer_build_stops_the_service_instead_of_being_skipped
         StatusCode::SERVICE_UNAVAILABLE,
         "stale reads too"
     );
+}
+
+/// Request bodies share one bounded budget: while a slow upload holds most of it, a body that
+/// does not fit waits for room and gets 503 when none comes within the request timeout; once
+/// the upload is done its bytes are free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_share_a_bounded_budget() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let options = KvOptions {
+        max_value_bytes: 8192,
+        request_timeout: Duration::from_millis(1000),
+        ..KvOptions::default()
+    };
+    let c = TestCluster::start_with_budget(1, options, Some(9000)).await;
+    let addr = c.nodes[0].1.clone();
+
+    // A slow upload of 8,000 bytes: 7,000 at once, then a byte every 100 ms until told to
+    // finish.
+    let (finish, finished) = tokio::sync::oneshot::channel::<()>();
+    let slow = tokio::spawn(async move {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = "PUT /v1/kv/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 8000\r\n\r\n";
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(&[b's'; 7000]).await.unwrap();
+        let mut sent = 7000;
+        tokio::pin!(finished);
+        loop {
+            tokio::select! {
+                _ = &mut finished => break,
+                () = tokio::time::sleep(Duration::from_millis(100)) => {
+                    if sent < 7900 {
+                        stream.write_all(b"s").await.unwrap();
+                        sent += 1;
+                    }
+                }
+            }
+        }
+        stream.write_all(&vec![b's'; 8000 - sent]).await.unwrap();
+        let mut answer = vec![0u8; 1024];
+        let n = stream.read(&mut answer).await.unwrap();
+        String::from_utf8_lossy(&answer[..n]).into_owned()
+    });
+
+    let http = reqwest::Client::new();
+    let put = |body: Vec<u8>| {
+        let request = http.put(c.url(0, "/v1/kv/other")).body(body);
+        async move { request.send().await.unwrap() }
+    };
+    // Once the upload's bytes are held, a 3,000-byte body finds no room.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = put(vec![b'o'; 3000]).await;
+        if r.status() == StatusCode::SERVICE_UNAVAILABLE {
+            assert!(r.headers().contains_key("retry-after"));
+            let refused: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(refused["code"], "overloaded");
+            assert!(
+                refused["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("hold all 9000 bytes"),
+                "{refused}"
+            );
+            break;
+        }
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slow upload never took the budget"
+        );
+    }
+    // A small body still fits beside it.
+    assert_eq!(put(vec![b'o'; 100]).await.status(), StatusCode::OK);
+
+    finish.send(()).unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), slow)
+        .await
+        .expect("the slow upload is answered")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // Its bytes are free again.
+    assert_eq!(put(vec![b'o'; 3000]).await.status(), StatusCode::OK);
 }
