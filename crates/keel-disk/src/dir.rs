@@ -117,12 +117,12 @@ fn numbered(name: &str, suffix: &str) -> Option<u64> {
 }
 
 /// Checks that the meta file names this node and cluster; returns the format version it was
-/// written in.
-pub(crate) fn check_meta(dir: &Path, expected: Meta) -> Result<u32, DiskError> {
+/// written in, and the dir's salt (none before version 3).
+pub(crate) fn check_meta(dir: &Path, expected: Meta) -> Result<(u32, Option<u64>), DiskError> {
     let path = dir.join(META_FILE);
     let bytes = fs::read(&path).map_err(DiskError::io("read meta file", &path))?;
-    let found = format::decode_meta(&bytes).map_err(|error| header_error(&path, error))?;
-    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("decoded, so long enough"));
+    let (found, version, salt) =
+        format::decode_meta(&bytes).map_err(|error| header_error(&path, error))?;
     if found.node_id != expected.node_id {
         return Err(DiskError::WrongNode {
             dir: dir.to_path_buf(),
@@ -137,13 +137,18 @@ pub(crate) fn check_meta(dir: &Path, expected: Meta) -> Result<u32, DiskError> {
             expected: expected.cluster_id,
         });
     }
-    Ok(version)
+    Ok((version, salt))
 }
 
-pub(crate) fn write_meta(dir: &Path, dir_handle: &File, meta: Meta) -> Result<(), DiskError> {
+pub(crate) fn write_meta(
+    dir: &Path,
+    dir_handle: &File,
+    meta: Meta,
+    salt: u64,
+) -> Result<(), DiskError> {
     let path = dir.join(META_FILE);
     let mut file = create_tmp(&path)?;
-    file.write_all(&format::encode_meta(meta))
+    file.write_all(&format::encode_meta(meta, salt))
         .map_err(DiskError::io("write", tmp_path(&path)))?;
     install(file, &path, dir_handle)?;
     Ok(())

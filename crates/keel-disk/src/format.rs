@@ -11,15 +11,22 @@ use keel::{HardState, SnapshotMeta, WriteBatch};
 use crate::bounds::LogBounds;
 
 /// The format this build writes, and the newest it reads. Version 2 added the group start to
-/// records (`HAS_GROUP`); records of version 1 have none, and are read as before.
-pub(crate) const FORMAT_VERSION: u32 = 2;
+/// records (`HAS_GROUP`); records of version 1 have none, and are read as before. Version 3
+/// added the data dir's salt to the meta file, and seeds the checksum of every record in a
+/// segment of version 3 with it ([`Seal`]).
+pub(crate) const FORMAT_VERSION: u32 = 3;
+
+/// The first version whose meta file holds a salt and whose segments' records are sealed.
+pub(crate) const SALTED_VERSION: u32 = 3;
 
 const META_MAGIC: &[u8; 8] = b"KEELMETA";
 const SEGMENT_MAGIC: &[u8; 8] = b"KEELWAL\0";
 const SNAPSHOT_MAGIC: &[u8; 8] = b"KEELSNAP";
 
-/// magic, version, node id, cluster id, crc.
-pub(crate) const META_LEN: usize = 8 + 4 + 8 + 8 + 4;
+/// magic, version, node id, cluster id, crc (versions 1 and 2).
+const META_LEN_UNSALTED: usize = 8 + 4 + 8 + 8 + 4;
+/// magic, version, node id, cluster id, salt, crc (version 3).
+pub(crate) const META_LEN: usize = 8 + 4 + 8 + 8 + 8 + 4;
 /// magic, version, seq, checkpoint, crc.
 pub(crate) const SEGMENT_HEADER_LEN: usize = 8 + 4 + 8 + CHECKPOINT_LEN + 4;
 /// magic, version, id, index, term, data length, data crc, header crc.
@@ -65,6 +72,34 @@ pub(crate) enum HeaderError {
 pub(crate) struct Meta {
     pub node_id: u64,
     pub cluster_id: u64,
+}
+
+/// What a record's checksum is seeded with: nothing in segments of versions 1 and 2; in
+/// segments of version 3, the data dir's random salt. Recovery, after damage in the last
+/// write, looks for valid records byte by byte to tell a torn write from corruption; without a
+/// seed, a value a client stored could hold bytes that pass for a record (a CRC is no secret)
+/// and make a torn write look like corruption. Unseen salt, no such bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Seal(Option<u64>);
+
+impl Seal {
+    /// The checksum of versions 1 and 2.
+    pub(crate) const NONE: Seal = Seal(None);
+
+    /// Seeded with `salt`.
+    pub(crate) fn salted(salt: u64) -> Seal {
+        Seal(Some(salt))
+    }
+
+    /// The seal of a segment of `version` in a data dir with `salt` (`None`: an older dir,
+    /// whose segments are all older too).
+    pub(crate) fn for_segment(version: u32, salt: Option<u64>) -> Option<Seal> {
+        match (version >= SALTED_VERSION, salt) {
+            (false, _) => Some(Seal::NONE),
+            (true, Some(salt)) => Some(Seal::salted(salt)),
+            (true, None) => None,
+        }
+    }
 }
 
 /// Where the current snapshot lives and what it must contain: the log's reference to a
@@ -124,22 +159,35 @@ pub(crate) struct EntryRun {
     pub bodies: Bytes,
 }
 
-pub(crate) fn encode_meta(meta: Meta) -> Vec<u8> {
+pub(crate) fn encode_meta(meta: Meta, salt: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(META_LEN);
     out.put_slice(META_MAGIC);
     out.put_u32_le(FORMAT_VERSION);
     out.put_u64_le(meta.node_id);
     out.put_u64_le(meta.cluster_id);
+    out.put_u64_le(salt);
     out.put_u32_le(crc32c::crc32c(&out));
     out
 }
 
-pub(crate) fn decode_meta(bytes: &[u8]) -> Result<Meta, HeaderError> {
-    let mut r = check_header(bytes, META_MAGIC, META_LEN)?;
-    Ok(Meta {
+/// Decodes a meta file: whose dir it is, the format version it was written in, and its salt
+/// (none before version 3).
+pub(crate) fn decode_meta(bytes: &[u8]) -> Result<(Meta, u32, Option<u64>), HeaderError> {
+    let version = bytes
+        .get(8..12)
+        .map_or(0, |v| u32::from_le_bytes(v.try_into().expect("4 bytes")));
+    let len = if version >= SALTED_VERSION {
+        META_LEN
+    } else {
+        META_LEN_UNSALTED
+    };
+    let mut r = check_header(bytes, META_MAGIC, len)?;
+    let meta = Meta {
         node_id: r.get_u64_le(),
         cluster_id: r.get_u64_le(),
-    })
+    };
+    let salt = (version >= SALTED_VERSION).then(|| r.get_u64_le());
+    Ok((meta, version, salt))
 }
 
 pub(crate) fn encode_segment_header(seq: u64, checkpoint: &Checkpoint) -> Vec<u8> {
@@ -165,9 +213,10 @@ pub(crate) fn encode_segment_header(seq: u64, checkpoint: &Checkpoint) -> Vec<u8
     out
 }
 
-/// Decodes a segment header: its sequence number and checkpoint.
-pub(crate) fn decode_segment_header(bytes: &[u8]) -> Result<(u64, Checkpoint), HeaderError> {
+/// Decodes a segment header: its sequence number, checkpoint and format version.
+pub(crate) fn decode_segment_header(bytes: &[u8]) -> Result<(u64, Checkpoint, u32), HeaderError> {
     let mut r = check_header(bytes, SEGMENT_MAGIC, SEGMENT_HEADER_LEN)?;
+    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("checked, so long enough"));
     let seq = r.get_u64_le();
     let hard_state = get_hard_state(&mut r).map_err(|e| HeaderError::Damaged(e.into()))?;
     let snapshot = match r.get_u8() {
@@ -190,7 +239,7 @@ pub(crate) fn decode_segment_header(bytes: &[u8]) -> Result<(u64, Checkpoint), H
     {
         return Err(HeaderError::Damaged("invalid log bounds".into()));
     }
-    Ok((seq, checkpoint))
+    Ok((seq, checkpoint, version))
 }
 
 pub(crate) fn encode_snapshot_header(snapshot: &SnapshotRef) -> Vec<u8> {
@@ -245,6 +294,7 @@ pub(crate) fn encode_record(
     batch: &WriteBatch,
     snapshot: Option<&SnapshotRef>,
     group_start: u64,
+    seal: Seal,
     out: &mut BytesMut,
 ) -> Result<(), usize> {
     let start = out.len();
@@ -296,19 +346,32 @@ pub(crate) fn encode_record(
         return Err(body_len);
     };
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
-    let crc = record_crc(&out[start..start + 4], &out[start + RECORD_HEADER_LEN..]);
+    let crc = record_crc(
+        seal,
+        &out[start..start + 4],
+        &out[start + RECORD_HEADER_LEN..],
+    );
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
     Ok(())
 }
 
-/// The checksum covers the length field too, so a damaged length is caught like damaged data.
-fn record_crc(len: &[u8], body: &[u8]) -> u32 {
-    crc32c::crc32c_append(crc32c::crc32c(len), body)
+/// The checksum covers the length field too, so a damaged length is caught like damaged data;
+/// it starts from the seal's salt, if any.
+fn record_crc(seal: Seal, len: &[u8], body: &[u8]) -> u32 {
+    let seed = match seal.0 {
+        None => crc32c::crc32c(len),
+        Some(salt) => crc32c::crc32c_append(crc32c::crc32c(&salt.to_le_bytes()), len),
+    };
+    crc32c::crc32c_append(seed, body)
 }
 
 /// Reads the frame at `offset`: returns the record body and where the next frame starts, or
 /// why no valid frame starts there.
-pub(crate) fn read_frame(data: &Bytes, offset: usize) -> Result<(Bytes, usize), String> {
+pub(crate) fn read_frame(
+    data: &Bytes,
+    offset: usize,
+    seal: Seal,
+) -> Result<(Bytes, usize), String> {
     let rest = &data[offset..];
     if rest.len() < RECORD_HEADER_LEN {
         return Err(format!(
@@ -328,7 +391,7 @@ pub(crate) fn read_frame(data: &Bytes, offset: usize) -> Result<(Bytes, usize), 
         ));
     }
     let stored = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
-    if record_crc(&rest[..4], &rest[RECORD_HEADER_LEN..end]) != stored {
+    if record_crc(seal, &rest[..4], &rest[RECORD_HEADER_LEN..end]) != stored {
         return Err("checksum mismatch".into());
     }
     Ok((
@@ -340,11 +403,11 @@ pub(crate) fn read_frame(data: &Bytes, offset: usize) -> Result<(Bytes, usize), 
 /// The valid frames that start in `data` after `offset`, as (where it starts, its body): the
 /// test that tells damage in the middle of a log (valid records of later writes follow) from a
 /// torn write at its end. After a frame is found, the search goes on where it ends.
-pub(crate) fn valid_frames_after(data: &Bytes, offset: usize) -> Vec<(usize, Bytes)> {
+pub(crate) fn valid_frames_after(data: &Bytes, offset: usize, seal: Seal) -> Vec<(usize, Bytes)> {
     let mut found = Vec::new();
     let mut start = offset + 1;
     while start + RECORD_HEADER_LEN <= data.len() {
-        match read_frame(data, start) {
+        match read_frame(data, start, seal) {
             Ok((body, next)) => {
                 found.push((start, body));
                 start = next;
@@ -357,7 +420,7 @@ pub(crate) fn valid_frames_after(data: &Bytes, offset: usize) -> Vec<(usize, Byt
 
 /// Marks the record that starts at `record_start` in `buf` as the last of its write, and
 /// seals it again (the flag is covered by the checksum).
-pub(crate) fn mark_group_end(buf: &mut [u8], record_start: usize) {
+pub(crate) fn mark_group_end(buf: &mut [u8], record_start: usize, seal: Seal) {
     let body_start = record_start + RECORD_HEADER_LEN;
     let len = u32::from_le_bytes(
         buf[record_start..record_start + 4]
@@ -367,6 +430,7 @@ pub(crate) fn mark_group_end(buf: &mut [u8], record_start: usize) {
     let body_end = body_start + len as usize;
     buf[body_start] |= GROUP_END;
     let crc = record_crc(
+        seal,
         &buf[record_start..record_start + 4],
         &buf[body_start..body_end],
     );
@@ -561,9 +625,9 @@ mod tests {
             crc: 99,
         };
         let mut out = BytesMut::new();
-        encode_record(&batch(), Some(&snapshot), 94, &mut out).expect("fits");
+        encode_record(&batch(), Some(&snapshot), 94, SALTED, &mut out).expect("fits");
         let data = out.freeze();
-        let (body, end) = read_frame(&data, 0).expect("valid frame");
+        let (body, end) = read_frame(&data, 0, SALTED).expect("valid frame");
         assert_eq!(end, data.len());
         let record = decode_record(body).expect("valid record");
         assert_eq!(record.hard_state, batch().hard_state);
@@ -577,37 +641,40 @@ mod tests {
     #[test]
     fn valid_frames_after_damage_are_found_with_their_group_and_zeros_are_not_one() {
         let mut out = BytesMut::new();
-        encode_record(&batch(), None, 94, &mut out).expect("fits");
+        encode_record(&batch(), None, 94, SALTED, &mut out).expect("fits");
         let first_len = out.len();
-        encode_record(&batch(), None, 94, &mut out).expect("fits");
+        encode_record(&batch(), None, 94, SALTED, &mut out).expect("fits");
         let second_len = out.len() - first_len;
-        encode_record(&batch(), None, 5000, &mut out).expect("fits");
+        encode_record(&batch(), None, 5000, SALTED, &mut out).expect("fits");
         out[10] ^= 1; // damage the first record
         let data = out.freeze();
-        assert!(read_frame(&data, 0).is_err());
-        let found = valid_frames_after(&data, 0);
+        assert!(read_frame(&data, 0, SALTED).is_err());
+        let found = valid_frames_after(&data, 0, SALTED);
         let starts: Vec<usize> = found.iter().map(|(at, _)| *at).collect();
         assert_eq!(starts, [first_len, first_len + second_len]);
         let groups: Vec<Option<u64>> = found.iter().map(|(_, b)| group_start(b)).collect();
         assert_eq!(groups, [Some(94), Some(5000)]);
-        assert_eq!(valid_frames_after(&data, first_len + second_len).len(), 0);
-        assert!(valid_frames_after(&Bytes::from(vec![0u8; 4096]), 0).is_empty());
+        assert_eq!(
+            valid_frames_after(&data, first_len + second_len, SALTED).len(),
+            0
+        );
+        assert!(valid_frames_after(&Bytes::from(vec![0u8; 4096]), 0, SALTED).is_empty());
     }
 
     /// Data dirs written before records carried their group start (format 1) still open.
     #[test]
     fn a_record_of_format_1_without_a_group_start_decodes() {
         let mut out = BytesMut::new();
-        encode_record(&batch(), None, 94, &mut out).expect("fits");
-        let (body, _) = read_frame(&out.freeze(), 0).expect("valid frame");
+        encode_record(&batch(), None, 94, Seal::NONE, &mut out).expect("fits");
+        let (body, _) = read_frame(&out.freeze(), 0, Seal::NONE).expect("valid frame");
         let mut old = vec![body[0] & !HAS_GROUP];
         old.extend_from_slice(&body[9..]);
         let mut frame = BytesMut::new();
         frame.put_u32_le(old.len() as u32);
-        let crc = record_crc(&frame[..4], &old);
+        let crc = record_crc(Seal::NONE, &frame[..4], &old);
         frame.put_u32_le(crc);
         frame.put_slice(&old);
-        let (body, _) = read_frame(&frame.freeze(), 0).expect("valid frame");
+        let (body, _) = read_frame(&frame.freeze(), 0, Seal::NONE).expect("valid frame");
         assert_eq!(group_start(&body), None);
         let record = decode_record(body).expect("a format 1 record");
         assert_eq!(record.truncate_after, Some(4));
@@ -617,10 +684,13 @@ mod tests {
     #[test]
     fn every_cut_of_a_record_is_an_invalid_frame() {
         let mut out = BytesMut::new();
-        encode_record(&batch(), None, 94, &mut out).expect("fits");
+        encode_record(&batch(), None, 94, SALTED, &mut out).expect("fits");
         let data = out.freeze();
         for len in 0..data.len() {
-            assert!(read_frame(&data.slice(..len), 0).is_err(), "prefix {len}");
+            assert!(
+                read_frame(&data.slice(..len), 0, SALTED).is_err(),
+                "prefix {len}"
+            );
         }
     }
 
@@ -634,18 +704,62 @@ mod tests {
             SNAPSHOT_HEADER_LEN, 52,
             "the corruption tests use this offset"
         );
-        assert_eq!(decode_segment_header(&header), Ok((4, checkpoint)));
+        assert_eq!(
+            decode_segment_header(&header),
+            Ok((4, checkpoint, FORMAT_VERSION))
+        );
         header[30] ^= 1;
         assert!(matches!(
             decode_segment_header(&header),
             Err(HeaderError::Damaged(_))
         ));
-        let mut meta = encode_meta(Meta {
+        let ids = Meta {
             node_id: 1,
             cluster_id: 2,
-        });
+        };
+        let mut meta = encode_meta(ids, 0x5a17);
         assert_eq!(meta.len(), META_LEN);
+        assert_eq!(decode_meta(&meta), Ok((ids, FORMAT_VERSION, Some(0x5a17))));
         meta[8] = 9;
         assert_eq!(decode_meta(&meta), Err(HeaderError::NewerVersion(9)));
+        // A meta file of format 2: no salt.
+        let mut old = Vec::new();
+        old.put_slice(META_MAGIC);
+        old.put_u32_le(2);
+        old.put_u64_le(1);
+        old.put_u64_le(2);
+        old.put_u32_le(crc32c::crc32c(&old));
+        assert_eq!(decode_meta(&old), Ok((ids, 2, None)));
     }
+
+    /// A record sealed with the dir's salt reads only with that salt; a record of format 2
+    /// only without one. So bytes of a stored value that are a valid record under the known
+    /// checksum are no record in a sealed segment.
+    #[test]
+    fn a_sealed_record_reads_only_with_its_salt() {
+        let mut sealed = BytesMut::new();
+        encode_record(&batch(), None, 94, SALTED, &mut sealed).expect("fits");
+        let sealed = sealed.freeze();
+        assert!(read_frame(&sealed, 0, SALTED).is_ok());
+        assert!(read_frame(&sealed, 0, Seal::NONE).is_err());
+        assert!(read_frame(&sealed, 0, Seal::salted(0x5a18)).is_err());
+        let mut plain = BytesMut::new();
+        encode_record(&batch(), None, 94, Seal::NONE, &mut plain).expect("fits");
+        let plain = plain.freeze();
+        assert!(read_frame(&plain, 0, Seal::NONE).is_ok());
+        assert!(read_frame(&plain, 0, SALTED).is_err());
+        // A client's value holding a whole unsealed record, found by the scan after damage,
+        // is no record in a sealed segment.
+        let mut segment = BytesMut::new();
+        segment.put_bytes(0xee, 16);
+        segment.put_slice(&plain);
+        let segment = segment.freeze();
+        assert_eq!(valid_frames_after(&segment, 0, Seal::NONE).len(), 1);
+        assert!(valid_frames_after(&segment, 0, SALTED).is_empty());
+        assert_eq!(Seal::for_segment(2, Some(1)), Some(Seal::NONE));
+        assert_eq!(Seal::for_segment(3, Some(1)), Some(Seal::salted(1)));
+        assert_eq!(Seal::for_segment(3, None), None);
+    }
+
+    const SALTED: Seal = Seal(Some(0x5a17));
 }

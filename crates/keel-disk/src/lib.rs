@@ -47,7 +47,7 @@
 //! ```text
 //! <data dir>/
 //!   LOCK                       locked (flock) while a DiskStorage has the dir open
-//!   meta                       format version, node id, cluster id; written on first open
+//!   meta                       format version, node id, cluster id, salt; written on first open
 //!   00000000000000000003.wal   log segments, numbered without gaps; the highest is appended to
 //!   00000000000000000004.wal
 //!   00000000000000000002.snap  the snapshot the log refers to (numbered by snapshot id)
@@ -58,7 +58,8 @@
 //! Integers are little-endian; checksums are CRC32C.
 //!
 //! ```text
-//! meta       = "KEELMETA" version:u32 node_id:u64 cluster_id:u64 crc:u32
+//! meta       = "KEELMETA" version:u32 node_id:u64 cluster_id:u64 salt:u64 crc:u32
+//!              (salt: random, made with the dir; since format version 3)
 //!
 //! segment    = header record* zeros*           (zeros: the unwritten rest, if preallocated)
 //! header     = "KEELWAL\0" version:u32 seq:u64 checkpoint crc:u32           (94 bytes)
@@ -67,7 +68,8 @@
 //!              +-----------+-----------+------------------------------+
 //! record     = | len:u32   | crc:u32   | body (len bytes)             |
 //!              +-----------+-----------+------------------------------+
-//!                           crc = CRC32C(len bytes, then body)
+//!                           crc = CRC32C(salt, then len bytes, then body)
+//!                           (in segments of version 3; of versions 1 and 2, without salt)
 //! body       = flags:u8 [group_start:u64] [hard_state] [snapshot_ref] [truncate_after:u64]
 //!              [first_index:u64 count:u32 entry*] [compact_through:u64]
 //!              (group_start: where in the segment the write carrying the record began, and
@@ -83,6 +85,12 @@
 //!
 //! One record holds one [`keel::WriteBatch`], so a batch is applied whole or not at all. Its
 //! snapshot is a reference to a snapshot file; the data lives in that file.
+//!
+//! The salt in record checksums is for recovery's scan after damage in the last write, which
+//! looks for valid records byte by byte: without it, a stored value could hold bytes that pass
+//! for a record (anyone can compute a CRC) and make a torn write look like corruption, and the
+//! node refuse to start. The salt never leaves the data dir. Opening a dir of an older format
+//! gives it a salt (the meta file is rewritten first); its older segments are read without.
 //!
 //! # Writing
 //!

@@ -16,7 +16,9 @@ use crate::DiskOptions;
 use crate::bounds::LogBounds;
 use crate::dir::{self, Listing};
 use crate::error::DiskError;
-use crate::format::{self, Checkpoint, Meta, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, SnapshotRef};
+use crate::format::{
+    self, Checkpoint, Meta, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, Seal, SnapshotRef,
+};
 use crate::writer::{self, Figures, LogWriter, Segment, WriterParts};
 
 /// An opened data dir: the writer that owns it, what it held, and the log's bounds (which
@@ -40,15 +42,25 @@ pub(crate) fn open(
     };
     let listing = dir::list(dir)?;
     let mut meta_version = format::FORMAT_VERSION;
+    // The dir's salt: from its meta file, or new (for a new dir, or one of a format without
+    // salts, whose meta file is rewritten with it before any record it seals is written).
+    let mut dir_salt = None;
     if listing.has_meta {
-        meta_version = dir::check_meta(dir, meta)?;
+        (meta_version, dir_salt) = dir::check_meta(dir, meta)?;
     } else if !listing.segments.is_empty() || !listing.snapshots.is_empty() {
         return Err(damaged(
             dir,
             "its meta file is missing, but log segments or snapshots are present",
         ));
-    } else {
-        dir::write_meta(dir, &dir_handle, meta)?;
+    }
+    let salt = match dir_salt {
+        Some(salt) => salt,
+        None => new_salt(dir)?,
+    };
+    if !listing.has_meta {
+        dir::write_meta(dir, &dir_handle, meta, salt)?;
+        meta_version = format::FORMAT_VERSION;
+        dir_salt = Some(salt);
     }
 
     let mut replay = if listing.segments.is_empty() {
@@ -58,11 +70,11 @@ pub(crate) fn open(
         let checkpoint = Checkpoint::empty();
         let preallocate = options.preallocate.then_some(options.segment_size_bytes);
         writer::create_segment(dir, &dir_handle, 1, &checkpoint, preallocate, None)?;
-        let mut replay = Replay::new(dir);
+        let mut replay = Replay::new(dir, dir_salt);
         replay.segment(1, true)?;
         replay
     } else {
-        replay_segments(dir, &listing)?
+        replay_segments(dir, &listing, dir_salt)?
     };
     let state = replay.finish()?;
     let snapshot = state.snapshot.map(|r| load_snapshot(dir, r)).transpose()?;
@@ -92,8 +104,8 @@ pub(crate) fn open(
     if meta_version < format::FORMAT_VERSION {
         // This build writes records an older one cannot read: say so in the meta file before
         // the first of them, so that an older build refuses the dir as newer, rather than
-        // reporting its new records as damage.
-        dir::write_meta(dir, &dir_handle, meta)?;
+        // reporting its new records as damage. The salt that seals them goes in with it.
+        dir::write_meta(dir, &dir_handle, meta, salt)?;
     }
     remove_leftovers(dir, &dir_handle, &listing, state.snapshot)?;
 
@@ -128,6 +140,7 @@ pub(crate) fn open(
         next_snapshot_id,
         entry_sizes,
         figures,
+        salt,
     });
     Ok(Opened {
         writer,
@@ -136,7 +149,18 @@ pub(crate) fn open(
     })
 }
 
-fn replay_segments(dir: &Path, listing: &Listing) -> Result<Replay, DiskError> {
+/// A new random salt for the dir's records.
+fn new_salt(dir: &Path) -> Result<u64, DiskError> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).map_err(|e| DiskError::Io {
+        op: "make a random salt for",
+        path: dir.to_path_buf(),
+        source: std::io::Error::other(e),
+    })?;
+    Ok(u64::from_le_bytes(bytes))
+}
+
+fn replay_segments(dir: &Path, listing: &Listing, salt: Option<u64>) -> Result<Replay, DiskError> {
     for pair in listing.segments.windows(2) {
         if pair[1] != pair[0] + 1 {
             return Err(damaged(
@@ -150,7 +174,7 @@ fn replay_segments(dir: &Path, listing: &Listing) -> Result<Replay, DiskError> {
             ));
         }
     }
-    let mut replay = Replay::new(dir);
+    let mut replay = Replay::new(dir, salt);
     let last = listing.segments.len() - 1;
     for (i, &seq) in listing.segments.iter().enumerate() {
         replay.segment(seq, i == last)?;
@@ -171,6 +195,8 @@ struct Replay {
     segments: VecDeque<Segment>,
     max_snapshot_id: u64,
     torn: Option<TornTail>,
+    /// The dir's salt, from its meta file (none before format 3).
+    salt: Option<u64>,
 }
 
 /// A partly written record at the end of the last segment.
@@ -186,8 +212,9 @@ struct TornTail {
 }
 
 impl Replay {
-    fn new(dir: &Path) -> Self {
+    fn new(dir: &Path, salt: Option<u64>) -> Self {
         Replay {
+            salt,
             dir: dir.to_path_buf(),
             state: None,
             missing_through: 0,
@@ -202,12 +229,21 @@ impl Replay {
         let path = dir::segment_path(&self.dir, seq);
         let mut file = SegmentFile::open(&path)?;
         file.fill(0, SEGMENT_HEADER_LEN as u64)?;
-        let (found_seq, start) =
+        let (found_seq, start, version) =
             format::decode_segment_header(&file.data).map_err(|e| dir::header_error(&path, e))?;
         let corrupt = |offset: u64, problem: String| DiskError::Corrupt {
             path: path.clone(),
             offset,
             problem,
+        };
+        let Some(seal) = Seal::for_segment(version, self.salt) else {
+            return Err(corrupt(
+                0,
+                format!(
+                    "it is of format {version}, but the dir's meta file is older and has no salt \
+                     for its records: files of different data dirs were mixed"
+                ),
+            ));
         };
         if found_seq != seq {
             return Err(corrupt(
@@ -241,7 +277,7 @@ impl Replay {
         while offset < file.len {
             file.fill_record(offset)?;
             let at = (offset - file.base) as usize;
-            match format::read_frame(&file.data, at) {
+            match format::read_frame(&file.data, at, seal) {
                 Ok((body, next)) => {
                     self.apply(body)
                         .map_err(|problem| corrupt(offset, problem))?;
@@ -263,7 +299,7 @@ impl Replay {
                     // before the damage. A record of a later write means the damage is in a
                     // write that had completed, which is corruption.
                     let rest = file.read_rest(offset)?;
-                    let frames = format::valid_frames_after(&rest, 0);
+                    let frames = format::valid_frames_after(&rest, 0, seal);
                     let later_write = frames.iter().find(|(_, body)| {
                         format::group_start(body).is_none_or(|start| start > offset)
                     });
@@ -318,6 +354,7 @@ impl Replay {
             len: offset,
             file_len,
             start,
+            seal,
         });
         Ok(())
     }
@@ -679,24 +716,60 @@ mod tests {
         storage.close().await.unwrap();
     }
 
-    /// An older build reads the meta file's version first: opening a data dir of format 1
-    /// moves it to this build's version before any new record is written.
+    /// An older build reads the meta file's version first: opening a data dir of format 2
+    /// moves it to this build's version, with a salt, before any new record is written. Its
+    /// segments keep their unsealed records, later records in its last segment stay unsealed,
+    /// and segments started from then on are sealed: all read back.
     #[tokio::test]
     async fn opening_a_dir_of_an_older_format_marks_it_with_this_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let storage = DiskStorage::open(dir.path(), DiskOptions::new(1, 1)).unwrap();
-        storage.close().await.unwrap();
-        let path = dir.path().join("meta");
-        let mut bytes = std::fs::read(&path).unwrap();
-        bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
-        let crc = crc32c::crc32c(&bytes[..bytes.len() - 4]);
-        let at = bytes.len() - 4;
-        bytes[at..].copy_from_slice(&crc.to_le_bytes());
-        std::fs::write(&path, &bytes).unwrap();
+        use bytes::BufMut;
 
-        let storage = DiskStorage::open(dir.path(), DiskOptions::new(1, 1)).unwrap();
-        let version = u32::from_le_bytes(std::fs::read(&path).unwrap()[8..12].try_into().unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let options = DiskOptions {
+            segment_size_bytes: 64 << 10,
+            ..DiskOptions::new(1, 1)
+        };
+        let storage = DiskStorage::open(dir.path(), options.clone()).unwrap();
+        storage.close().await.unwrap();
+        // Make it a dir of format 2: its meta file without a salt, its segment's header of
+        // version 2.
+        let meta_path = dir.path().join("meta");
+        let mut meta = Vec::new();
+        meta.put_slice(b"KEELMETA");
+        meta.put_u32_le(2);
+        meta.put_u64_le(1);
+        meta.put_u64_le(1);
+        meta.put_u32_le(crc32c::crc32c(&meta));
+        std::fs::write(&meta_path, &meta).unwrap();
+        let segment = crate::dir::segment_path(dir.path(), 1);
+        let mut bytes = std::fs::read(&segment).unwrap();
+        bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+        let header = crate::format::SEGMENT_HEADER_LEN;
+        let crc = crc32c::crc32c(&bytes[..header - 4]);
+        bytes[header - 4..header].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(&segment, &bytes).unwrap();
+
+        let storage = DiskStorage::open(dir.path(), options.clone()).unwrap();
+        let (_, version, salt) =
+            crate::format::decode_meta(&std::fs::read(&meta_path).unwrap()).unwrap();
         assert_eq!(version, crate::format::FORMAT_VERSION);
+        assert!(salt.is_some());
+        // Enough to fill segment 1 (of format 2) and go on in sealed ones.
+        let mut expected = Vec::new();
+        for i in 0..40 {
+            let batch = sized(1 + i * 10, &[500; 10]);
+            expected.extend(batch.entries.clone());
+            let seq = storage.submit(batch);
+            storage.wait_durable(seq).await.unwrap();
+        }
+        storage.close().await.unwrap();
+        assert!(
+            crate::dir::segment_path(dir.path(), 3).exists(),
+            "it rolled"
+        );
+
+        let storage = DiskStorage::open(dir.path(), options).unwrap();
+        assert_eq!(storage.recover().unwrap().entries, expected);
         storage.close().await.unwrap();
     }
 
@@ -785,7 +858,10 @@ mod tests {
         let path = crate::dir::segment_path(dir.path(), 1);
         let offset = std::fs::metadata(&path).unwrap().len();
         let mut record = BytesMut::new();
-        crate::format::encode_record(&append(7, 2), None, offset, &mut record).unwrap();
+        let meta = std::fs::read(dir.path().join("meta")).unwrap();
+        let (_, _, salt) = crate::format::decode_meta(&meta).unwrap();
+        let seal = crate::format::Seal::salted(salt.expect("a dir of this build has a salt"));
+        crate::format::encode_record(&append(7, 2), None, offset, seal, &mut record).unwrap();
         let mut file = std::fs::OpenOptions::new()
             .append(true)
             .open(&path)

@@ -65,6 +65,8 @@ pub(crate) struct Segment {
     pub file_len: u64,
     /// The state it starts from (its header's checkpoint).
     pub start: Checkpoint,
+    /// What its records' checksums start from (by its header's version).
+    pub seal: format::Seal,
 }
 
 /// Deletes obsolete files on a thread of its own, in the order given.
@@ -269,6 +271,8 @@ pub(crate) struct LogWriter {
     buf: BytesMut,
     /// Where the last record in `buf` starts: `flush` marks it as its write's last.
     last_record: Option<usize>,
+    /// The data dir's salt (see `WriterParts::salt`).
+    salt: u64,
     /// Snapshot files replaced by newer ones, deleted once the replacement is durable.
     replaced_snapshots: Vec<u64>,
     /// `Entry::encoded_len` of each entry the log holds, from `state.log.first_index` on, and
@@ -294,6 +298,8 @@ pub(crate) struct WriterParts {
     /// `Entry::encoded_len` of each entry the log holds.
     pub entry_sizes: VecDeque<u32>,
     pub figures: std::sync::Arc<Figures>,
+    /// The data dir's salt, which seals the records of every segment this build starts.
+    pub salt: u64,
 }
 
 impl LogWriter {
@@ -317,6 +323,7 @@ impl LogWriter {
             next_snapshot_id: parts.next_snapshot_id,
             buf: BytesMut::with_capacity(BUF_INITIAL_BYTES),
             last_record: None,
+            salt: parts.salt,
             replaced_snapshots: Vec::new(),
             entry_bytes: parts.entry_sizes.iter().map(|&n| u64::from(n)).sum(),
             entry_sizes: parts.entry_sizes,
@@ -345,7 +352,8 @@ impl LogWriter {
             // The buffer is written at the segment's end in one call: every record in it
             // carries that offset as its group start.
             let group_start = self.current().len;
-            format::encode_record(batch, snapshot.as_ref(), group_start, &mut self.buf)
+            let seal = self.current().seal;
+            format::encode_record(batch, snapshot.as_ref(), group_start, seal, &mut self.buf)
                 .map_err(|bytes| DiskError::RecordTooLarge { bytes })?;
             let previous = self.last_record.replace(start);
             // A record that would run past the segment's size starts the next segment instead
@@ -358,8 +366,9 @@ impl LogWriter {
                 self.flush()?;
                 // The new segment's checkpoint is the state before this record: `apply` below.
                 self.roll()?;
-                // Encoded again: its write now begins in the new segment.
-                format::encode_record(batch, snapshot.as_ref(), self.current().len, &mut self.buf)
+                // Encoded again: its write now begins in the new segment (sealed as it is).
+                let (group_start, seal) = (self.current().len, self.current().seal);
+                format::encode_record(batch, snapshot.as_ref(), group_start, seal, &mut self.buf)
                     .map_err(|bytes| DiskError::RecordTooLarge { bytes })?;
                 self.last_record = Some(0);
             }
@@ -503,7 +512,8 @@ impl LogWriter {
         }
         // Recovery tells a write that completed from one a crash cut short by this mark.
         if let Some(start) = self.last_record.take() {
-            format::mark_group_end(&mut self.buf, start);
+            let seal = self.current().seal;
+            format::mark_group_end(&mut self.buf, start, seal);
         }
         let offset = self.current().len;
         if let Err(source) = self.file.write_all_at(&self.buf, offset) {
@@ -575,6 +585,7 @@ impl LogWriter {
             len: SEGMENT_HEADER_LEN as u64,
             file_len,
             start: self.state,
+            seal: format::Seal::salted(self.salt),
         });
         tracing::debug!(dir = %self.dir.display(), seq, "started a new log segment");
         Ok(())
