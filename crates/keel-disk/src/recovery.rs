@@ -57,7 +57,9 @@ pub(crate) fn open(
         Some(salt) => salt,
         None => new_salt(dir)?,
     };
-    if !listing.has_meta {
+    // A new dir, or an older one with no segment yet (its first segment is about to be made,
+    // sealed): the salt goes into the meta file first.
+    if !listing.has_meta || (dir_salt.is_none() && listing.segments.is_empty()) {
         dir::write_meta(dir, &dir_handle, meta, salt)?;
         meta_version = format::FORMAT_VERSION;
         dir_salt = Some(salt);
@@ -108,6 +110,24 @@ pub(crate) fn open(
         dir::write_meta(dir, &dir_handle, meta, salt)?;
     }
     remove_leftovers(dir, &dir_handle, &listing, state.snapshot)?;
+    // The last segment of an older dir has unsealed records: start a sealed one now rather
+    // than append unsealed records for up to a segment's size. The last segment was synced
+    // above, as every segment is before the next begins.
+    let mut file = file;
+    if last.seal == Seal::NONE {
+        let seq = last.seq + 1;
+        let preallocate = options.preallocate.then_some(options.segment_size_bytes);
+        let (new_file, file_len) =
+            writer::create_segment(dir, &dir_handle, seq, &state, preallocate, None)?;
+        file = new_file;
+        replay.segments.push_back(Segment {
+            seq,
+            len: SEGMENT_HEADER_LEN as u64,
+            file_len,
+            start: state,
+            seal: Seal::salted(salt),
+        });
+    }
 
     let next_snapshot_id = listing
         .snapshots
@@ -718,8 +738,8 @@ mod tests {
 
     /// An older build reads the meta file's version first: opening a data dir of format 2
     /// moves it to this build's version, with a salt, before any new record is written. Its
-    /// segments keep their unsealed records, later records in its last segment stay unsealed,
-    /// and segments started from then on are sealed: all read back.
+    /// segments keep their unsealed records, and the next records go to a sealed segment
+    /// started at once: all read back.
     #[tokio::test]
     async fn opening_a_dir_of_an_older_format_marks_it_with_this_one() {
         use bytes::BufMut;
@@ -754,6 +774,12 @@ mod tests {
             crate::format::decode_meta(&std::fs::read(&meta_path).unwrap()).unwrap();
         assert_eq!(version, crate::format::FORMAT_VERSION);
         assert!(salt.is_some());
+        let sealed = std::fs::read(crate::dir::segment_path(dir.path(), 2)).unwrap();
+        assert_eq!(
+            u32::from_le_bytes(sealed[8..12].try_into().unwrap()),
+            crate::format::FORMAT_VERSION,
+            "a sealed segment follows the old one at once"
+        );
         // Enough to fill segment 1 (of format 2) and go on in sealed ones.
         let mut expected = Vec::new();
         for i in 0..40 {
@@ -770,6 +796,31 @@ mod tests {
 
         let storage = DiskStorage::open(dir.path(), options).unwrap();
         assert_eq!(storage.recover().unwrap().entries, expected);
+        storage.close().await.unwrap();
+    }
+
+    /// An older build that died between writing its meta file and its first segment left a
+    /// meta file without a salt and no segment: this build gives it a salt before it makes
+    /// the first (sealed) segment.
+    #[tokio::test]
+    async fn an_older_dir_without_a_segment_yet_opens() {
+        use bytes::BufMut;
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut meta = Vec::new();
+        meta.put_slice(b"KEELMETA");
+        meta.put_u32_le(2);
+        meta.put_u64_le(1);
+        meta.put_u64_le(1);
+        meta.put_u32_le(crc32c::crc32c(&meta));
+        std::fs::write(dir.path().join("meta"), &meta).unwrap();
+
+        let storage = DiskStorage::open(dir.path(), DiskOptions::new(1, 1)).unwrap();
+        let seq = storage.submit(append(1, 3));
+        storage.wait_durable(seq).await.unwrap();
+        storage.close().await.unwrap();
+        let storage = DiskStorage::open(dir.path(), DiskOptions::new(1, 1)).unwrap();
+        assert_eq!(storage.recover().unwrap().entries.len(), 3);
         storage.close().await.unwrap();
     }
 
