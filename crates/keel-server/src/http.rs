@@ -14,8 +14,10 @@
 //! Writes may carry `Keel-Client-Id` and `Keel-Request-Seq` headers for exactly-once retries.
 //! Errors are JSON `{"error": "...", "code": "..."}`: 400 malformed, 404 no such key, 409 stale
 //! sequence number, 413 key or value too large (for an append, the value it would make; it is
-//! refused and the value left as it was), 503 (with `Retry-After`) when there is no leader or
-//! quorum within the request timeout.
+//! refused and the value left as it was), 408 when a request body stops arriving for the
+//! request timeout, 503 (with `Retry-After`) when there is no leader or quorum within the
+//! request timeout, or (`overloaded`) when the node's budget for request bodies and forwarded
+//! answers has no room for this one.
 
 // Handlers return `Result<_, Response>` so an early answer can be `?`-propagated; the size of
 // axum's Response is not worth boxing on this path.
@@ -70,11 +72,10 @@ pub struct Api {
     body_budget_bytes: usize,
 }
 
-/// The bytes of request bodies a node holds at once unless told otherwise: 256 MiB, or room
-/// for four of the largest requests if that is more, so that any request the limits allow can
-/// be taken.
+/// The bytes of request bodies (and forwarded answers) a node holds at once unless told
+/// otherwise: 256 MiB, or the largest request the limits allow if that is more.
 pub fn default_body_budget(max_value_bytes: usize) -> usize {
-    (256usize << 20).max(cas_body_bound(max_value_bytes).saturating_mul(4))
+    (256usize << 20).max(cas_body_bound(max_value_bytes))
 }
 
 impl Api {
@@ -84,8 +85,8 @@ impl Api {
         Api::with_body_budget(kv, directory, metrics, budget)
     }
 
-    /// The API of one node holding at most `body_budget` bytes of request bodies at once; a
-    /// request whose body finds no room within the request timeout gets 503.
+    /// The API of one node holding at most `body_budget` bytes of request bodies and forwarded
+    /// answers at once; a request that finds no room gets 503 (`overloaded`) at once.
     pub fn with_body_budget(
         kv: KvService,
         directory: Arc<dyn Directory>,
@@ -272,7 +273,15 @@ async fn post_key(
     let (incoming, body) = request.into_parts();
     let holds = match query.get("op").map(String::as_str) {
         Some("cas") => BodyHolds::Cas,
-        _ => BodyHolds::Value,
+        Some("append") => BodyHolds::Value,
+        // Answered before the body is read.
+        other => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_op",
+                &format!("POST needs ?op=append or ?op=cas, not {other:?}"),
+            );
+        }
     };
     let (key, body, _budget) = match key_and_body(&api, path, body, holds).await {
         Ok(kv) => kv,
@@ -336,7 +345,7 @@ async fn key_and_body(
     path: KeyPath,
     body: Body,
     holds: BodyHolds,
-) -> Result<(Bytes, Bytes, Option<tokio::sync::OwnedSemaphorePermit>), Response> {
+) -> Result<(Bytes, Bytes, Held), Response> {
     let key = key_of(api, path)?;
     // Past the value limit the KV service refuses the value with its exact size; the body is
     // read a little further so that it can, and no further.
@@ -345,7 +354,25 @@ async fn key_and_body(
         BodyHolds::Value => value_max.saturating_add(1024),
         BodyHolds::Cas => cas_body_bound(value_max),
     };
-    let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
+    // A body of known length (most are) takes its bytes of the budget before any is read, or
+    // is turned away at once; one of unknown length (chunked) takes them part by part.
+    let mut held = Held::default();
+    let known = axum::body::HttpBody::size_hint(&body).exact();
+    if let Some(length) = known {
+        let length = usize::try_from(length).unwrap_or(usize::MAX);
+        if length > max {
+            return Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "value_too_large",
+                &format!(
+                    "the request body of {length} bytes is longer than {max}; values may have \
+                     at most {} bytes",
+                    api.kv.options().max_value_bytes
+                ),
+            ));
+        }
+        held.take(api, length)?;
+    }
     // The header timeout ends with the request head, and the request timeout starts after
     // the body: a client that announces a body and then stops sending would otherwise hold
     // its connection for good. So the body must keep coming: each part of it within the
@@ -385,11 +412,8 @@ async fn key_and_body(
                     ),
                 ));
             }
-            let permit = hold_bytes(api, data.len(), idle).await?;
-            match (&mut held, permit) {
-                (Some(held), Some(permit)) => held.merge(permit),
-                (None, permit) => held = permit,
-                (Some(_), None) => {}
+            if known.is_none() {
+                held.take(api, data.len())?;
             }
             match first {
                 None => first = Some(data),
@@ -410,26 +434,27 @@ async fn key_and_body(
     Ok((key, value, held))
 }
 
-/// Takes `bytes` of the node's body budget, waiting at most `wait` for room.
-async fn hold_bytes(
-    api: &Api,
-    bytes: usize,
-    wait: std::time::Duration,
-) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, Response> {
-    // A part is at most a request's bound, which the budget holds; u32 holds any sane part.
-    let Ok(count) = u32::try_from(bytes) else {
-        return Err(budget_exhausted(api));
-    };
-    if count == 0 {
-        return Ok(None);
-    }
-    let budget = api.body_budget.clone();
-    if let Ok(permit) = budget.clone().try_acquire_many_owned(count) {
-        return Ok(Some(permit));
-    }
-    match tokio::time::timeout(wait, budget.acquire_many_owned(count)).await {
-        Ok(Ok(permit)) => Ok(Some(permit)),
-        _ => Err(budget_exhausted(api)),
+/// Bytes of the node's body budget that a request holds, given back when it is dropped.
+#[derive(Default)]
+struct Held(Option<tokio::sync::OwnedSemaphorePermit>);
+
+impl Held {
+    /// Takes `bytes` more of the budget, or fails at once (503) if it has no room: waiting
+    /// would hold what was taken so far, and tokio's semaphore lets a waiter claim every
+    /// permit that frees up, so waiters would starve everyone else.
+    fn take(&mut self, api: &Api, bytes: usize) -> Result<(), Response> {
+        if bytes == 0 {
+            return Ok(());
+        }
+        let permit = u32::try_from(bytes)
+            .ok()
+            .and_then(|count| api.body_budget.clone().try_acquire_many_owned(count).ok())
+            .ok_or_else(|| budget_exhausted(api))?;
+        match &mut self.0 {
+            Some(held) => held.merge(permit),
+            None => self.0 = Some(permit),
+        }
+        Ok(())
     }
 }
 
@@ -568,9 +593,11 @@ async fn forward_or_fail(api: &Arc<Api>, e: &KvError, incoming: Incoming, body: 
                 .max_value_bytes
                 .max(keel_kv::LARGEST_VALUE_LIMIT)
                 .saturating_add(64 << 10);
-            match read_limited(answer, limit).await {
+            let mut held = Held::default();
+            match read_limited(api, answer, limit, &mut held).await {
                 Ok(bytes) => (status, headers, bytes).into_response(),
-                Err(problem) => error(
+                Err(Relay::Busy(response)) => response,
+                Err(Relay::Failed(problem)) => error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "forward_failed",
                     &format!("leader {leader} at {addr} failed mid-answer: {problem}"),
@@ -585,19 +612,41 @@ async fn forward_or_fail(api: &Arc<Api>, e: &KvError, incoming: Incoming, body: 
     }
 }
 
-/// Reads a forwarded answer's body, refusing one longer than `limit` bytes.
-async fn read_limited(mut answer: reqwest::Response, limit: usize) -> Result<Bytes, String> {
-    let too_long = || format!("its answer is longer than {limit} bytes");
-    if answer
-        .content_length()
-        .is_some_and(|len| len > limit as u64)
-    {
-        return Err(too_long());
+/// Why a forwarded answer was not relayed.
+enum Relay {
+    /// The leader's answer was cut short or too long.
+    Failed(String),
+    /// The node's body budget has no room for it.
+    Busy(Response),
+}
+
+/// Reads a forwarded answer's body into the node's body budget (`held`), refusing one longer
+/// than `limit` bytes.
+async fn read_limited(
+    api: &Api,
+    mut answer: reqwest::Response,
+    limit: usize,
+    held: &mut Held,
+) -> Result<Bytes, Relay> {
+    let too_long = || Relay::Failed(format!("its answer is longer than {limit} bytes"));
+    let known = answer.content_length();
+    if let Some(length) = known {
+        if length > limit as u64 {
+            return Err(too_long());
+        }
+        held.take(api, length as usize).map_err(Relay::Busy)?;
     }
     let mut body = bytes::BytesMut::new();
-    while let Some(chunk) = answer.chunk().await.map_err(|e| e.to_string())? {
+    while let Some(chunk) = answer
+        .chunk()
+        .await
+        .map_err(|e| Relay::Failed(e.to_string()))?
+    {
         if body.len() + chunk.len() > limit {
             return Err(too_long());
+        }
+        if known.is_none() {
+            held.take(api, chunk.len()).map_err(Relay::Busy)?;
         }
         body.extend_from_slice(&chunk);
     }

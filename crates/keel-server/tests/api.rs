@@ -233,9 +233,25 @@ async fn bad_requests_get_clear_errors() {
     let refused: serde_json::Value = r.json().await.unwrap();
     assert_eq!(refused["code"], "value_too_large");
     let message = refused["error"].as_str().unwrap();
+    assert_eq!(
+        message,
+        "the request body of 5000 bytes is longer than 2048; values may have at most 1024 bytes"
+    );
+    // A body of unknown length (chunked) is read only until it passes the bound.
+    let chunks = futures_util::stream::iter(
+        [1500, 1500, 1500].map(|n| Ok::<_, std::io::Error>(vec![b'v'; n])),
+    );
+    let r = http
+        .put(c.url(0, "/v1/kv/big"))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let refused: serde_json::Value = r.json().await.unwrap();
+    let message = refused["error"].as_str().unwrap();
     assert!(
-        message.starts_with("the request body is longer than 2048 bytes (read ")
-            && message.ends_with("values may have at most 1024 bytes"),
+        message.starts_with("the request body is longer than 2048 bytes (read 3000 before"),
         "{message}"
     );
     // A body within the read bound but over the value limit is measured whole.
@@ -561,9 +577,9 @@ async fn a_command_from_a_newer_build_stops_the_service_instead_of_being_skipped
     );
 }
 
-/// Request bodies share one bounded budget: while a slow upload holds most of it, a body that
-/// does not fit waits for room and gets 503 when none comes within the request timeout; once
-/// the upload is done its bytes are free again.
+/// Request bodies share one bounded budget: while a slow upload holds most of it (taken when
+/// its head announced its length), a body that does not fit gets 503 at once, and a small one
+/// still fits; once the upload is done its bytes are free again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_bodies_share_a_bounded_budget() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
