@@ -469,6 +469,25 @@ fn wait_for_http(port: u16, limit: Duration) {
     }
 }
 
+/// A valid `keel serve` command line (its ports are never listened on), with `extra` flags.
+fn serve_with<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "serve",
+        "--id",
+        "1",
+        "--data-dir",
+        "/tmp/x",
+        "--peer-addr",
+        "127.0.0.1:1",
+        "--client-addr",
+        "127.0.0.1:2",
+        "--peers",
+        "1=127.0.0.1:1",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 #[test]
 fn config_errors_exit_with_code_2_and_one_line() {
     let run = |args: &[&str]| {
@@ -506,21 +525,10 @@ fn config_errors_exit_with_code_2_and_one_line() {
         "{stderr}"
     );
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-    let (code, stderr) = run(&[
-        "serve",
-        "--id",
-        "1",
-        "--data-dir",
-        "/tmp/x",
-        "--peer-addr",
-        "127.0.0.1:1",
-        "--client-addr",
-        "127.0.0.1:2",
-        "--peers",
-        "1=127.0.0.1:1",
+    let (code, stderr) = run(&serve_with(&[
         "--peer-secret-file",
         "/nonexistent/keel-secret",
-    ]);
+    ]));
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.starts_with("keel: cannot read peer secret /nonexistent/keel-secret: "),
@@ -528,21 +536,10 @@ fn config_errors_exit_with_code_2_and_one_line() {
     );
     let (code, _) = run(&["serve", "--frobnicate"]);
     assert_eq!(code, Some(2), "clap's unknown-flag error exits with 2");
-    let (code, stderr) = run(&[
-        "serve",
-        "--id",
-        "1",
-        "--data-dir",
-        "/tmp/x",
-        "--peer-addr",
-        "127.0.0.1:1",
-        "--client-addr",
-        "127.0.0.1:2",
-        "--peers",
-        "1=127.0.0.1:1",
+    let (code, stderr) = run(&serve_with(&[
         "--election-timeout-ms",
         "18446744073709551615",
-    ]);
+    ]));
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.starts_with("keel: --election-timeout-ms 18446744073709551615 is too long"),

@@ -742,8 +742,6 @@ mod tests {
     /// started at once: all read back.
     #[tokio::test]
     async fn opening_a_dir_of_an_older_format_marks_it_with_this_one() {
-        use bytes::BufMut;
-
         let dir = tempfile::tempdir().unwrap();
         let options = DiskOptions {
             segment_size_bytes: 64 << 10,
@@ -754,13 +752,7 @@ mod tests {
         // Make it a dir of format 2: its meta file without a salt, its segment's header of
         // version 2.
         let meta_path = dir.path().join("meta");
-        let mut meta = Vec::new();
-        meta.put_slice(b"KEELMETA");
-        meta.put_u32_le(2);
-        meta.put_u64_le(1);
-        meta.put_u64_le(1);
-        meta.put_u32_le(crc32c::crc32c(&meta));
-        std::fs::write(&meta_path, &meta).unwrap();
+        std::fs::write(&meta_path, format_2_meta()).unwrap();
         let segment = crate::dir::segment_path(dir.path(), 1);
         let mut bytes = std::fs::read(&segment).unwrap();
         bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
@@ -799,21 +791,25 @@ mod tests {
         storage.close().await.unwrap();
     }
 
-    /// An older build that died between writing its meta file and its first segment left a
-    /// meta file without a salt and no segment: this build gives it a salt before it makes
-    /// the first (sealed) segment.
-    #[tokio::test]
-    async fn an_older_dir_without_a_segment_yet_opens() {
+    /// The meta file of node 1 of cluster 1 as a build of format 2 wrote it (no salt).
+    fn format_2_meta() -> Vec<u8> {
         use bytes::BufMut;
-
-        let dir = tempfile::tempdir().unwrap();
         let mut meta = Vec::new();
         meta.put_slice(b"KEELMETA");
         meta.put_u32_le(2);
         meta.put_u64_le(1);
         meta.put_u64_le(1);
         meta.put_u32_le(crc32c::crc32c(&meta));
-        std::fs::write(dir.path().join("meta"), &meta).unwrap();
+        meta
+    }
+
+    /// An older build that died between writing its meta file and its first segment left a
+    /// meta file without a salt and no segment: this build gives it a salt before it makes
+    /// the first (sealed) segment.
+    #[tokio::test]
+    async fn an_older_dir_without_a_segment_yet_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("meta"), format_2_meta()).unwrap();
 
         let storage = DiskStorage::open(dir.path(), DiskOptions::new(1, 1)).unwrap();
         let seq = storage.submit(append(1, 3));
