@@ -110,24 +110,6 @@ pub(crate) fn open(
         dir::write_meta(dir, &dir_handle, meta, salt)?;
     }
     remove_leftovers(dir, &dir_handle, &listing, state.snapshot)?;
-    // The last segment of an older dir has unsealed records: start a sealed one now rather
-    // than append unsealed records for up to a segment's size. The last segment was synced
-    // above, as every segment is before the next begins.
-    let mut file = file;
-    if last.seal == Seal::NONE {
-        let seq = last.seq + 1;
-        let preallocate = options.preallocate.then_some(options.segment_size_bytes);
-        let (new_file, file_len) =
-            writer::create_segment(dir, &dir_handle, seq, &state, preallocate, None)?;
-        file = new_file;
-        replay.segments.push_back(Segment {
-            seq,
-            len: SEGMENT_HEADER_LEN as u64,
-            file_len,
-            start: state,
-            seal: Seal::salted(salt),
-        });
-    }
 
     let next_snapshot_id = listing
         .snapshots
@@ -147,7 +129,7 @@ pub(crate) fn open(
         entries: replay.entries_after(snapshot.as_ref()),
         snapshot,
     };
-    let writer = LogWriter::new(WriterParts {
+    let mut writer = LogWriter::new(WriterParts {
         dir: dir.to_path_buf(),
         dir_handle,
         lock,
@@ -162,6 +144,7 @@ pub(crate) fn open(
         figures,
         salt,
     });
+    writer.seal_from_now()?;
     Ok(Opened {
         writer,
         recovered,

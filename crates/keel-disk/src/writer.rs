@@ -558,6 +558,15 @@ impl LogWriter {
         Ok(())
     }
 
+    /// Starts a sealed segment if the current one is of a format without seals (a dir of an
+    /// older build), rather than append unsealed records to it for up to a segment's size.
+    pub(crate) fn seal_from_now(&mut self) -> Result<(), DiskError> {
+        if self.current().seal == format::Seal::NONE {
+            self.roll()?;
+        }
+        Ok(())
+    }
+
     /// Starts the next segment. The current one is made durable first, so that only the last
     /// segment can ever end in a torn write.
     fn roll(&mut self) -> Result<(), DiskError> {
