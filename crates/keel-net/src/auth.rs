@@ -87,9 +87,7 @@ impl PeerSecret {
     /// A new random secret of 32 bytes, written as 64 hex digits (so it can be kept in a text
     /// file and copied to the other members).
     pub fn generate() -> std::io::Result<String> {
-        let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes).map_err(std::io::Error::other)?;
-        Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+        Ok(nonce()?.iter().map(|b| format!("{b:02x}")).collect())
     }
 
     /// The proof that `role`'s side of the handshake `transcript` describes holds the secret.

@@ -144,21 +144,7 @@ pub(crate) async fn dial(peer: &Peer, config: &NetConfig) -> Result<Connected, C
                     peer.id
                 )));
             }
-            FrameKind::HelloReject => {
-                let mut reason = wire::decode_text(&frame.body);
-                if NO_SECRET_HERE.iter().any(|words| reason.contains(words)) {
-                    if config.peer_secret_transition {
-                        peer.set_plain_hello(true);
-                        reason.push_str(" (transition mode: dialing it again without a proof)");
-                    } else if reason.contains(NO_SECRET_HERE[1]) {
-                        reason.push_str(
-                            " (the peer may be a build without peer secrets: upgrade it, or \
-                             remove the secret from every member)",
-                        );
-                    }
-                }
-                return Err(ConnError::Refused(reason));
-            }
+            FrameKind::HelloReject => return Err(refused(peer, config, true, &frame.body)),
             kind => return Err(ConnError::Unexpected(kind)),
         }
         let challenge = Challenge::decode(frame.body).map_err(|error| ConnError::Body {
@@ -194,16 +180,32 @@ pub(crate) async fn dial(peer: &Peer, config: &NetConfig) -> Result<Connected, C
             reader.set_max_frame_bytes(config.max_frame_bytes);
             Ok(Connected { reader, writer })
         }
-        FrameKind::HelloReject => {
-            let reason = wire::decode_text(&frame.body);
-            if nonce.is_none() && config.peer_secret.is_some() && reason.contains(NO_PROOF) {
-                // Dialed without a proof in transition mode, and the peer now wants one.
-                peer.set_plain_hello(false);
-            }
-            Err(ConnError::Refused(reason))
-        }
+        FrameKind::HelloReject => Err(refused(peer, config, nonce.is_some(), &frame.body)),
         kind => Err(ConnError::Unexpected(kind)),
     }
+}
+
+/// The dialer's error for a hello_reject with `body`. A refusal about peer secrets also tells
+/// a dialer in transition mode how to dial next, and a reject from a build before peer secrets
+/// gets a hint.
+fn refused(peer: &Peer, config: &NetConfig, offered_proof: bool, body: &[u8]) -> ConnError {
+    let mut reason = wire::decode_text(body);
+    if offered_proof && NO_SECRET_HERE.iter().any(|words| reason.contains(words)) {
+        if config.peer_secret_transition {
+            peer.set_plain_hello(true);
+            reason.push_str(" (transition mode: dialing it again without a proof)");
+        } else if reason.contains(NO_SECRET_HERE[1]) {
+            reason.push_str(
+                " (the peer may be a build without peer secrets: upgrade it, or remove the \
+                 secret from every member)",
+            );
+        }
+    }
+    if !offered_proof && config.peer_secret.is_some() && reason.contains(NO_PROOF) {
+        // Dialed without a proof in transition mode, and the peer now wants one.
+        peer.set_plain_hello(false);
+    }
+    ConnError::Refused(reason)
 }
 
 /// Reads the dialer's hello and accepts or refuses it. On success the dialer is one of `peers`

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use keel::{NodeId, Response, TransportError};
@@ -55,7 +55,7 @@ pub(crate) struct Peer {
     next_request_id: AtomicU64,
     client_addr: Mutex<Option<String>>,
     /// In peer-secret transition mode: the peer turned a proof away, so dial it without one.
-    plain_hello: std::sync::atomic::AtomicBool,
+    plain_hello: AtomicBool,
     pub counters: Counters,
 }
 
@@ -73,7 +73,7 @@ impl Peer {
             queue_receiver: Mutex::new(Some(receiver)),
             next_request_id: AtomicU64::new(1),
             client_addr: Mutex::new(None),
-            plain_hello: std::sync::atomic::AtomicBool::new(false),
+            plain_hello: AtomicBool::new(false),
             counters: Counters::default(),
         }
     }
