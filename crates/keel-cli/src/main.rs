@@ -49,8 +49,7 @@ enum Command {
     /// Run one node of a cluster, until SIGINT or SIGTERM.
     Serve(Box<serve::ServeArgs>),
     /// Print a new random peer secret (64 hex digits) for `keel serve --peer-secret-file`:
-    /// `keel secret > peer-secret && chmod 600 peer-secret`, then copy that file to every
-    /// member.
+    /// `(umask 077; keel secret > peer-secret)`, then copy that file to every member.
     Secret,
     #[command(flatten)]
     Client(client::ClientCommand),

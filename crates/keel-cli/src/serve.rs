@@ -256,8 +256,8 @@ pub fn node_config(args: ServeArgs) -> Result<NodeConfig, CliError> {
     })
 }
 
-/// The largest `--max-value-bytes`: a request is held whole in memory (twice, for a
-/// compare-and-set), and keel's own client reads answers of up to 64 MiB.
+/// The largest `--max-value-bytes`: a request is held whole in memory (a compare-and-set
+/// body up to twelve times it), and keel's own client reads answers of up to 64 MiB.
 const MAX_VALUE_BYTES: usize = keel_client::MAX_VALUE_BYTES;
 const _: () = assert!(MAX_VALUE_BYTES == keel_kv::LARGEST_VALUE_LIMIT);
 /// The largest `--max-key-bytes`.

@@ -109,6 +109,9 @@ impl ClusterStatus {
         const HEADER: [&str; 8] = [
             "ID", "ADDRESS", "ROLE", "TERM", "COMMIT", "APPLIED", "LAG", "LEADER",
         ];
+        // What a node says (its address, role, errors) is shown as data, never as terminal
+        // control: a node, or whatever answers on its address, could otherwise rewrite the
+        // operator's screen.
         let rows: Vec<([String; 8], Option<String>)> = self
             .endpoints
             .iter()
@@ -116,8 +119,8 @@ impl ClusterStatus {
                 Ok(s) => (
                     [
                         s.node_id.to_string(),
-                        s.client_addr().unwrap_or(&e.endpoint).to_string(),
-                        s.role.clone(),
+                        printable(s.client_addr().unwrap_or(&e.endpoint), 64),
+                        printable(&s.role, 64),
                         s.term.to_string(),
                         s.commit_index.to_string(),
                         s.applied_index.to_string(),
@@ -137,19 +140,8 @@ impl ClusterStatus {
                         "-".to_string(),
                         "-".to_string(),
                     ],
-                    Some(unreachable_reason(error)),
+                    Some(printable(&unreachable_reason(error), 300)),
                 ),
-            })
-            .collect();
-        // What a node says is shown as data, never as terminal control: a node (or whatever
-        // answers on its address) could otherwise rewrite the operator's screen.
-        let rows: Vec<([String; 8], Option<String>)> = rows
-            .into_iter()
-            .map(|(cells, note)| {
-                (
-                    cells.map(|c| printable(&c, 64)),
-                    note.map(|n| printable(&n, 300)),
-                )
             })
             .collect();
         let mut widths = HEADER.map(str::len);

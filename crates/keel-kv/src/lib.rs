@@ -19,14 +19,14 @@ pub mod service;
 pub mod state;
 
 pub use command::{Command, Write};
-
-/// The largest `max_value_bytes` keel's own tools use: `keel serve` refuses more, keel's client
-/// reads answers of that size, and a follower relays a leader's answer of that size whatever
-/// its own limit (the limit that admitted a value was its leader's at the time).
-pub const LARGEST_VALUE_LIMIT: usize = 64 << 20;
 pub use error::KvError;
 pub use service::{
     Clock, Consistency, KvCounters, KvOptions, KvService, LatencyObserver, PendingWrite,
     leader_hint, snapshot_threshold, system_clock,
 };
 pub use state::{KvState, Outcome, SessionPolicy, TooLarge, WriteResult};
+
+/// The largest `max_value_bytes` keel's own tools use: `keel serve` refuses more, keel's client
+/// reads answers of that size, and a follower relays a leader's answer of that size whatever
+/// its own limit (the limit that admitted a value was its leader's at the time).
+pub const LARGEST_VALUE_LIMIT: usize = 64 << 20;

@@ -232,13 +232,13 @@ async fn serve_connection(
             until_shutdown(connection, &shutdown, None).await
         }
         Protocol::Http2 => {
-            let activity = Arc::new(Activity::new());
+            let activity = Arc::new(Activity::new(idle_timeout));
             let service = Tracked {
                 inner: service,
                 activity: activity.clone(),
             };
             let connection = protocols.http2.serve_connection(io, service);
-            until_shutdown(connection, &shutdown, Some((&activity, idle_timeout))).await
+            until_shutdown(connection, &shutdown, Some(&activity)).await
         }
     };
     if let Err(error) = served {
@@ -252,22 +252,19 @@ async fn serve_connection(
 async fn until_shutdown<C>(
     connection: C,
     shutdown: &CancellationToken,
-    idle: Option<(&Activity, Duration)>,
+    idle: Option<&Activity>,
 ) -> Result<(), C::Error>
 where
     C: GracefulConnection,
 {
     let mut connection = pin!(connection);
     loop {
-        let check = idle.map(|(activity, timeout)| (activity, timeout, activity.deadline(timeout)));
         tokio::select! {
             served = connection.as_mut() => return served,
             () = shutdown.cancelled() => break,
-            () = sleep_until(check.and_then(|(_, _, deadline)| deadline)) => {
-                if let Some((activity, timeout, _)) = check
-                    && activity.idle_for(timeout)
-                {
-                    tracing::debug!(?timeout, "closing an HTTP/2 connection that asks for nothing");
+            () = sleep_until(idle.and_then(Activity::deadline)) => {
+                if idle.is_some_and(Activity::is_idle) {
+                    tracing::debug!("closing an HTTP/2 connection that asks for nothing");
                     break;
                 }
             }
@@ -287,30 +284,33 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 /// The requests an HTTP/2 connection has in progress, and when it last had none.
 struct Activity {
+    /// How long the connection may have none before it is closed.
+    timeout: Duration,
     state: parking_lot::Mutex<(usize, Instant)>,
 }
 
 impl Activity {
-    fn new() -> Activity {
+    fn new(timeout: Duration) -> Activity {
         Activity {
+            timeout,
             state: parking_lot::Mutex::new((0, Instant::now())),
         }
     }
 
-    /// When the connection will have asked for nothing for `timeout`, if it stays as it is
+    /// When the connection will have asked for nothing for the timeout, if it stays as it is
     /// (`None`: too far in the future to say).
-    fn deadline(&self, timeout: Duration) -> Option<Instant> {
+    fn deadline(&self) -> Option<Instant> {
         let (active, since) = *self.state.lock();
         match active {
-            0 => since.checked_add(timeout),
-            _ => Instant::now().checked_add(timeout),
+            0 => since.checked_add(self.timeout),
+            _ => Instant::now().checked_add(self.timeout),
         }
     }
 
-    /// Whether the connection has had no request in progress for `timeout`.
-    fn idle_for(&self, timeout: Duration) -> bool {
+    /// Whether the connection has had no request in progress for the timeout.
+    fn is_idle(&self) -> bool {
         let (active, since) = *self.state.lock();
-        active == 0 && since.elapsed() >= timeout
+        active == 0 && since.elapsed() >= self.timeout
     }
 }
 
