@@ -612,6 +612,12 @@ async fn forward_or_fail(api: &Arc<Api>, e: &KvError, incoming: Incoming, body: 
     }
 }
 
+/// The part of a forwarded answer not charged to the body budget. The leader may already have
+/// applied the request (a write), so refusing its answer would leave the client unsure of what
+/// happened; and an answer this small is bounded by the connection limit anyway. Only values
+/// read through a follower are larger, and a read is safe to retry.
+const FREE_ANSWER_BYTES: usize = 64 << 10;
+
 /// Why a forwarded answer was not relayed.
 enum Relay {
     /// The leader's answer was cut short or too long.
@@ -634,7 +640,9 @@ async fn read_limited(
         if length > limit as u64 {
             return Err(too_long());
         }
-        held.take(api, length as usize).map_err(Relay::Busy)?;
+        let length = length as usize;
+        held.take(api, length.saturating_sub(FREE_ANSWER_BYTES))
+            .map_err(Relay::Busy)?;
     }
     let mut body = bytes::BytesMut::new();
     while let Some(chunk) = answer
@@ -646,7 +654,9 @@ async fn read_limited(
             return Err(too_long());
         }
         if known.is_none() {
-            held.take(api, chunk.len()).map_err(Relay::Busy)?;
+            let beyond_free = (body.len() + chunk.len()).saturating_sub(FREE_ANSWER_BYTES);
+            let already = body.len().saturating_sub(FREE_ANSWER_BYTES);
+            held.take(api, beyond_free - already).map_err(Relay::Busy)?;
         }
         body.extend_from_slice(&chunk);
     }

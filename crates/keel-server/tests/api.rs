@@ -659,3 +659,22 @@ async fn request_bodies_share_a_bounded_budget() {
     // Its bytes are free again.
     assert_eq!(put(vec![b'o'; 3000]).await.status(), StatusCode::OK);
 }
+
+/// A follower relays the leader's answer to a write even when its body budget is full: the
+/// leader has applied the write, so a 503 would leave the client unsure of what happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_answer_is_relayed_even_when_the_body_budget_is_full() {
+    let c = TestCluster::start_with_budget(3, KvOptions::default(), Some(4)).await;
+    let leader = c.leader().await;
+    let follower = (leader + 1) % 3;
+    let http = reqwest::Client::new();
+    let r = http
+        .put(c.url(follower, "/v1/kv/k"))
+        .body("v")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    let r = http.get(c.url(leader, "/v1/kv/k")).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "v");
+}
