@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
+use super::progress::Progress;
 use super::replication;
-use super::state::{Mode, Progress, Role};
+use super::state::Role;
 use super::{Shared, StateGuard};
 use crate::error::RaftError;
 use crate::message::{Request, Response, VoteRequest, VoteResponse};
@@ -171,20 +172,7 @@ fn become_leader(shared: &Arc<Shared>, s: &mut StateGuard<'_>, now: Instant) {
     s.leader_since = now;
     s.progress = shared
         .peers()
-        .map(|peer| {
-            let progress = Progress {
-                next_index,
-                match_index: 0,
-                mode: Mode::Probe,
-                inflight_appends: 0,
-                inflight_rpcs: 0,
-                last_sent: now,
-                last_ack: now,
-                read_round_sent: 0,
-                read_round_acked: 0,
-            };
-            (peer, progress)
-        })
+        .map(|peer| (peer, Progress::new(next_index, now)))
         .collect();
     let term = s.current_term;
     s.term_start_index = next_index;
@@ -208,7 +196,7 @@ fn check_quorum(shared: &Arc<Shared>, s: &mut StateGuard<'_>, now: Instant) {
     let recent = 1 + s
         .progress
         .values()
-        .filter(|p| now.duration_since(p.last_ack) < window)
+        .filter(|p| now.duration_since(p.last_ack()) < window)
         .count();
     if recent < shared.quorum() {
         tracing::warn!(

@@ -23,6 +23,7 @@ mod apply;
 mod election;
 mod log;
 mod persist;
+mod progress;
 mod replication;
 mod snapshot;
 mod state;
@@ -499,9 +500,9 @@ impl Raft {
                 .iter()
                 .map(|(&id, p)| FollowerStatus {
                     id,
-                    match_index: p.match_index,
-                    next_index: p.next_index,
-                    last_contact_ms: now.duration_since(p.last_ack).as_millis() as u64,
+                    match_index: p.match_index(),
+                    next_index: p.next_index(),
+                    last_contact_ms: now.duration_since(p.last_ack()).as_millis() as u64,
                 })
                 .collect(),
             fatal_error: s.fatal.clone(),

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::state::{Mode, OutgoingAppend, PendingRead, Role, State};
+use super::progress::ReplicationMode;
+use super::state::{OutgoingAppend, PendingRead, Role, State};
 use super::{Shared, StateGuard, snapshot};
 use crate::error::{RaftError, ReadIndexError};
 use crate::message::{AppendEntriesRequest, AppendEntriesResponse, Request, Response};
@@ -75,32 +76,32 @@ pub(super) fn replicate(shared: &Arc<Shared>, s: &mut State, peer: NodeId, mut t
         let Some(p) = progress.get_mut(&peer) else {
             return;
         };
-        if p.mode == Mode::Snapshot {
+        if p.mode() == ReplicationMode::Snapshot {
             return;
         }
-        if p.next_index <= log.snapshot_index() {
+        if p.needs_snapshot(log.snapshot_index()) {
             snapshot::start_transfer(shared, s, peer);
             return;
         }
-        if p.inflight_rpcs >= config.max_inflight_rpcs {
+        if p.is_paused(config.max_inflight_rpcs) {
             return;
         }
         // New proposals start a send only when nothing is in flight to this follower: then an
         // idle cluster replicates at once, while under load each reply sends everything proposed
         // since, instead of every proposal sending its own small request.
-        let window = match (p.mode, trigger) {
-            (Mode::Probe, _) | (_, Trigger::NewEntries) => 1,
-            _ => config.max_inflight_appends,
-        };
-        let send_entries = p.next_index <= log.last_index() && p.inflight_appends < window;
+        let send_entries = p.may_send_entries(
+            log.last_index(),
+            trigger == Trigger::NewEntries,
+            config.max_inflight_appends,
+        );
         if !send_entries {
             let heartbeat = match trigger {
                 Trigger::NewEntries => false,
                 Trigger::Heartbeat => true,
                 Trigger::Due => {
-                    p.read_round_sent < *read_round_sent || {
+                    p.read_round_sent() < *read_round_sent || {
                         let t = *now.get_or_insert_with(Instant::now);
-                        t.duration_since(p.last_sent) >= config.heartbeat_interval
+                        t.duration_since(p.last_sent()) >= config.heartbeat_interval
                     }
                 }
             };
@@ -110,25 +111,21 @@ pub(super) fn replicate(shared: &Arc<Shared>, s: &mut State, peer: NodeId, mut t
         }
         let entries = if send_entries {
             log.slice(
-                p.next_index,
+                p.next_index(),
                 config.max_append_entries,
                 config.max_append_bytes,
             )
         } else {
             Vec::new()
         };
-        let prev_log_index = p.next_index - 1;
+        let prev_log_index = p.next_index() - 1;
         let prev_log_term = log
             .term_at(prev_log_index)
             .expect("next_index is past the snapshot, so its predecessor's term is known");
         let count = entries.len() as u64;
-        if count > 0 {
-            p.inflight_appends += 1;
-            p.next_index += count;
-        }
-        p.inflight_rpcs += 1;
-        p.last_sent = *now.get_or_insert_with(Instant::now);
-        p.read_round_sent = *read_round_sent;
+        let read_round = *read_round_sent;
+        p.sent(count, read_round, *now.get_or_insert_with(Instant::now));
+        let pipelining = p.pipelining(count);
         let request = AppendEntriesRequest {
             term: *current_term,
             leader_id: shared.id,
@@ -137,8 +134,6 @@ pub(super) fn replicate(shared: &Arc<Shared>, s: &mut State, peer: NodeId, mut t
             entries,
             leader_commit: *commit_index,
         };
-        let read_round = *read_round_sent;
-        let pipelining = count > 0 && p.mode == Mode::Replicate;
         // Sent from its own task once the lock is released (`StateGuard::drop`).
         s.outbox.push(OutgoingAppend {
             peer,
@@ -186,42 +181,22 @@ pub(super) async fn send_append(
     let Some(p) = st.progress.get_mut(&peer) else {
         return;
     };
-    p.inflight_rpcs -= 1;
-    if count > 0 {
-        p.inflight_appends -= 1;
-    }
+    p.returned(count > 0);
     let Some(response) = response else {
-        // Lost or timed out: the entries may never have arrived. Probe again from there on the
-        // next heartbeat tick (not at once: a peer that fails fast would make that a busy loop).
-        if count > 0 && p.mode != Mode::Snapshot && prev_log_index >= p.match_index {
-            p.next_index = p.next_index.min(prev_log_index + 1);
-            p.mode = Mode::Probe;
-        }
+        p.lost(prev_log_index, count);
         return;
     };
-    p.last_ack = now;
-    p.read_round_acked = p.read_round_acked.max(read_round);
+    p.heard(read_round, now);
     let mut matched = false;
     if response.success {
-        let match_index = prev_log_index + count;
-        // Replies arrive in any order: match_index only moves forward.
-        if match_index > p.match_index {
-            p.match_index = match_index;
-            matched = true;
-        }
-        p.next_index = p.next_index.max(p.match_index + 1);
-        if p.mode == Mode::Probe {
-            p.mode = Mode::Replicate;
-        }
-    } else if prev_log_index > p.match_index && p.mode != Mode::Snapshot {
-        // A rejection at or below match_index is stale (reordered); otherwise move next_index
-        // back to where the follower's hint says the logs may agree.
+        matched = p.accepted(prev_log_index + count);
+    } else {
+        // Move next_index back to where the follower's hint says the logs may agree.
         let hint = response
             .conflict_term
             .and_then(|t| st.log.last_index_of_term(t).map(|i| i + 1))
             .unwrap_or(response.conflict_index);
-        p.next_index = hint.clamp(p.match_index + 1, prev_log_index);
-        p.mode = Mode::Probe;
+        p.rejected(prev_log_index, hint);
     }
     if matched {
         advance_commit(&shared, &mut s);
@@ -237,7 +212,7 @@ pub(super) fn advance_commit(shared: &Shared, s: &mut State) {
     let n = quorum_value(
         shared.quorum(),
         s.persisted_index,
-        s.progress.values().map(|p| p.match_index),
+        s.progress.values().map(|p| p.match_index()),
     );
     if n > s.commit_index && s.log.term_at(n) == Some(s.current_term) {
         s.commit_index = n;
@@ -408,7 +383,7 @@ pub(super) fn confirm_reads(shared: &Arc<Shared>, s: &mut StateGuard<'_>) {
     let confirmed = quorum_value(
         shared.quorum(),
         s.read_round_sent,
-        s.progress.values().map(|p| p.read_round_acked),
+        s.progress.values().map(|p| p.read_round_acked()),
     );
     if confirmed <= s.read_round_confirmed {
         return;

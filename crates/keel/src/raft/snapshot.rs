@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use super::Shared;
 use super::replication::{Trigger, advance_commit, replicate};
-use super::state::{IncomingSnapshot, Mode, Role, State};
+use super::state::{IncomingSnapshot, Role, State};
 use crate::error::RaftError;
 use crate::message::{InstallSnapshotRequest, InstallSnapshotResponse, Request, Response};
 use crate::types::{NodeId, Snapshot, SnapshotMeta};
@@ -50,8 +50,7 @@ pub(super) fn start_transfer(shared: &Arc<Shared>, s: &mut State, peer: NodeId) 
     let Some(p) = s.progress.get_mut(&peer) else {
         return;
     };
-    p.mode = Mode::Snapshot;
-    p.inflight_rpcs += 1;
+    p.snapshot_started();
     tracing::debug!(
         node = shared.id,
         peer,
@@ -107,7 +106,7 @@ async fn send_snapshot(
                 return;
             }
             if let Some(p) = s.progress.get_mut(&peer) {
-                p.last_ack = Instant::now();
+                p.heard(0, Instant::now());
             }
         }
         if response.done {
@@ -128,11 +127,8 @@ async fn send_snapshot(
     let Some(p) = s.progress.get_mut(&peer) else {
         return;
     };
-    p.inflight_rpcs -= 1;
-    p.mode = Mode::Probe;
+    p.snapshot_done(installed.then_some(meta.last_included_index));
     if installed {
-        p.match_index = p.match_index.max(meta.last_included_index);
-        p.next_index = p.match_index + 1;
         advance_commit(&shared, &mut s);
         replicate(&shared, &mut s, peer, Trigger::Due);
     }

@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::log::{LogReset, RaftLog};
+use super::progress::Progress;
 use crate::config::Config;
 use crate::error::ReadIndexError;
 use crate::message::AppendEntriesRequest;
@@ -31,36 +32,6 @@ pub enum Role {
     Candidate,
     /// Accepts proposals and replicates them.
     Leader,
-}
-
-/// How the leader currently sends to one follower.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Mode {
-    /// The leader does not know where the follower's log matches: one AppendEntries at a time.
-    Probe,
-    /// The logs match up to `match_index`: pipeline up to `max_inflight_appends`.
-    Replicate,
-    /// The follower needs entries the leader compacted: a snapshot transfer is running.
-    Snapshot,
-}
-
-/// The leader's view of one follower (Figure 2, "Volatile state on leaders", plus flow control).
-#[derive(Debug)]
-pub(crate) struct Progress {
-    pub next_index: u64,
-    pub match_index: u64,
-    pub mode: Mode,
-    /// AppendEntries carrying entries that have not returned.
-    pub inflight_appends: usize,
-    /// RPCs of any kind that have not returned.
-    pub inflight_rpcs: usize,
-    pub last_sent: Instant,
-    /// When the follower last answered in this term (check-quorum, status).
-    pub last_ack: Instant,
-    /// Highest read-confirmation round carried by an RPC sent to this follower ...
-    pub read_round_sent: u64,
-    /// ... and answered by it.
-    pub read_round_acked: u64,
 }
 
 /// A linearizable read waiting for the leader to confirm it still leads.
