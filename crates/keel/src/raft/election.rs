@@ -6,8 +6,9 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use super::progress::Progress;
+use super::quorum::{self, VoteResult};
 use super::replication;
-use super::state::Role;
+use super::state::{Role, State};
 use super::{Shared, StateGuard};
 use crate::error::RaftError;
 use crate::message::{Request, Response, VoteRequest, VoteResponse};
@@ -56,7 +57,7 @@ fn campaign(shared: &Arc<Shared>, s: &mut StateGuard<'_>, now: Instant) {
         term = s.current_term + 1,
         "starting pre-vote"
     );
-    if s.votes.len() >= shared.quorum() {
+    if won(shared, s) {
         start_election(shared, s, now);
         return;
     }
@@ -89,7 +90,7 @@ fn start_election(shared: &Arc<Shared>, s: &mut StateGuard<'_>, now: Instant) {
     s.votes.clear();
     s.votes.push(shared.id);
     tracing::debug!(node = shared.id, term, "starting election");
-    if s.votes.len() >= shared.quorum() {
+    if won(shared, s) {
         become_leader(shared, s, now);
         return;
     }
@@ -154,13 +155,19 @@ async fn request_vote_from(shared: Arc<Shared>, peer: NodeId, request: VoteReque
     if !s.votes.contains(&peer) {
         s.votes.push(peer);
     }
-    if s.votes.len() >= shared.quorum() {
+    if won(&shared, &s) {
         if request.pre_vote {
             start_election(&shared, &mut s, now);
         } else {
             become_leader(&shared, &mut s, now);
         }
     }
+}
+
+/// Whether the votes granted so far win the (pre-)election.
+fn won(shared: &Shared, s: &State) -> bool {
+    let granted = |id| s.votes.contains(&id).then_some(true);
+    quorum::vote_result([&shared.voters], granted) == VoteResult::Won
 }
 
 /// Figure 2 "Leaders": set up replication state, append the term's no-op (section 8) and send
@@ -193,12 +200,14 @@ fn check_quorum(shared: &Arc<Shared>, s: &mut StateGuard<'_>, now: Instant) {
     if now.duration_since(s.leader_since) < window {
         return;
     }
-    let recent = 1 + s
-        .progress
-        .values()
-        .filter(|p| now.duration_since(p.last_ack()) < window)
-        .count();
-    if recent < shared.quorum() {
+    let heard = |id| {
+        let recent = id == shared.id
+            || s.progress
+                .get(&id)
+                .is_some_and(|p| now.duration_since(p.last_ack()) < window);
+        Some(recent)
+    };
+    if quorum::vote_result([&shared.voters], heard) != VoteResult::Won {
         tracing::warn!(
             node = shared.id,
             term = s.current_term,

@@ -24,10 +24,12 @@ mod election;
 mod log;
 mod persist;
 mod progress;
+mod quorum;
 mod replication;
 mod snapshot;
 mod state;
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
@@ -139,8 +141,8 @@ pub(crate) struct Shared {
     /// This struct's own `Arc`, for tasks spawned where only `&Shared` is at hand.
     me: std::sync::Weak<Shared>,
     pub id: NodeId,
-    /// Every voting member, this node included, sorted.
-    pub members: Vec<NodeId>,
+    /// Every voting member, this node included.
+    pub voters: BTreeSet<NodeId>,
     pub config: Config,
     state: Mutex<State>,
     pub storage: Arc<dyn Storage>,
@@ -289,16 +291,8 @@ impl Shared {
         }
     }
 
-    /// Votes needed to win an election or commit an entry.
-    pub(crate) fn quorum(&self) -> usize {
-        self.members.len() / 2 + 1
-    }
-
     pub(crate) fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.members
-            .iter()
-            .copied()
-            .filter(move |&id| id != self.id)
+        self.voters.iter().copied().filter(move |&id| id != self.id)
     }
 
     /// Runs `task` as part of this node: it stops at shutdown, and shutdown waits for it.
@@ -363,12 +357,10 @@ impl Raft {
         transport: Arc<dyn Transport>,
     ) -> Result<(Raft, ApplyStream), RaftError> {
         config.validate()?;
-        let mut members = members;
-        members.sort_unstable();
-        members.dedup();
-        if !members.contains(&id) {
+        let voters: BTreeSet<NodeId> = members.into_iter().collect();
+        if !voters.contains(&id) {
             return Err(RaftError::Config(format!(
-                "node {id} is not among the members {members:?}"
+                "node {id} is not among the members {voters:?}"
             )));
         }
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
@@ -386,7 +378,7 @@ impl Raft {
         let shared = Arc::new_cyclic(|me| Shared {
             me: me.clone(),
             id,
-            members,
+            voters,
             config,
             state: Mutex::new(state),
             storage,

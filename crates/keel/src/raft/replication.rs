@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::progress::ReplicationMode;
 use super::state::{OutgoingAppend, PendingRead, Role, State};
-use super::{Shared, StateGuard, snapshot};
+use super::{Shared, StateGuard, quorum, snapshot};
 use crate::error::{RaftError, ReadIndexError};
 use crate::message::{AppendEntriesRequest, AppendEntriesResponse, Request, Response};
 use crate::types::NodeId;
@@ -209,11 +209,13 @@ pub(super) async fn send_append(
 /// and log[N].term == currentTerm: set commitIndex = N." The leader's own entry counts only once
 /// durable; the term check is the Figure 8 rule (never commit an old term's entry by counting).
 pub(super) fn advance_commit(shared: &Shared, s: &mut State) {
-    let n = quorum_value(
-        shared.quorum(),
-        s.persisted_index,
-        s.progress.values().map(|p| p.match_index()),
-    );
+    let n = quorum::committed_index([&shared.voters], |id| {
+        if id == shared.id {
+            s.persisted_index
+        } else {
+            s.progress.get(&id).map_or(0, |p| p.match_index())
+        }
+    });
     if n > s.commit_index && s.log.term_at(n) == Some(s.current_term) {
         s.commit_index = n;
         s.wake_applier = true;
@@ -352,7 +354,7 @@ pub(super) fn start_read(
     // which shows that every entry committed before this leader's term is applied too.
     let index = s.commit_index.max(s.term_start_index);
     let (reply, receiver) = oneshot::channel();
-    if shared.members.len() == 1 {
+    if shared.voters.len() == 1 {
         let _ = reply.send(Ok(index));
         return Ok(receiver);
     }
@@ -380,11 +382,13 @@ pub(super) fn confirm_reads(shared: &Arc<Shared>, s: &mut StateGuard<'_>) {
     if s.pending_reads.is_empty() {
         return;
     }
-    let confirmed = quorum_value(
-        shared.quorum(),
-        s.read_round_sent,
-        s.progress.values().map(|p| p.read_round_acked()),
-    );
+    let confirmed = quorum::committed_index([&shared.voters], |id| {
+        if id == shared.id {
+            s.read_round_sent
+        } else {
+            s.progress.get(&id).map_or(0, |p| p.read_round_acked())
+        }
+    });
     if confirmed <= s.read_round_confirmed {
         return;
     }
@@ -399,46 +403,5 @@ pub(super) fn confirm_reads(shared: &Arc<Shared>, s: &mut StateGuard<'_>) {
     }
     if !s.pending_reads.is_empty() && s.read_round_confirmed == s.read_round_sent {
         send_read_round(shared, s);
-    }
-}
-
-/// The highest value that at least `quorum` of the members (`own` plus `peers`) have reached.
-fn quorum_value(quorum: usize, own: u64, peers: impl Iterator<Item = u64>) -> u64 {
-    // Clusters are small: sort a copy on the stack when it fits.
-    let mut buf = [0u64; 16];
-    let mut heap = Vec::new();
-    let mut len = 0;
-    for value in std::iter::once(own).chain(peers) {
-        if len < buf.len() {
-            buf[len] = value;
-        } else {
-            if heap.is_empty() {
-                heap.extend_from_slice(&buf);
-            }
-            heap.push(value);
-        }
-        len += 1;
-    }
-    let values = if heap.is_empty() {
-        &mut buf[..len]
-    } else {
-        &mut heap[..]
-    };
-    values.sort_unstable_by(|a, b| b.cmp(a));
-    values[quorum - 1]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::quorum_value;
-
-    #[test]
-    fn quorum_value_is_the_majority_th_largest() {
-        assert_eq!(quorum_value(2, 5, [3, 9].into_iter()), 5);
-        assert_eq!(quorum_value(2, 1, [3, 9].into_iter()), 3);
-        assert_eq!(quorum_value(3, 10, [1, 2, 8, 9].into_iter()), 8);
-        assert_eq!(quorum_value(1, 4, std::iter::empty()), 4);
-        let many: Vec<u64> = (0..20).collect();
-        assert_eq!(quorum_value(11, 100, many.into_iter()), 10);
     }
 }
