@@ -52,7 +52,7 @@ use crate::message::{Request, Response};
 use crate::storage::Storage;
 use crate::transport::Transport;
 use crate::types::{Entry, NodeId, Payload};
-use state::{State, Submitted};
+use state::{Outgoing, State, Submitted};
 
 /// Handle to a running Raft node. Cloning is cheap; all clones drive the same node.
 #[derive(Clone)]
@@ -141,8 +141,6 @@ pub(crate) struct Shared {
     /// This struct's own `Arc`, for tasks spawned where only `&Shared` is at hand.
     me: std::sync::Weak<Shared>,
     pub id: NodeId,
-    /// Every voting member, this node included.
-    pub voters: BTreeSet<NodeId>,
     pub config: Config,
     state: Mutex<State>,
     pub storage: Arc<dyn Storage>,
@@ -218,7 +216,7 @@ impl StateGuard<'_> {
             Submitted::Durable => {
                 // Our own durable entries can only move the commit index if they passed it.
                 if s.role == Role::Leader && s.persisted_index > s.commit_index {
-                    replication::advance_commit(shared, s);
+                    replication::advance_commit(s);
                 }
             }
         }
@@ -235,6 +233,8 @@ impl Drop for StateGuard<'_> {
             role: s.role,
         };
         let outbox = std::mem::take(&mut s.outbox);
+        // Every write staged so far was just submitted: votes wait for this one.
+        let submitted_seq = s.last_submitted_seq;
         let wake_applier = std::mem::take(&mut s.wake_applier);
         if now != self.leadership {
             // Under the lock, so that watchers see the changes in the order they happened.
@@ -251,9 +251,7 @@ impl Drop for StateGuard<'_> {
             && let Some(shared) = self.shared.me.upgrade()
         {
             for out in outbox {
-                let task =
-                    replication::send_append(shared.clone(), out.peer, out.request, out.read_round);
-                shared.spawn(task);
+                shared.send(out, submitted_seq);
             }
         }
     }
@@ -291,8 +289,50 @@ impl Shared {
         }
     }
 
-    pub(crate) fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.voters.iter().copied().filter(move |&id| id != self.id)
+    /// Sends an RPC the state decided on, from a task of its own. `submitted_seq` is the newest
+    /// storage write submitted when the lock was released.
+    fn send(self: &Arc<Self>, out: Outgoing, submitted_seq: u64) {
+        match out {
+            Outgoing::Append {
+                peer,
+                request,
+                read_round,
+            } => {
+                let task = replication::send_append(self.clone(), peer, request, read_round);
+                self.spawn(task);
+            }
+            Outgoing::Votes {
+                peers,
+                request,
+                campaign,
+            } => {
+                let shared = self.clone();
+                self.spawn(async move {
+                    // A real vote request vouches for this node's vote for itself.
+                    if !request.pre_vote && shared.wait_durable(submitted_seq).await.is_err() {
+                        return;
+                    }
+                    for peer in peers {
+                        let task = election::request_vote_from(
+                            shared.clone(),
+                            peer,
+                            request.clone(),
+                            campaign,
+                        );
+                        shared.spawn(task);
+                    }
+                });
+            }
+            Outgoing::Snapshot {
+                peer,
+                term,
+                meta,
+                data,
+            } => {
+                let task = snapshot::send_snapshot(self.clone(), peer, term, meta, data);
+                self.spawn(task);
+            }
+        }
     }
 
     /// Runs `task` as part of this node: it stops at shutdown, and shutdown waits for it.
@@ -368,7 +408,7 @@ impl Raft {
         })?;
         let recovered = storage.recover()?;
         let seed = config.rng_seed.unwrap_or_else(rand::random);
-        let state = State::new(&config, recovered, seed, Instant::now());
+        let state = State::new(id, voters, &config, recovered, seed, Instant::now());
         let (leadership, _) = watch::channel(Leadership {
             term: state.current_term,
             leader_id: None,
@@ -378,7 +418,6 @@ impl Raft {
         let shared = Arc::new_cyclic(|me| Shared {
             me: me.clone(),
             id,
-            voters,
             config,
             state: Mutex::new(state),
             storage,
@@ -450,7 +489,7 @@ impl Raft {
             term: proposed.term,
             payload: Payload::Command(command),
         }));
-        replication::replicate_new_entries(shared, &mut s);
+        replication::replicate_to_all(&mut s, &shared.config, replication::Trigger::NewEntries);
         Ok(proposed)
     }
 
@@ -459,7 +498,7 @@ impl Raft {
     /// (ReadIndex, Raft thesis 6.4). Costs one round of heartbeats, shared by all reads that
     /// arrive while it is in flight; writes nothing to the log.
     pub async fn read_index(&self) -> Result<u64, ReadIndexError> {
-        let receiver = replication::start_read(&self.shared)?;
+        let receiver = replication::start_read(&mut self.shared.lock(), &self.shared.config)?;
         receiver.await.unwrap_or(Err(ReadIndexError::Shutdown))
     }
 

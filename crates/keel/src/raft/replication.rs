@@ -7,14 +7,17 @@
 //! to the batch limits. `next_index` advances optimistically when a request is sent; a failure
 //! moves it back (using the follower's conflict hint) and returns to probing.
 
+use std::ops::Bound::{Excluded, Unbounded};
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::Shared;
 use super::progress::ReplicationMode;
-use super::state::{OutgoingAppend, PendingRead, Role, State};
-use super::{Shared, StateGuard, quorum, snapshot};
+use super::state::{Inbound, Outgoing, PendingRead, Role, State, TermCheck};
+use super::{quorum, snapshot};
+use crate::config::Config;
 use crate::error::{RaftError, ReadIndexError};
 use crate::message::{AppendEntriesRequest, AppendEntriesResponse, Request, Response};
 use crate::types::NodeId;
@@ -29,7 +32,7 @@ pub(super) async fn run_heartbeats(shared: Arc<Shared>) {
             return;
         }
         if s.role == Role::Leader {
-            replicate_to_all(&shared, &mut s, Trigger::Due);
+            replicate_to_all(&mut s, &shared.config, Trigger::Due);
         }
     }
 }
@@ -47,25 +50,27 @@ pub(super) enum Trigger {
 }
 
 /// Sends to every follower whatever `trigger` calls for.
-pub(super) fn replicate_to_all(shared: &Arc<Shared>, s: &mut StateGuard<'_>, trigger: Trigger) {
-    for peer in shared.peers() {
-        replicate(shared, s, peer, trigger);
+pub(crate) fn replicate_to_all(s: &mut State, config: &Config, trigger: Trigger) {
+    // Walks the followers by id rather than collecting them: this runs for every proposal.
+    let mut next = s.progress.keys().next().copied();
+    while let Some(peer) = next {
+        replicate(s, config, peer, trigger);
+        next = s
+            .progress
+            .range((Excluded(peer), Unbounded))
+            .next()
+            .map(|(&id, _)| id);
     }
-}
-
-/// Sends newly proposed entries to every follower whose window has room.
-pub(super) fn replicate_new_entries(shared: &Arc<Shared>, s: &mut StateGuard<'_>) {
-    replicate_to_all(shared, s, Trigger::NewEntries);
 }
 
 /// Sends AppendEntries to `peer` as flow control allows: new entries if the window has room,
 /// else an empty heartbeat if `trigger` calls for one. Each request gets its own task.
-pub(super) fn replicate(shared: &Arc<Shared>, s: &mut State, peer: NodeId, mut trigger: Trigger) {
-    let config = &shared.config;
+pub(crate) fn replicate(s: &mut State, config: &Config, peer: NodeId, mut trigger: Trigger) {
     // Read the clock only when a heartbeat decision or a send needs it: this runs per proposal.
     let mut now: Option<Instant> = None;
     loop {
         let State {
+            id,
             progress,
             log,
             current_term,
@@ -80,7 +85,7 @@ pub(super) fn replicate(shared: &Arc<Shared>, s: &mut State, peer: NodeId, mut t
             return;
         }
         if p.needs_snapshot(log.snapshot_index()) {
-            snapshot::start_transfer(shared, s, peer);
+            snapshot::start_transfer(s, peer);
             return;
         }
         if p.is_paused(config.max_inflight_rpcs) {
@@ -128,14 +133,14 @@ pub(super) fn replicate(shared: &Arc<Shared>, s: &mut State, peer: NodeId, mut t
         let pipelining = p.pipelining(count);
         let request = AppendEntriesRequest {
             term: *current_term,
-            leader_id: shared.id,
+            leader_id: *id,
             prev_log_index,
             prev_log_term,
             entries,
             leader_commit: *commit_index,
         };
         // Sent from its own task once the lock is released (`StateGuard::drop`).
-        s.outbox.push(OutgoingAppend {
+        s.outbox.push(Outgoing::Append {
             peer,
             request,
             read_round,
@@ -168,49 +173,79 @@ pub(super) async fn send_append(
     if s.shutdown {
         return;
     }
+    let sent = SentAppend {
+        term,
+        prev_log_index,
+        entries: count,
+        read_round,
+    };
+    on_append_reply(&mut s, &shared.config, now, peer, sent, response);
+}
+
+/// What a reply handler needs to know of the AppendEntries it answers.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SentAppend {
+    pub term: u64,
+    pub prev_log_index: u64,
+    pub entries: u64,
+    pub read_round: u64,
+}
+
+/// Handles the reply to an AppendEntries (`None`: lost or timed out), after checking that the
+/// term and role it was sent under still hold. Figure 2 "Leaders": "If successful: update
+/// nextIndex and matchIndex for follower. If AppendEntries fails because of log inconsistency:
+/// decrement nextIndex and retry."
+pub(crate) fn on_append_reply(
+    s: &mut State,
+    config: &Config,
+    now: Instant,
+    peer: NodeId,
+    sent: SentAppend,
+    response: Option<AppendEntriesResponse>,
+) {
     if let Some(r) = &response
-        && r.term > s.current_term
+        && s.check_term(config, now, r.term, Inbound::Reply) == TermCheck::Newer
     {
-        s.become_follower(r.term, None);
         return;
     }
-    if s.role != Role::Leader || s.current_term != term {
+    if s.role != Role::Leader || s.current_term != sent.term {
         return;
     }
-    let st: &mut State = &mut s;
+    let st: &mut State = s;
     let Some(p) = st.progress.get_mut(&peer) else {
         return;
     };
-    p.returned(count > 0);
+    p.returned(sent.entries > 0);
     let Some(response) = response else {
-        p.lost(prev_log_index, count);
+        p.lost(sent.prev_log_index, sent.entries);
         return;
     };
-    p.heard(read_round, now);
+    p.heard(sent.read_round, now);
     let mut matched = false;
     if response.success {
-        matched = p.accepted(prev_log_index + count);
+        matched = p.accepted(sent.prev_log_index + sent.entries);
     } else {
-        // Move next_index back to where the follower's hint says the logs may agree.
+        // Move next_index back to where the follower's hint says the logs may agree: past the
+        // leader's last entry of the conflicting term, or to the follower's first entry of it.
         let hint = response
             .conflict_term
             .and_then(|t| st.log.last_index_of_term(t).map(|i| i + 1))
             .unwrap_or(response.conflict_index);
-        p.rejected(prev_log_index, hint);
+        p.rejected(sent.prev_log_index, hint);
     }
     if matched {
-        advance_commit(&shared, &mut s);
+        advance_commit(s);
     }
-    confirm_reads(&shared, &mut s);
-    replicate(&shared, &mut s, peer, Trigger::Due);
+    confirm_reads(s, config);
+    replicate(s, config, peer, Trigger::Due);
 }
 
 /// Figure 2: "If there exists an N such that N > commitIndex, a majority of matchIndex[i] >= N,
 /// and log[N].term == currentTerm: set commitIndex = N." The leader's own entry counts only once
 /// durable; the term check is the Figure 8 rule (never commit an old term's entry by counting).
-pub(super) fn advance_commit(shared: &Shared, s: &mut State) {
-    let n = quorum::committed_index([&shared.voters], |id| {
-        if id == shared.id {
+pub(crate) fn advance_commit(s: &mut State) {
+    let n = quorum::committed_index([&s.voters], |id| {
+        if id == s.id {
             s.persisted_index
         } else {
             s.progress.get(&id).map_or(0, |p| p.match_index())
@@ -233,24 +268,33 @@ pub(super) async fn handle_append(
         if s.shutdown {
             return Err(RaftError::Shutdown);
         }
-        // 1. Reply false if term < currentTerm.
-        if request.term < s.current_term {
-            return Ok(AppendEntriesResponse {
-                term: s.current_term,
-                success: false,
-                conflict_index: 0,
-                conflict_term: None,
-            });
-        }
-        if request.term > s.current_term || s.role != Role::Follower {
-            s.become_follower(request.term, Some(request.leader_id));
-        }
-        s.leader_id = Some(request.leader_id);
-        s.last_heard = now;
-        let response = accept_entries(&mut s, request);
+        let response = on_append_request(&mut s, &shared.config, now, request);
         (response, s.sync_point())
     };
     super::reply_when_durable(shared, seq, response).await
+}
+
+/// AppendEntries receiver implementation: "1. Reply false if term < currentTerm", then steps 2
+/// to 5 (`accept_entries`). Hearing from the leader of the current term resets the election
+/// timer.
+pub(crate) fn on_append_request(
+    s: &mut State,
+    config: &Config,
+    now: Instant,
+    request: AppendEntriesRequest,
+) -> AppendEntriesResponse {
+    let leader = Inbound::FromLeader(request.leader_id);
+    if s.check_term(config, now, request.term, leader) == TermCheck::Stale {
+        return AppendEntriesResponse {
+            term: s.current_term,
+            success: false,
+            conflict_index: 0,
+            conflict_term: None,
+        };
+    }
+    s.leader_id = Some(request.leader_id);
+    s.last_heard = now;
+    accept_entries(s, request)
 }
 
 /// Steps 2 to 5 of the AppendEntries receiver.
@@ -335,10 +379,10 @@ fn accept_entries(s: &mut State, request: AppendEntriesRequest) -> AppendEntries
 
 /// Registers a linearizable read. Reads share confirmation rounds: while one round of
 /// heartbeats is in flight, new reads join the next, which goes out when the first completes.
-pub(super) fn start_read(
-    shared: &Arc<Shared>,
+pub(crate) fn start_read(
+    s: &mut State,
+    config: &Config,
 ) -> Result<oneshot::Receiver<Result<u64, ReadIndexError>>, ReadIndexError> {
-    let mut s = shared.lock();
     if s.shutdown {
         return Err(ReadIndexError::Shutdown);
     }
@@ -347,14 +391,14 @@ pub(super) fn start_read(
             leader_hint: s.leader_id,
         });
     }
-    if s.pending_reads.len() >= shared.config.max_pending_reads {
+    if s.pending_reads.len() >= config.max_pending_reads {
         return Err(ReadIndexError::Overloaded);
     }
     // Reading at the term's no-op (or later) makes the read wait until that no-op is applied,
     // which shows that every entry committed before this leader's term is applied too.
     let index = s.commit_index.max(s.term_start_index);
     let (reply, receiver) = oneshot::channel();
-    if shared.voters.len() == 1 {
+    if s.voters.len() == 1 {
         let _ = reply.send(Ok(index));
         return Ok(receiver);
     }
@@ -365,25 +409,25 @@ pub(super) fn start_read(
         reply,
     });
     if s.read_round_confirmed == s.read_round_sent {
-        send_read_round(shared, &mut s);
+        send_read_round(s, config);
     }
     Ok(receiver)
 }
 
 /// Closes the open read round and sends it to every follower.
-fn send_read_round(shared: &Arc<Shared>, s: &mut StateGuard<'_>) {
+fn send_read_round(s: &mut State, config: &Config) {
     s.read_round_sent = s.read_round_open;
     s.read_round_open += 1;
-    replicate_to_all(shared, s, Trigger::Due);
+    replicate_to_all(s, config, Trigger::Due);
 }
 
 /// Completes the reads whose round a quorum has answered in this term.
-pub(super) fn confirm_reads(shared: &Arc<Shared>, s: &mut StateGuard<'_>) {
+pub(crate) fn confirm_reads(s: &mut State, config: &Config) {
     if s.pending_reads.is_empty() {
         return;
     }
-    let confirmed = quorum::committed_index([&shared.voters], |id| {
-        if id == shared.id {
+    let confirmed = quorum::committed_index([&s.voters], |id| {
+        if id == s.id {
             s.read_round_sent
         } else {
             s.progress.get(&id).map_or(0, |p| p.read_round_acked())
@@ -402,6 +446,6 @@ pub(super) fn confirm_reads(shared: &Arc<Shared>, s: &mut StateGuard<'_>) {
         let _ = read.reply.send(Ok(read.index));
     }
     if !s.pending_reads.is_empty() && s.read_round_confirmed == s.read_round_sent {
-        send_read_round(shared, s);
+        send_read_round(s, config);
     }
 }

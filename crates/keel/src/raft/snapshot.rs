@@ -8,7 +8,8 @@ use tokio::time::Instant;
 
 use super::Shared;
 use super::replication::{Trigger, advance_commit, replicate};
-use super::state::{IncomingSnapshot, Role, State};
+use super::state::{Inbound, IncomingSnapshot, Outgoing, Role, State, TermCheck};
+use crate::config::Config;
 use crate::error::RaftError;
 use crate::message::{InstallSnapshotRequest, InstallSnapshotResponse, Request, Response};
 use crate::types::{NodeId, Snapshot, SnapshotMeta};
@@ -43,7 +44,7 @@ pub(super) fn take_snapshot(shared: &Shared, index: u64, data: Bytes) -> Result<
 }
 
 /// Starts sending the current snapshot to `peer`, which needs entries the log no longer has.
-pub(super) fn start_transfer(shared: &Arc<Shared>, s: &mut State, peer: NodeId) {
+pub(crate) fn start_transfer(s: &mut State, peer: NodeId) {
     let meta = s.log.snapshot_meta();
     let data = s.snapshot_data.clone();
     let term = s.current_term;
@@ -52,17 +53,22 @@ pub(super) fn start_transfer(shared: &Arc<Shared>, s: &mut State, peer: NodeId) 
     };
     p.snapshot_started();
     tracing::debug!(
-        node = shared.id,
+        node = s.id,
         peer,
         index = meta.last_included_index,
         bytes = data.len(),
         "sending snapshot"
     );
-    shared.spawn(send_snapshot(shared.clone(), peer, term, meta, data));
+    s.outbox.push(Outgoing::Snapshot {
+        peer,
+        term,
+        meta,
+        data,
+    });
 }
 
 /// Sends the snapshot chunk by chunk, each chunk an RPC whose reply says where to continue.
-async fn send_snapshot(
+pub(super) async fn send_snapshot(
     shared: Arc<Shared>,
     peer: NodeId,
     term: u64,
@@ -98,15 +104,16 @@ async fn send_snapshot(
             if s.shutdown {
                 return;
             }
-            if response.term > s.current_term {
-                s.become_follower(response.term, None);
+            let now = Instant::now();
+            if s.check_term(&shared.config, now, response.term, Inbound::Reply) == TermCheck::Newer
+            {
                 return;
             }
             if s.role != Role::Leader || s.current_term != term {
                 return;
             }
             if let Some(p) = s.progress.get_mut(&peer) {
-                p.heard(0, Instant::now());
+                p.heard(0, now);
             }
         }
         if response.done {
@@ -129,8 +136,8 @@ async fn send_snapshot(
     };
     p.snapshot_done(installed.then_some(meta.last_included_index));
     if installed {
-        advance_commit(&shared, &mut s);
-        replicate(&shared, &mut s, peer, Trigger::Due);
+        advance_commit(&mut s);
+        replicate(&mut s, &shared.config, peer, Trigger::Due);
     }
     // On failure the next heartbeat tick starts a new transfer (next_index is still covered by
     // the snapshot).
@@ -147,35 +154,42 @@ pub(super) async fn handle_install(
         if s.shutdown {
             return Err(RaftError::Shutdown);
         }
-        // 1. Reply immediately if term < currentTerm.
-        if request.term < s.current_term {
-            return Ok(InstallSnapshotResponse {
-                term: s.current_term,
-                next_offset: 0,
-                done: false,
-            });
-        }
-        if request.term > s.current_term || s.role != Role::Follower {
-            s.become_follower(request.term, Some(request.leader_id));
-        }
-        s.leader_id = Some(request.leader_id);
-        s.last_heard = now;
-        let (next_offset, done) = accept_chunk(shared, &mut s, request);
-        let term = s.current_term;
-        let response = InstallSnapshotResponse {
-            term,
-            next_offset,
-            done,
-        };
+        let response = on_install_request(&mut s, &shared.config, now, request);
         (response, s.sync_point())
     };
     super::reply_when_durable(shared, seq, response).await
 }
 
+/// InstallSnapshot receiver implementation: "1. Reply immediately if term < currentTerm", then
+/// steps 2 to 8 (`accept_chunk`).
+pub(crate) fn on_install_request(
+    s: &mut State,
+    config: &Config,
+    now: Instant,
+    request: InstallSnapshotRequest,
+) -> InstallSnapshotResponse {
+    let leader = Inbound::FromLeader(request.leader_id);
+    if s.check_term(config, now, request.term, leader) == TermCheck::Stale {
+        return InstallSnapshotResponse {
+            term: s.current_term,
+            next_offset: 0,
+            done: false,
+        };
+    }
+    s.leader_id = Some(request.leader_id);
+    s.last_heard = now;
+    let (next_offset, done) = accept_chunk(s, config, request);
+    InstallSnapshotResponse {
+        term: s.current_term,
+        next_offset,
+        done,
+    }
+}
+
 /// Steps 2 to 8 of the receiver: buffer the chunk; on the last one, install the snapshot.
 /// Returns the offset the leader should send next, and whether the follower now holds
 /// everything the snapshot covers.
-fn accept_chunk(shared: &Shared, s: &mut State, request: InstallSnapshotRequest) -> (u64, bool) {
+fn accept_chunk(s: &mut State, config: &Config, request: InstallSnapshotRequest) -> (u64, bool) {
     let meta = SnapshotMeta {
         last_included_index: request.last_included_index,
         last_included_term: request.last_included_term,
@@ -185,11 +199,11 @@ fn accept_chunk(shared: &Shared, s: &mut State, request: InstallSnapshotRequest)
         s.incoming_snapshot = None;
         return (request.total_len, true);
     }
-    if request.total_len > shared.config.max_snapshot_bytes {
+    if request.total_len > config.max_snapshot_bytes {
         tracing::error!(
-            node = shared.id,
+            node = s.id,
             bytes = request.total_len,
-            max = shared.config.max_snapshot_bytes,
+            max = config.max_snapshot_bytes,
             "refusing snapshot larger than max_snapshot_bytes"
         );
         return (0, false);
@@ -238,7 +252,7 @@ fn accept_chunk(shared: &Shared, s: &mut State, request: InstallSnapshotRequest)
     });
     s.wake_applier = true;
     tracing::debug!(
-        node = shared.id,
+        node = s.id,
         index = meta.last_included_index,
         bytes = received,
         "installed snapshot from leader"

@@ -4,7 +4,7 @@
 //! `staged`; the lock guard (`super::StateGuard`) submits the staged batch to storage before the
 //! lock is released, so storage sees writes in exactly the order the state changed.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -17,7 +17,7 @@ use super::log::{LogReset, RaftLog};
 use super::progress::Progress;
 use crate::config::Config;
 use crate::error::ReadIndexError;
-use crate::message::AppendEntriesRequest;
+use crate::message::{AppendEntriesRequest, VoteRequest};
 use crate::storage::{Recovered, Storage, WriteBatch};
 use crate::types::{Entry, HardState, NodeId, Snapshot, SnapshotMeta};
 
@@ -55,13 +55,66 @@ pub(crate) enum Submitted {
     Pending,
 }
 
-/// An AppendEntries decided under the lock, sent once it is released.
+/// An RPC decided under the lock, sent from a task of its own once the lock is released (see
+/// `super::StateGuard`).
 #[derive(Debug)]
-pub(crate) struct OutgoingAppend {
-    pub peer: NodeId,
-    pub request: AppendEntriesRequest,
-    /// The read-confirmation round the request carries.
-    pub read_round: u64,
+pub(crate) enum Outgoing {
+    /// One AppendEntries.
+    Append {
+        peer: NodeId,
+        request: AppendEntriesRequest,
+        /// The read-confirmation round the request carries.
+        read_round: u64,
+    },
+    /// A (pre-)vote request to each of `peers`. A real vote goes out only once this node's own
+    /// vote for itself is durable: a candidate that crashed and forgot it could vote again in
+    /// the same term and help elect a second leader.
+    Votes {
+        peers: Vec<NodeId>,
+        request: VoteRequest,
+        /// The (pre-)election round the replies count for.
+        campaign: u64,
+    },
+    /// A transfer of the current snapshot, chunk by chunk.
+    Snapshot {
+        peer: NodeId,
+        term: u64,
+        meta: SnapshotMeta,
+        data: Bytes,
+    },
+}
+
+/// What kind of message a term is checked for: the exceptions of [`State::check_term`] depend
+/// on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Inbound {
+    /// A pre-vote request: it asks about a term without moving anyone to it.
+    PreVote,
+    /// A vote request. `transfer`: the candidate campaigns because its leader asked it to
+    /// (leadership transfer), which passes the followers' leader lease.
+    Vote { transfer: bool },
+    /// AppendEntries, InstallSnapshot or TimeoutNow from the leader of the message's term.
+    FromLeader(NodeId),
+    /// A reply to a pre-vote this node asked for.
+    PreVoteReply { granted: bool },
+    /// Any other reply.
+    Reply,
+}
+
+/// What the term of a message means for this node (see [`State::check_term`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TermCheck {
+    /// Older than this node's: a request is refused, a reply dropped.
+    Stale,
+    /// This node's term. For a message from a leader, this node is now its follower.
+    Current,
+    /// Newer: adopted, and this node is now a follower (of the sender, if it leads).
+    Newer,
+    /// Newer, but not adopted: this node believes a leader is alive, and ignores vote requests
+    /// meanwhile (the leader lease).
+    Lease,
+    /// Newer, but not adopted: a pre-vote request, or a pre-vote granted, moves nobody's term.
+    PreVote,
 }
 
 /// A snapshot arriving in chunks from the leader.
@@ -74,6 +127,11 @@ pub(crate) struct IncomingSnapshot {
 
 #[derive(Debug)]
 pub(crate) struct State {
+    /// This node.
+    pub id: NodeId,
+    /// Every voting member, this node included.
+    pub voters: BTreeSet<NodeId>,
+
     // Persistent state on all servers (Figure 2); every change is staged for storage.
     pub current_term: u64,
     pub voted_for: Option<NodeId>,
@@ -94,7 +152,8 @@ pub(crate) struct State {
     /// Identifies the current (pre-)election round, so late replies to an earlier round do not
     /// count.
     pub campaign: u64,
-    pub votes: Vec<NodeId>,
+    /// Answers to this round's (pre-)vote requests, this node's own included.
+    pub votes: BTreeMap<NodeId, bool>,
 
     // Leaders.
     pub progress: BTreeMap<NodeId, Progress>,
@@ -128,8 +187,8 @@ pub(crate) struct State {
 
     // Work for after the lock is released (see `super::StateGuard`): waking other tasks and
     // spawning RPC tasks costs system calls that would otherwise lengthen every critical section.
-    /// AppendEntries to send, each from its own task.
-    pub outbox: Vec<OutgoingAppend>,
+    /// RPCs to send, each from its own task.
+    pub outbox: Vec<Outgoing>,
     /// `commit_index` moved (or a snapshot arrived): the applier has work.
     pub wake_applier: bool,
 
@@ -139,7 +198,14 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub(crate) fn new(config: &Config, recovered: Recovered, rng_seed: u64, now: Instant) -> Self {
+    pub(crate) fn new(
+        id: NodeId,
+        voters: BTreeSet<NodeId>,
+        config: &Config,
+        recovered: Recovered,
+        rng_seed: u64,
+        now: Instant,
+    ) -> Self {
         let (meta, data) = match recovered.snapshot {
             Some(s) => (s.meta, s.data),
             None => (SnapshotMeta::default(), Bytes::new()),
@@ -147,6 +213,8 @@ impl State {
         let log = RaftLog::new(meta, recovered.entries);
         let persisted_index = log.last_index();
         let mut state = State {
+            id,
+            voters,
             current_term: recovered.hard_state.current_term,
             voted_for: recovered.hard_state.voted_for,
             // Everything in the snapshot is committed; what follows is learned from a leader.
@@ -159,7 +227,7 @@ impl State {
             election_timeout: Duration::ZERO,
             rng: Xoshiro256PlusPlus::seed_from_u64(rng_seed),
             campaign: 0,
-            votes: Vec::new(),
+            votes: BTreeMap::new(),
             progress: BTreeMap::new(),
             leader_since: now,
             term_start_index: 0,
@@ -204,6 +272,69 @@ impl State {
             current_term,
             voted_for,
         });
+    }
+
+    /// The term gate: every request and reply passes here before anything else looks at it.
+    ///
+    /// Figure 2: "If RPC request or response contains term T > currentTerm: set currentTerm =
+    /// T, convert to follower", and every receiver: "Reply false if term < currentTerm". Two
+    /// exceptions, both decided here and nowhere else:
+    /// - **Pre-vote** (thesis 9.6): a pre-vote request asks about a term without moving anyone
+    ///   to it, and a granted pre-vote carries the term asked about, not one to adopt.
+    /// - **Leader lease** (thesis 4.2.3, with check-quorum): a node that heard from a leader
+    ///   within the minimum election timeout (or leads itself) ignores vote requests of newer
+    ///   terms, so that a node cut off from the cluster (or removed from it) cannot depose a
+    ///   working leader when it comes back. A candidate sent by its leader to take over
+    ///   (leadership transfer) passes.
+    ///
+    /// A message from the leader of the current term also makes a candidate or pre-candidate
+    /// its follower (Figure 2 "Candidates": "If AppendEntries RPC received from new leader:
+    /// convert to follower").
+    pub(crate) fn check_term(
+        &mut self,
+        config: &Config,
+        now: Instant,
+        term: u64,
+        message: Inbound,
+    ) -> TermCheck {
+        if term < self.current_term {
+            return TermCheck::Stale;
+        }
+        if term == self.current_term {
+            if let Inbound::FromLeader(leader) = message
+                && self.role != Role::Follower
+            {
+                self.become_follower(term, Some(leader));
+            }
+            return TermCheck::Current;
+        }
+        match message {
+            Inbound::PreVote if self.in_lease(config, now) => TermCheck::Lease,
+            Inbound::PreVote | Inbound::PreVoteReply { granted: true } => TermCheck::PreVote,
+            Inbound::Vote { transfer: false } if self.in_lease(config, now) => TermCheck::Lease,
+            Inbound::FromLeader(leader) => {
+                self.become_follower(term, Some(leader));
+                TermCheck::Newer
+            }
+            Inbound::Vote { .. } | Inbound::PreVoteReply { granted: false } | Inbound::Reply => {
+                self.become_follower(term, None);
+                TermCheck::Newer
+            }
+        }
+    }
+
+    /// True while this node believes a leader is alive: it leads itself, or heard from the
+    /// leader of its term within the minimum election timeout. Only with check-quorum, which
+    /// makes a leader that lost its quorum step down, so that the lease ends with it.
+    pub(crate) fn in_lease(&self, config: &Config, now: Instant) -> bool {
+        config.check_quorum
+            && match self.role {
+                Role::Leader => true,
+                _ => {
+                    self.leader_id.is_some()
+                        && now.duration_since(self.last_heard) < config.election_timeout_min
+                }
+            }
     }
 
     /// Steps down to follower (Figure 2: "if RPC request or response contains term T >
