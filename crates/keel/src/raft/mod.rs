@@ -26,6 +26,8 @@ mod persist;
 mod progress;
 mod quorum;
 mod replication;
+#[cfg(test)]
+mod rules;
 mod snapshot;
 mod state;
 
@@ -467,30 +469,7 @@ impl Raft {
         // stays staged for the next critical section or the persistence watcher to submit,
         // together with those of other proposals.
         let mut s = shared.lock_deferring();
-        if s.shutdown {
-            return Err(ProposeError::Shutdown);
-        }
-        if s.role != Role::Leader {
-            return Err(ProposeError::NotLeader {
-                leader_hint: s.leader_id,
-            });
-        }
-        let uncommitted = s.log.last_index() - s.commit_index;
-        if uncommitted >= shared.config.max_uncommitted_entries {
-            return Err(ProposeError::Overloaded { uncommitted });
-        }
-        let proposed = Proposed {
-            index: s.log.last_index() + 1,
-            term: s.current_term,
-        };
-
-        s.append_to_log(Some(Entry {
-            index: proposed.index,
-            term: proposed.term,
-            payload: Payload::Command(command),
-        }));
-        replication::replicate_to_all(&mut s, &shared.config, replication::Trigger::NewEntries);
-        Ok(proposed)
+        replication::propose(&mut s, &shared.config, Payload::Command(command))
     }
 
     /// Confirms this node still leads and returns the index a linearizable read must wait for:

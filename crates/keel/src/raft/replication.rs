@@ -13,14 +13,13 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::Shared;
 use super::progress::ReplicationMode;
 use super::state::{Inbound, Outgoing, PendingRead, Role, State, TermCheck};
-use super::{quorum, snapshot};
+use super::{Proposed, Shared, quorum, snapshot};
 use crate::config::Config;
-use crate::error::{RaftError, ReadIndexError};
+use crate::error::{ProposeError, RaftError, ReadIndexError};
 use crate::message::{AppendEntriesRequest, AppendEntriesResponse, Request, Response};
-use crate::types::NodeId;
+use crate::types::{Entry, NodeId, Payload};
 
 /// The heartbeat driver: sleeps a small constant, then, on a leader, sends to every follower
 /// that has had nothing for a heartbeat interval (and retries lost appends).
@@ -47,6 +46,40 @@ pub(super) enum Trigger {
     Due,
     /// Send something now (a new leader announcing itself).
     Heartbeat,
+}
+
+/// Figure 2 "Leaders": "If command received from client: append entry to local log", then send
+/// it to every follower whose window has room. The leader's own copy is written later, together
+/// with other proposals' (Raft thesis 10.2.1: the leader may write its log in parallel with
+/// sending it).
+pub(crate) fn propose(
+    s: &mut State,
+    config: &Config,
+    payload: Payload,
+) -> Result<Proposed, ProposeError> {
+    if s.shutdown {
+        return Err(ProposeError::Shutdown);
+    }
+    if s.role != Role::Leader {
+        return Err(ProposeError::NotLeader {
+            leader_hint: s.leader_id,
+        });
+    }
+    let uncommitted = s.log.last_index() - s.commit_index;
+    if uncommitted >= config.max_uncommitted_entries {
+        return Err(ProposeError::Overloaded { uncommitted });
+    }
+    let proposed = Proposed {
+        index: s.log.last_index() + 1,
+        term: s.current_term,
+    };
+    s.append_to_log(Some(Entry {
+        index: proposed.index,
+        term: proposed.term,
+        payload,
+    }));
+    replicate_to_all(s, config, Trigger::NewEntries);
+    Ok(proposed)
 }
 
 /// Sends to every follower whatever `trigger` calls for.
