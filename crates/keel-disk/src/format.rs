@@ -5,16 +5,21 @@
 //! file name and offset.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use keel::codec::encode_entry_body;
-use keel::{HardState, SnapshotMeta, WriteBatch};
+use keel::codec::{decode_membership, encode_entry_body, encode_membership};
+use keel::{HardState, Membership, SnapshotMeta, WriteBatch};
 
 use crate::bounds::LogBounds;
 
 /// The format this build writes, and the newest it reads. Version 2 added the group start to
 /// records (`HAS_GROUP`); records of version 1 have none, and are read as before. Version 3
 /// added the data dir's salt to the meta file, and seeds the checksum of every record in a
-/// segment of version 3 with it ([`Seal`]).
-pub(crate) const FORMAT_VERSION: u32 = 3;
+/// segment of version 3 with it ([`Seal`]). Version 4 added the cluster configuration to
+/// snapshot files, and log entries that hold one (keel's `Payload::Config`, which an older
+/// build cannot decode).
+pub(crate) const FORMAT_VERSION: u32 = 4;
+
+/// The first version whose snapshot files carry the cluster configuration.
+pub(crate) const MEMBERSHIP_VERSION: u32 = 4;
 
 /// The first version whose meta file holds a salt and whose segments' records are sealed.
 pub(crate) const SALTED_VERSION: u32 = 3;
@@ -242,20 +247,62 @@ pub(crate) fn decode_segment_header(bytes: &[u8]) -> Result<(u64, Checkpoint, u3
     Ok((seq, checkpoint, version))
 }
 
-pub(crate) fn encode_snapshot_header(snapshot: &SnapshotRef) -> Vec<u8> {
-    let mut out = Vec::with_capacity(SNAPSHOT_HEADER_LEN);
+/// The start of a snapshot file: its header, then the configuration block (`len:u32 crc:u32`
+/// and the configuration's bytes, `keel::codec::encode_membership`; length 0 for none); the
+/// data follows.
+pub(crate) fn encode_snapshot_header(
+    snapshot: &SnapshotRef,
+    membership: Option<&Membership>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(SNAPSHOT_HEADER_LEN + 8);
     out.put_slice(SNAPSHOT_MAGIC);
     out.put_u32_le(FORMAT_VERSION);
     put_snapshot_ref(&mut out, snapshot);
     out.put_u32_le(crc32c::crc32c(&out));
     debug_assert_eq!(out.len(), SNAPSHOT_HEADER_LEN);
+    let mut block = BytesMut::new();
+    if let Some(membership) = membership {
+        encode_membership(membership, &mut block);
+    }
+    out.put_u32_le(block.len() as u32);
+    out.put_u32_le(crc32c::crc32c(&block));
+    out.put_slice(&block);
     out
 }
 
-/// Decodes a snapshot file's header (the data follows it and is checked by the caller).
-pub(crate) fn decode_snapshot_header(bytes: &[u8]) -> Result<SnapshotRef, HeaderError> {
+/// Decodes a snapshot file's header; returns what it describes and the file's format version
+/// (the configuration block follows in version 4 on, then the data; both are checked by the
+/// caller).
+pub(crate) fn decode_snapshot_header(bytes: &[u8]) -> Result<(SnapshotRef, u32), HeaderError> {
     let mut r = check_header(bytes, SNAPSHOT_MAGIC, SNAPSHOT_HEADER_LEN)?;
-    Ok(get_snapshot_ref(&mut r))
+    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    Ok((get_snapshot_ref(&mut r), version))
+}
+
+/// Decodes the configuration block that follows a snapshot header (version 4 on): the
+/// configuration, if the snapshot has one, and the block's length.
+pub(crate) fn decode_snapshot_membership(
+    bytes: &Bytes,
+) -> Result<(Option<Membership>, usize), String> {
+    if bytes.len() < 8 {
+        return Err("the file ends inside its configuration block".into());
+    }
+    let len = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
+    let Some(block) = bytes.get(8..8 + len) else {
+        return Err(format!(
+            "its configuration block claims {len} bytes, more than the file holds"
+        ));
+    };
+    if crc32c::crc32c(block) != crc {
+        return Err("configuration checksum mismatch".into());
+    }
+    if len == 0 {
+        return Ok((None, 8));
+    }
+    let membership =
+        decode_membership(bytes.slice(8..8 + len)).map_err(|e| format!("configuration: {e}"))?;
+    Ok((Some(membership), 8 + len))
 }
 
 /// Checks magic, version, length and trailing checksum of a fixed-size header; returns a reader

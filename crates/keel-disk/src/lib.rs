@@ -80,11 +80,22 @@
 //! hard_state   = current_term:u64 has_vote:u8 voted_for:u64
 //! snapshot_ref = id:u64 last_included_index:u64 last_included_term:u64 len:u64 data_crc:u32
 //!
-//! snapshot   = "KEELSNAP" version:u32 snapshot_ref header_crc:u32 data
+//! snapshot   = "KEELSNAP" version:u32 snapshot_ref header_crc:u32 [configuration] data
+//! configuration = len:u32 crc:u32 bytes       (keel::codec::encode_membership; len 0: none;
+//!                                              since format version 4, absent before)
 //! ```
 //!
 //! One record holds one [`keel::WriteBatch`], so a batch is applied whole or not at all. Its
-//! snapshot is a reference to a snapshot file; the data lives in that file.
+//! snapshot is a reference to a snapshot file; the data, and the cluster configuration in
+//! force at the snapshot's last index, live in that file. (Entries that hold a configuration
+//! are log entries like any other, in keel's encoding.)
+//!
+//! Format versions: 2 added the group start to records, 3 the salt, 4 the configuration of
+//! snapshot files (and entries holding one). Opening a dir of an older format moves its meta
+//! file to this build's version before anything new is written, so that an older build then
+//! refuses the dir instead of misreading it; the older files stay readable (a snapshot file of
+//! format 3 comes back without a configuration, and the node runs with the cluster it is
+//! started with until its next snapshot records one).
 //!
 //! The salt in record checksums is for recovery's scan after damage in the last write, which
 //! looks for valid records byte by byte: without it, a stored value could hold bytes that pass

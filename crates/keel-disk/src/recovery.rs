@@ -494,10 +494,11 @@ fn load_snapshot(dir: &Path, reference: SnapshotRef) -> Result<Snapshot, DiskErr
             });
         }
     };
-    let found = format::decode_snapshot_header(&data).map_err(|e| dir::header_error(&path, e))?;
-    let corrupt = |problem: String| DiskError::Corrupt {
+    let (found, version) =
+        format::decode_snapshot_header(&data).map_err(|e| dir::header_error(&path, e))?;
+    let corrupt_at = |offset: usize, problem: String| DiskError::Corrupt {
         path: path.clone(),
-        offset: format::SNAPSHOT_HEADER_LEN as u64,
+        offset: offset as u64,
         problem,
     };
     if found != reference {
@@ -507,7 +508,17 @@ fn load_snapshot(dir: &Path, reference: SnapshotRef) -> Result<Snapshot, DiskErr
             problem: format!("its header describes {found:?}, but the log expects {reference:?}"),
         });
     }
-    let body = data.slice(format::SNAPSHOT_HEADER_LEN..);
+    let rest = data.slice(format::SNAPSHOT_HEADER_LEN..);
+    // Snapshots of builds before membership changes carry no configuration: the node's
+    // cluster is then the one it is started with.
+    let (membership, block_len) = if version >= format::MEMBERSHIP_VERSION {
+        format::decode_snapshot_membership(&rest)
+            .map_err(|problem| corrupt_at(format::SNAPSHOT_HEADER_LEN, problem))?
+    } else {
+        (None, 0)
+    };
+    let body = rest.slice(block_len..);
+    let corrupt = |problem| corrupt_at(format::SNAPSHOT_HEADER_LEN + block_len, problem);
     if body.len() as u64 != reference.len {
         return Err(corrupt(format!(
             "{} bytes of snapshot data, expected {}",
@@ -520,6 +531,7 @@ fn load_snapshot(dir: &Path, reference: SnapshotRef) -> Result<Snapshot, DiskErr
     }
     Ok(Snapshot {
         meta: reference.meta,
+        membership,
         data: body,
     })
 }
@@ -771,6 +783,94 @@ mod tests {
 
         let storage = DiskStorage::open(dir.path(), options).unwrap();
         assert_eq!(storage.recover().unwrap().entries, expected);
+        storage.close().await.unwrap();
+    }
+
+    /// A data dir of format 3 (before membership changes): its snapshot file has no
+    /// configuration block. It opens, its snapshot comes back without a configuration (the node
+    /// then runs with the cluster it is started with), the dir moves to this build's format,
+    /// and the snapshots written after carry their configuration.
+    #[tokio::test]
+    async fn a_dir_of_format_3_opens_and_its_next_snapshot_carries_the_configuration() {
+        use keel::{Membership, Snapshot, SnapshotMeta};
+        let dir = tempfile::tempdir().unwrap();
+        let options = DiskOptions::new(1, 1);
+        let storage = DiskStorage::open(dir.path(), options.clone()).unwrap();
+        let seq = storage.submit(append(1, 5));
+        storage.wait_durable(seq).await.unwrap();
+        let old_snapshot = Snapshot {
+            meta: SnapshotMeta {
+                last_included_index: 4,
+                last_included_term: 1,
+            },
+            membership: None,
+            data: bytes::Bytes::from_static(b"state at 4"),
+        };
+        let seq = storage.submit(WriteBatch {
+            snapshot: Some(old_snapshot.clone()),
+            compact_through: Some(4),
+            ..Default::default()
+        });
+        storage.wait_durable(seq).await.unwrap();
+        storage.close().await.unwrap();
+
+        // Rewrite every file as format 3 wrote it.
+        let restamp = |path: &std::path::Path, header_len: usize| {
+            let mut bytes = std::fs::read(path).unwrap();
+            bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
+            let crc = crc32c::crc32c(&bytes[..header_len - 4]);
+            bytes[header_len - 4..header_len].copy_from_slice(&crc.to_le_bytes());
+            bytes
+        };
+        let meta_path = dir.path().join("meta");
+        std::fs::write(&meta_path, restamp(&meta_path, crate::format::META_LEN)).unwrap();
+        let segment = crate::dir::segment_path(dir.path(), 1);
+        let header = crate::format::SEGMENT_HEADER_LEN;
+        std::fs::write(&segment, restamp(&segment, header)).unwrap();
+        let snapshot_path = crate::dir::snapshot_path(dir.path(), 1);
+        let mut bytes = restamp(&snapshot_path, crate::format::SNAPSHOT_HEADER_LEN);
+        // Format 3 has no configuration block between the header and the data: this one is
+        // empty (8 bytes: length 0 and its checksum).
+        let start = crate::format::SNAPSHOT_HEADER_LEN;
+        assert_eq!(&bytes[start..start + 4], &0u32.to_le_bytes());
+        bytes.drain(start..start + 8);
+        std::fs::write(&snapshot_path, &bytes).unwrap();
+
+        let storage = DiskStorage::open(dir.path(), options.clone()).unwrap();
+        let recovered = storage.recover().unwrap();
+        assert_eq!(recovered.snapshot, Some(old_snapshot));
+        assert_eq!(recovered.entries.len(), 1);
+        let (_, version, _) =
+            crate::format::decode_meta(&std::fs::read(&meta_path).unwrap()).unwrap();
+        assert_eq!(
+            version,
+            crate::format::FORMAT_VERSION,
+            "the dir moved to format 4"
+        );
+        let membership = Membership::new(
+            [1, 2, 3],
+            [4],
+            std::collections::BTreeMap::from([(4, bytes::Bytes::from_static(b"addresses"))]),
+        )
+        .unwrap();
+        let new_snapshot = Snapshot {
+            meta: SnapshotMeta {
+                last_included_index: 5,
+                last_included_term: 1,
+            },
+            membership: Some(membership),
+            data: bytes::Bytes::from_static(b"state at 5"),
+        };
+        let seq = storage.submit(WriteBatch {
+            snapshot: Some(new_snapshot.clone()),
+            compact_through: Some(5),
+            ..Default::default()
+        });
+        storage.wait_durable(seq).await.unwrap();
+        storage.close().await.unwrap();
+
+        let storage = DiskStorage::open(dir.path(), options).unwrap();
+        assert_eq!(storage.recover().unwrap().snapshot, Some(new_snapshot));
         storage.close().await.unwrap();
     }
 

@@ -611,7 +611,8 @@ impl LogWriter {
         self.next_snapshot_id += 1;
         let path = dir::snapshot_path(&self.dir, reference.id);
         let mut file = dir::create_tmp(&path)?;
-        file.write_all(&format::encode_snapshot_header(&reference))
+        let header = format::encode_snapshot_header(&reference, snapshot.membership.as_ref());
+        file.write_all(&header)
             .and_then(|()| file.write_all(&snapshot.data))
             .map_err(DiskError::io("write snapshot", dir::tmp_path(&path)))?;
         dir::install(file, &path, &self.dir_handle)?;

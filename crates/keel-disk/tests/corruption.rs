@@ -211,11 +211,26 @@ async fn a_damaged_snapshot_is_corruption() {
     write_dir(dir.path(), options(), &batches).await;
     let snapshot = files_with_suffix(dir.path(), ".snap").pop().unwrap();
 
+    // The header (52 bytes), the configuration block, then the 22 bytes of data.
+    let data_start = std::fs::metadata(&snapshot).unwrap().len() - 22;
     let data_damaged = copy_dir(dir.path());
     let path = data_damaged.path().join(snapshot.file_name().unwrap());
-    flip_byte(&path, 52 + 5);
+    flip_byte(&path, data_start + 5);
     let message = open_error(data_damaged.path(), options()).await;
-    assert_corrupt(&message, &path, 52, "snapshot data checksum mismatch");
+    assert_corrupt(
+        &message,
+        &path,
+        data_start,
+        "snapshot data checksum mismatch",
+    );
+
+    let configuration_damaged = copy_dir(dir.path());
+    let path = configuration_damaged
+        .path()
+        .join(snapshot.file_name().unwrap());
+    flip_byte(&path, 52 + 8 + 3);
+    let message = open_error(configuration_damaged.path(), options()).await;
+    assert_corrupt(&message, &path, 52, "configuration checksum mismatch");
 
     let header_damaged = copy_dir(dir.path());
     let path = header_damaged.path().join(snapshot.file_name().unwrap());
@@ -231,7 +246,7 @@ async fn a_damaged_snapshot_is_corruption() {
     assert_corrupt(
         &message,
         &path,
-        52,
+        data_start,
         "21 bytes of snapshot data, expected 22",
     );
 }

@@ -39,12 +39,12 @@ async fn a_newer_format_version_is_refused() {
     let meta = copy_dir(dir.path());
     let path = meta.path().join("meta");
     let mut bytes = std::fs::read(&path).unwrap();
-    bytes[8] = 4; // the version field
+    bytes[8] = 5; // the version field
     std::fs::write(&path, bytes).unwrap();
     assert_eq!(
         open_error(meta.path(), options()).await,
         format!(
-            "{} was written in format version 4, but this build reads versions up to 3; run a \
+            "{} was written in format version 5, but this build reads versions up to 4; run a \
              newer build of this node",
             path.display()
         )
@@ -53,12 +53,12 @@ async fn a_newer_format_version_is_refused() {
     let segment = copy_dir(dir.path());
     let path = last_segment(segment.path());
     let mut bytes = std::fs::read(&path).unwrap();
-    bytes[8] = 5;
+    bytes[8] = 6;
     std::fs::write(&path, bytes).unwrap();
     let message = open_error(segment.path(), options()).await;
     assert!(
         message.starts_with(&format!(
-            "{} was written in format version 5",
+            "{} was written in format version 6",
             path.display()
         )),
         "{message}"

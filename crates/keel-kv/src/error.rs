@@ -46,6 +46,13 @@ pub enum KvError {
     /// Too many requests are waiting; retry later.
     #[error("too many requests in flight; retry later")]
     Overloaded,
+    /// The leader is handing leadership to another node and takes no writes meanwhile; the
+    /// new leader will, usually within milliseconds.
+    #[error("this node is handing leadership over to node {to}; retry shortly")]
+    TransferringLeadership {
+        /// The node taking over.
+        to: NodeId,
+    },
     /// The node is shutting down.
     #[error("this node is shut down")]
     Shutdown,
@@ -62,6 +69,7 @@ impl KvError {
             KvError::KeyTooLarge { .. } => "key_too_large",
             KvError::ValueTooLarge { .. } => "value_too_large",
             KvError::Overloaded => "overloaded",
+            KvError::TransferringLeadership { .. } => "transferring_leadership",
             KvError::Shutdown => "shutdown",
         }
     }

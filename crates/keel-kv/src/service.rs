@@ -288,6 +288,9 @@ impl KvService {
                 ProposeError::Overloaded { .. } => KvError::Overloaded,
                 ProposeError::TooLarge { size, max } => KvError::ValueTooLarge { size, max },
                 ProposeError::Shutdown => KvError::Shutdown,
+                ProposeError::TransferringLeadership { to } => {
+                    KvError::TransferringLeadership { to }
+                }
             })?;
             let (reply, receiver) = oneshot::channel();
             waiters.insert(
@@ -387,7 +390,10 @@ async fn apply_loop(inner: Arc<Inner>, mut stream: ApplyStream) {
                 match item {
                     Applied::Entry(entry) => {
                         let outcome = match &entry.payload {
-                            keel::Payload::Noop => state.apply_noop(entry.index),
+                            // Configurations are Raft's business; to the store they are no-ops.
+                            keel::Payload::Noop | keel::Payload::Config(_) => {
+                                state.apply_noop(entry.index)
+                            }
                             keel::Payload::Command(bytes) => state.apply(entry.index, bytes),
                         };
                         if let Outcome::Invalid(invalid) = &outcome {

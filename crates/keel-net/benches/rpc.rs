@@ -29,7 +29,7 @@ impl RpcHandler for Instant_ {
                 conflict_index: 0,
                 conflict_term: None,
             }),
-            Request::InstallSnapshot(_) => unreachable!("not benchmarked"),
+            Request::InstallSnapshot(_) | Request::TimeoutNow(_) => unreachable!("not benchmarked"),
         };
         Box::pin(std::future::ready(Ok(response)))
     }
@@ -42,6 +42,7 @@ fn vote() -> Request {
         last_log_index: 0,
         last_log_term: 0,
         pre_vote: true,
+        transfer: false,
     })
 }
 

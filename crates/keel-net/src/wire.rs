@@ -461,6 +461,7 @@ mod tests {
             last_log_index: 10,
             last_log_term: 2,
             pre_vote: false,
+            transfer: false,
         })
     }
 

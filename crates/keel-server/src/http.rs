@@ -169,6 +169,7 @@ fn kv_error(e: &KvError) -> Response {
         | KvError::Timeout
         | KvError::LeadershipLost
         | KvError::Overloaded
+        | KvError::TransferringLeadership { .. }
         | KvError::Shutdown => StatusCode::SERVICE_UNAVAILABLE,
     };
     let code = match e {

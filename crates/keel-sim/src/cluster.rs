@@ -685,6 +685,7 @@ impl Checker {
         let command = match entry.payload {
             Payload::Noop => Bytes::new(),
             Payload::Command(bytes) => bytes,
+            Payload::Config(membership) => Bytes::from(format!("config: {membership}")),
         };
         let expected = self.last_applied[i] + 1;
         if entry.index != expected {

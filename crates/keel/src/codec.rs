@@ -9,21 +9,29 @@
 //!
 //! ```text
 //! request  = kind:u8 body          response = kind:u8 body
-//! vote     = term candidate last_log_index last_log_term pre_vote:u8
+//! vote     = term candidate last_log_index last_log_term flags:u8   (1 pre-vote, 2 transfer)
 //! append   = term leader prev_log_index prev_log_term leader_commit count:u32 entry*
-//! entry    = term payload_kind:u8 [len:u32 bytes]        (bytes only for a command)
-//! snapshot = term leader last_index last_term offset total_len done:u8 len:u32 bytes
+//! entry    = term payload_kind:u8 len:u32 bytes   (0 no-op, no bytes; 1 command; 2 membership)
+//! snapshot = term leader last_index last_term offset total_len done:u8
+//!            membership_len:u32 membership len:u32 bytes
+//! timeout_now = term leader
 //! (responses: vote = term granted:u8; append = term success:u8 conflict_index conflict_term;
-//!  snapshot = term next_offset done:u8)
+//!  snapshot = term next_offset done:u8; timeout_now = term)
+//!
+//! membership = version:u8 (1) ids(voters) ids(outgoing voters, when joint) ids(learners)
+//!              count:u32 (id len:u32 bytes)*          (the service's information per member)
+//! ids        = count:u32 id*                          (strictly increasing)
 //! ```
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use crate::message::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    Request, Response, VoteRequest, VoteResponse,
+    Request, Response, TimeoutNowRequest, TimeoutNowResponse, VoteRequest, VoteResponse,
 };
-use crate::types::{Entry, Payload};
+use crate::types::{Entry, Membership, NodeId, Payload};
 
 /// The largest term a message may carry: room to count up forever, and far from overflow.
 pub const MAX_TERM: u64 = i64::MAX as u64;
@@ -33,9 +41,16 @@ pub const MAX_INDEX: u64 = i64::MAX as u64;
 const KIND_VOTE: u8 = 1;
 const KIND_APPEND: u8 = 2;
 const KIND_SNAPSHOT: u8 = 3;
+const KIND_TIMEOUT_NOW: u8 = 4;
 
 const PAYLOAD_NOOP: u8 = 0;
 const PAYLOAD_COMMAND: u8 = 1;
+const PAYLOAD_CONFIG: u8 = 2;
+
+const VOTE_PRE_VOTE: u8 = 1;
+const VOTE_TRANSFER: u8 = 2;
+
+const MEMBERSHIP_VERSION: u8 = 1;
 
 /// Why bytes could not be decoded into a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -82,7 +97,9 @@ pub fn encode_request(request: &Request, out: &mut BytesMut) {
             out.put_u64_le(r.candidate_id);
             out.put_u64_le(r.last_log_index);
             out.put_u64_le(r.last_log_term);
-            out.put_u8(r.pre_vote as u8);
+            let flags = if r.pre_vote { VOTE_PRE_VOTE } else { 0 }
+                | if r.transfer { VOTE_TRANSFER } else { 0 };
+            out.put_u8(flags);
         }
         Request::AppendEntries(r) => {
             let body: usize = r.entries.iter().map(Entry::encoded_len).sum();
@@ -99,7 +116,7 @@ pub fn encode_request(request: &Request, out: &mut BytesMut) {
             }
         }
         Request::InstallSnapshot(r) => {
-            out.reserve(54 + r.data.len());
+            out.reserve(58 + r.membership.encoded_len() + r.data.len());
             out.put_u8(KIND_SNAPSHOT);
             out.put_u64_le(r.term);
             out.put_u64_le(r.leader_id);
@@ -108,8 +125,15 @@ pub fn encode_request(request: &Request, out: &mut BytesMut) {
             out.put_u64_le(r.offset);
             out.put_u64_le(r.total_len);
             out.put_u8(r.done as u8);
+            out.put_u32_le(r.membership.encoded_len() as u32);
+            encode_membership(&r.membership, out);
             out.put_u32_le(r.data.len() as u32);
             out.put_slice(&r.data);
+        }
+        Request::TimeoutNow(r) => {
+            out.put_u8(KIND_TIMEOUT_NOW);
+            out.put_u64_le(r.term);
+            out.put_u64_le(r.leader_id);
         }
     }
 }
@@ -136,7 +160,72 @@ pub fn encode_response(response: &Response, out: &mut BytesMut) {
             out.put_u64_le(r.next_offset);
             out.put_u8(r.done as u8);
         }
+        Response::TimeoutNow(r) => {
+            out.put_u8(KIND_TIMEOUT_NOW);
+            out.put_u64_le(r.term);
+        }
     }
+}
+
+/// Appends the encoding of a configuration (the body of a membership entry, and what snapshots
+/// carry), [`Membership::encoded_len`] bytes.
+pub fn encode_membership(membership: &Membership, out: &mut BytesMut) {
+    let empty = BTreeSet::new();
+    out.reserve(membership.encoded_len());
+    out.put_u8(MEMBERSHIP_VERSION);
+    for ids in [
+        membership.voters(),
+        membership.outgoing_voters().unwrap_or(&empty),
+        membership.learners(),
+    ] {
+        out.put_u32_le(ids.len() as u32);
+        for &id in ids {
+            out.put_u64_le(id);
+        }
+    }
+    out.put_u32_le(membership.all_info().len() as u32);
+    for (&id, info) in membership.all_info() {
+        out.put_u64_le(id);
+        out.put_u32_le(info.len() as u32);
+        out.put_slice(info);
+    }
+}
+
+/// Decodes a configuration written by [`encode_membership`]; the whole input must be it.
+pub fn decode_membership(mut input: Bytes) -> Result<Membership, DecodeError> {
+    let mut r = Reader(&mut input);
+    let version = r.u8("membership version")?;
+    if version != MEMBERSHIP_VERSION {
+        return Err(DecodeError::InvalidTag {
+            field: "membership version",
+            value: version,
+        });
+    }
+    let voters = r.ids("voters")?;
+    let outgoing = r.ids("outgoing voters")?;
+    let learners = r.ids("learners")?;
+    let count = r.u32("member information count")? as usize;
+    if count > r.0.remaining() / 12 {
+        return Err(DecodeError::Invalid(
+            "member information count exceeds its size",
+        ));
+    }
+    let mut info = BTreeMap::new();
+    let mut last = None;
+    for _ in 0..count {
+        let id = r.u64("member id")?;
+        if last.is_some_and(|l| id <= l) {
+            return Err(DecodeError::Invalid("member information out of order"));
+        }
+        last = Some(id);
+        let len = r.u32("member information length")? as usize;
+        info.insert(id, r.bytes("member information", len)?);
+    }
+    if input.has_remaining() {
+        return Err(DecodeError::TrailingBytes(input.remaining()));
+    }
+    Membership::joint(voters, outgoing, learners, info)
+        .map_err(|_| DecodeError::Invalid("membership breaks the rules of a configuration"))
 }
 
 /// Encodes the term, kind and data of an entry (not its index), as used in AppendEntries and by
@@ -153,6 +242,11 @@ pub fn encode_entry_body(entry: &Entry, out: &mut BytesMut) {
             out.put_u32_le(data.len() as u32);
             out.put_slice(data);
         }
+        Payload::Config(membership) => {
+            out.put_u8(PAYLOAD_CONFIG);
+            out.put_u32_le(membership.encoded_len() as u32);
+            encode_membership(membership, out);
+        }
     }
 }
 
@@ -166,6 +260,7 @@ pub fn decode_entry_body(input: &mut Bytes, index: u64) -> Result<Entry, DecodeE
         PAYLOAD_NOOP if len == 0 => Payload::Noop,
         PAYLOAD_NOOP => return Err(DecodeError::Invalid("no-op entry with data")),
         PAYLOAD_COMMAND => Payload::Command(r.bytes("entry data", len)?),
+        PAYLOAD_CONFIG => Payload::Config(decode_membership(r.bytes("entry data", len)?)?),
         value => {
             return Err(DecodeError::InvalidTag {
                 field: "entry kind",
@@ -187,13 +282,15 @@ pub fn decode_entry_body(input: &mut Bytes, index: u64) -> Result<Entry, DecodeE
 pub fn decode_request(mut input: Bytes) -> Result<Request, DecodeError> {
     let mut r = Reader(&mut input);
     let request = match r.u8("request kind")? {
-        KIND_VOTE => Request::Vote(VoteRequest {
+        KIND_VOTE => VoteRequest {
             term: r.term("term")?,
             candidate_id: r.u64("candidate id")?,
             last_log_index: r.index("last log index")?,
             last_log_term: r.term("last log term")?,
-            pre_vote: r.bool("pre-vote flag")?,
-        }),
+            pre_vote: false,
+            transfer: false,
+        }
+        .with_flags(r.u8("vote flags")?)?,
         KIND_APPEND => {
             let term = r.term("term")?;
             let leader_id = r.u64("leader id")?;
@@ -234,6 +331,8 @@ pub fn decode_request(mut input: Bytes) -> Result<Request, DecodeError> {
             let offset = r.u64("offset")?;
             let total_len = r.u64("total length")?;
             let done = r.bool("done flag")?;
+            let membership_len = r.u32("membership length")? as usize;
+            let membership = decode_membership(r.bytes("membership", membership_len)?)?;
             let len = r.u32("chunk length")? as usize;
             let data = r.bytes("chunk data", len)?;
             Request::InstallSnapshot(InstallSnapshotRequest {
@@ -243,10 +342,15 @@ pub fn decode_request(mut input: Bytes) -> Result<Request, DecodeError> {
                 last_included_term,
                 offset,
                 total_len,
+                membership,
                 data,
                 done,
             })
         }
+        KIND_TIMEOUT_NOW => Request::TimeoutNow(TimeoutNowRequest {
+            term: r.term("term")?,
+            leader_id: r.u64("leader id")?,
+        }),
         value => {
             return Err(DecodeError::InvalidTag {
                 field: "request kind",
@@ -279,6 +383,9 @@ pub fn decode_response(mut input: Bytes) -> Result<Response, DecodeError> {
             next_offset: r.u64("next offset")?,
             done: r.bool("done flag")?,
         }),
+        KIND_TIMEOUT_NOW => Response::TimeoutNow(TimeoutNowResponse {
+            term: r.term("term")?,
+        }),
         value => {
             return Err(DecodeError::InvalidTag {
                 field: "response kind",
@@ -290,6 +397,23 @@ pub fn decode_response(mut input: Bytes) -> Result<Response, DecodeError> {
         return Err(DecodeError::TrailingBytes(input.remaining()));
     }
     Ok(response)
+}
+
+impl VoteRequest {
+    /// Sets the flags a vote request's flag byte carries; other bits are an error.
+    fn with_flags(self, flags: u8) -> Result<Request, DecodeError> {
+        if flags & !(VOTE_PRE_VOTE | VOTE_TRANSFER) != 0 {
+            return Err(DecodeError::InvalidTag {
+                field: "vote flags",
+                value: flags,
+            });
+        }
+        Ok(Request::Vote(VoteRequest {
+            pre_vote: flags & VOTE_PRE_VOTE != 0,
+            transfer: flags & VOTE_TRANSFER != 0,
+            ..self
+        }))
+    }
 }
 
 /// Bounds-checked reads over a `Bytes` (the `Buf` getters panic when short).
@@ -350,6 +474,23 @@ impl Reader<'_> {
         self.need(field, len)?;
         Ok(self.0.split_to(len))
     }
+
+    /// A count and that many strictly increasing node ids.
+    fn ids(&mut self, field: &'static str) -> Result<BTreeSet<NodeId>, DecodeError> {
+        let count = self.u32(field)? as usize;
+        if count > self.0.remaining() / 8 {
+            return Err(DecodeError::Invalid("id count exceeds its size"));
+        }
+        let mut ids = BTreeSet::new();
+        for _ in 0..count {
+            let id = self.u64(field)?;
+            if ids.last().is_some_and(|&last| id <= last) {
+                return Err(DecodeError::Invalid("member ids out of order"));
+            }
+            ids.insert(id);
+        }
+        Ok(ids)
+    }
 }
 
 #[cfg(test)]
@@ -392,6 +533,7 @@ mod tests {
             last_log_index: 10,
             last_log_term: 2,
             pre_vote: true,
+            transfer: false,
         }));
         round_trip_request(sample_append());
         round_trip_request(Request::InstallSnapshot(InstallSnapshotRequest {
@@ -401,6 +543,7 @@ mod tests {
             last_included_term: 4,
             offset: 4096,
             total_len: 10_000,
+            membership: Membership::with_voters([1, 2, 3]),
             data: Bytes::from(vec![9u8; 1000]),
             done: false,
         }));
@@ -473,6 +616,7 @@ mod tests {
                 last_log_index,
                 last_log_term,
                 pre_vote: false,
+                transfer: false,
             })
         };
         let append = |edit: &dyn Fn(&mut AppendEntriesRequest)| {
@@ -490,6 +634,7 @@ mod tests {
                 last_included_term: 1,
                 offset: 0,
                 total_len: 1,
+                membership: Membership::with_voters([1]),
                 data: Bytes::from_static(b"x"),
                 done: true,
             })

@@ -46,6 +46,10 @@ pub struct Config {
     /// A leader steps down when it has not heard from a majority for an election timeout, and
     /// followers that hear from a leader ignore vote requests for the minimum election timeout.
     pub check_quorum: bool,
+    /// A learner is promoted to voter only when its log is within this many entries of the
+    /// leader's: a voter that lags far behind would leave the cluster less able to commit than
+    /// before the change, until it caught up.
+    pub max_promotion_lag: u64,
     /// Seed of the node's random choices (election timeouts); `None` draws one from the OS.
     /// The simulator sets it so that runs replay.
     pub rng_seed: Option<u64>,
@@ -71,6 +75,7 @@ impl Default for Config {
             apply_buffer_batches: 16,
             pre_vote: true,
             check_quorum: true,
+            max_promotion_lag: 1000,
             rng_seed: None,
         }
     }

@@ -28,6 +28,91 @@ pub enum ProposeError {
         /// The configured maximum.
         max: usize,
     },
+    /// The leader is handing leadership over (section 3.10) and takes no proposals meanwhile;
+    /// retry at the new leader, or here once the transfer is abandoned.
+    #[error("this node is handing leadership over to node {to}")]
+    TransferringLeadership {
+        /// The node taking over.
+        to: NodeId,
+    },
+    /// The node was shut down or stopped on a fatal error.
+    #[error("this node is shut down")]
+    Shutdown,
+}
+
+/// Why a membership change was refused or did not complete.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MembershipError {
+    /// Only the leader changes the membership; try the hinted node, if any.
+    #[error("this node is not the leader (leader hint: {leader_hint:?})")]
+    NotLeader {
+        /// The leader this node last heard from in its current term.
+        leader_hint: Option<NodeId>,
+    },
+    /// Another change has not finished (its configuration is joint or not yet committed).
+    #[error("another membership change is in progress ({0}); retry once it completes")]
+    ChangeInProgress(String),
+    /// A new leader must commit an entry of its own term before it changes the membership (the
+    /// fix for the single-server change bug reported on raft-dev in 2015); this takes one round
+    /// trip after an election.
+    #[error("the leader has not yet committed an entry of its term; retry shortly")]
+    NotReady,
+    /// The id names no member.
+    #[error("node {0} is not a member")]
+    UnknownMember(NodeId),
+    /// The id is already a member.
+    #[error("node {0} is already a member")]
+    AlreadyMember(NodeId),
+    /// The change would leave the cluster without voters.
+    #[error("the change would leave no voters")]
+    NoVoters,
+    /// The change is not one this API makes (see the message).
+    #[error("{0}")]
+    Invalid(String),
+    /// A learner may become a voter only once its log is within
+    /// `Config::max_promotion_lag` entries of the leader's.
+    #[error(
+        "node {id} is {lag} entries behind the leader (at most {max_lag} for a promotion); retry \
+         once it has caught up"
+    )]
+    NotCaughtUp {
+        /// The learner.
+        id: NodeId,
+        /// Entries it lacks of the leader's log.
+        lag: u64,
+        /// The most allowed.
+        max_lag: u64,
+    },
+    /// The leader is busy (too many uncommitted entries, or a leadership transfer).
+    #[error("the leader cannot take the change now: {0}")]
+    Busy(String),
+    /// This node stopped leading before the change committed: it may still complete under the
+    /// next leader, or be abandoned; read the membership to find out.
+    #[error("leadership was lost before the change committed; check the membership")]
+    LeadershipLost,
+    /// The node was shut down or stopped on a fatal error.
+    #[error("this node is shut down")]
+    Shutdown,
+}
+
+/// Why leadership could not be handed over.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransferError {
+    /// Only the leader hands leadership over; try the hinted node, if any.
+    #[error("this node is not the leader (leader hint: {leader_hint:?})")]
+    NotLeader {
+        /// The leader this node last heard from in its current term.
+        leader_hint: Option<NodeId>,
+    },
+    /// The target is not a voter of the configuration (or is this node itself).
+    #[error("node {0} cannot take over: it is not another voting member")]
+    InvalidTarget(NodeId),
+    /// No other voter to hand over to.
+    #[error("there is no other voter to hand leadership to")]
+    NoTarget,
+    /// The target did not win an election within an election timeout; this node leads on.
+    #[error("node {0} did not take over within an election timeout; the leader resumed")]
+    Abandoned(NodeId),
     /// The node was shut down or stopped on a fatal error.
     #[error("this node is shut down")]
     Shutdown,

@@ -75,14 +75,21 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub use config::Config;
-pub use error::{ProposeError, RaftError, ReadIndexError, StorageError, TransportError};
+pub use error::{
+    MembershipError, ProposeError, RaftError, ReadIndexError, StorageError, TransferError,
+    TransportError,
+};
 pub use message::{Request, Response};
 pub use raft::{
-    Applied, ApplyStream, FollowerStatus, Leadership, Proposed, Raft, Role, Status, WeakRaft,
+    Applied, ApplyStream, FollowerStatus, Leadership, MembershipStatus, Proposed, Raft, Role,
+    Status, WeakRaft,
 };
 pub use storage::{MemStorage, Recovered, Storage, WriteBatch};
 pub use transport::{LocalNetwork, Transport};
-pub use types::{Entry, HardState, NodeId, Payload, Snapshot, SnapshotMeta};
+pub use types::{
+    Entry, HardState, InvalidMembership, MemberRole, Membership, NodeId, Payload, Snapshot,
+    SnapshotMeta,
+};
 pub use watermark::Watermark;
 
 /// A boxed, sendable future, as the storage and transport traits return.

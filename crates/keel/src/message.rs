@@ -1,11 +1,12 @@
-//! The RPCs of Figure 2 (plus the pre-vote of the Raft thesis, section 9.6) as plain values.
+//! The RPCs of Figure 2 as plain values, plus the pre-vote of the Raft thesis (section 9.6) and
+//! the TimeoutNow of its leadership transfer (section 3.10).
 //!
 //! A [`crate::Transport`] carries a [`Request`] to a peer and brings back its [`Response`];
 //! [`crate::codec`] turns both into bytes.
 
 use bytes::Bytes;
 
-use crate::types::{Entry, NodeId};
+use crate::types::{Entry, Membership, NodeId};
 
 /// RequestVote arguments.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,6 +21,9 @@ pub struct VoteRequest {
     pub last_log_term: u64,
     /// A pre-vote asks "would you vote for me?" without changing anyone's term or vote.
     pub pre_vote: bool,
+    /// The candidate campaigns because its leader handed leadership to it (TimeoutNow): voters
+    /// that still hear from that leader vote anyway (their leader lease does not apply).
+    pub transfer: bool,
 }
 
 /// RequestVote results.
@@ -77,6 +81,8 @@ pub struct InstallSnapshotRequest {
     pub offset: u64,
     /// Size of the whole snapshot data, so the follower can refuse one it cannot hold.
     pub total_len: u64,
+    /// The configuration in force at `last_included_index` (every chunk carries it).
+    pub membership: Membership,
     /// Raw bytes of the chunk, starting at `offset`.
     pub data: Bytes,
     /// True if this is the last chunk.
@@ -95,6 +101,23 @@ pub struct InstallSnapshotResponse {
     pub done: bool,
 }
 
+/// TimeoutNow arguments: the leader hands leadership over to a follower it brought up to date,
+/// which starts an election at once (Raft thesis, section 3.10).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimeoutNowRequest {
+    /// Leader's term.
+    pub term: u64,
+    /// The leader handing over.
+    pub leader_id: NodeId,
+}
+
+/// TimeoutNow results.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimeoutNowResponse {
+    /// The responder's current term (after it started its election, the new term).
+    pub term: u64,
+}
+
 /// Any RPC a node sends to a peer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
@@ -104,6 +127,8 @@ pub enum Request {
     AppendEntries(AppendEntriesRequest),
     /// One chunk of InstallSnapshot.
     InstallSnapshot(InstallSnapshotRequest),
+    /// TimeoutNow (leadership transfer).
+    TimeoutNow(TimeoutNowRequest),
 }
 
 /// The reply to a [`Request`] of the same kind.
@@ -115,6 +140,8 @@ pub enum Response {
     AppendEntries(AppendEntriesResponse),
     /// Reply to [`Request::InstallSnapshot`].
     InstallSnapshot(InstallSnapshotResponse),
+    /// Reply to [`Request::TimeoutNow`].
+    TimeoutNow(TimeoutNowResponse),
 }
 
 impl Request {
@@ -124,6 +151,7 @@ impl Request {
             Request::Vote(r) => r.term,
             Request::AppendEntries(r) => r.term,
             Request::InstallSnapshot(r) => r.term,
+            Request::TimeoutNow(r) => r.term,
         }
     }
 
@@ -134,6 +162,7 @@ impl Request {
             Request::Vote(_) => "request_vote",
             Request::AppendEntries(_) => "append_entries",
             Request::InstallSnapshot(_) => "install_snapshot",
+            Request::TimeoutNow(_) => "timeout_now",
         }
     }
 }

@@ -3,12 +3,15 @@
 
 #![allow(dead_code)] // each test file uses its own subset
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
 use keel::storage::MemImage;
-use keel::{Entry, HardState, Payload, Recovered, Snapshot, SnapshotMeta, Storage, WriteBatch};
+use keel::{
+    Entry, HardState, Membership, Payload, Recovered, Snapshot, SnapshotMeta, Storage, WriteBatch,
+};
 use keel_disk::{DiskError, DiskOptions, DiskStorage};
 
 /// How long any single wait on a real disk may take before the test fails.
@@ -79,6 +82,16 @@ pub fn snapshot(index: u64, term: u64, data: &str) -> Snapshot {
             last_included_index: index,
             last_included_term: term,
         },
+        // A configuration that differs from snapshot to snapshot, so that a test comparing
+        // what it wrote with what it recovered checks the configuration too.
+        membership: Some(
+            Membership::new(
+                [1, 2, 3],
+                [index % 7 + 4],
+                BTreeMap::from([(2, Bytes::from(format!("node 2 at {index}")))]),
+            )
+            .expect("a valid configuration"),
+        ),
         data: Bytes::from(data.to_owned()),
     }
 }

@@ -187,6 +187,7 @@ pub fn vote(term: u64) -> Request {
         last_log_index: 0,
         last_log_term: 0,
         pre_vote: true,
+        transfer: false,
     })
 }
 

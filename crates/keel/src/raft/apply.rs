@@ -80,8 +80,10 @@ pub(super) async fn run_applier(shared: Arc<Shared>, sender: mpsc::Sender<Vec<Ap
             if s.log.snapshot_index() > s.last_applied {
                 // The log moved past what the service has: it must load the snapshot first.
                 s.last_applied = s.log.snapshot_index();
+                let meta = s.log.snapshot_meta();
                 let snapshot = Snapshot {
-                    meta: s.log.snapshot_meta(),
+                    meta,
+                    membership: Some(s.configs.at(meta.last_included_index).clone()),
                     data: s.snapshot_data.clone(),
                 };
                 Some(vec![Applied::Snapshot(snapshot)])

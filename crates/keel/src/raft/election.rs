@@ -9,10 +9,10 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use super::Shared;
-use super::progress::Progress;
 use super::quorum::{self, VoteResult};
 use super::replication::{self, Trigger};
 use super::state::{Inbound, Outgoing, Role, State, TermCheck};
+use super::{membership, transfer};
 use crate::config::Config;
 use crate::error::RaftError;
 use crate::message::{Request, Response, VoteRequest, VoteResponse};
@@ -41,9 +41,11 @@ pub(crate) fn tick(s: &mut State, config: &Config, now: Instant) {
             if config.check_quorum {
                 check_quorum(s, config, now);
             }
+            transfer::tick(s, config, now);
         }
         Role::Follower | Role::PreCandidate | Role::Candidate => {
-            if s.election_due(now) {
+            // Learners, removed members and nodes waiting to join never campaign.
+            if s.election_due(now) && s.configs.current().is_voter(s.id) {
                 campaign(s, config, now);
             }
         }
@@ -53,7 +55,7 @@ pub(crate) fn tick(s: &mut State, config: &Config, now: Instant) {
 /// Starts a pre-vote round, or an election when pre-vote is off.
 pub(crate) fn campaign(s: &mut State, config: &Config, now: Instant) {
     if !config.pre_vote {
-        start_election(s, config, now);
+        start_election(s, config, now, false);
         return;
     }
     s.reset_election_timer(config, now);
@@ -62,7 +64,7 @@ pub(crate) fn campaign(s: &mut State, config: &Config, now: Instant) {
     start_round(s);
     tracing::debug!(node = s.id, term = s.current_term + 1, "starting pre-vote");
     if won(s) {
-        start_election(s, config, now);
+        start_election(s, config, now, false);
         return;
     }
     let request = VoteRequest {
@@ -71,13 +73,15 @@ pub(crate) fn campaign(s: &mut State, config: &Config, now: Instant) {
         last_log_index: s.log.last_index(),
         last_log_term: s.log.last_term(),
         pre_vote: true,
+        transfer: false,
     };
     send_votes(s, request);
 }
 
 /// Figure 2: "On conversion to candidate: increment currentTerm, vote for self, reset election
-/// timer, send RequestVote RPCs to all other servers."
-pub(crate) fn start_election(s: &mut State, config: &Config, now: Instant) {
+/// timer, send RequestVote RPCs to all other servers." `transfer`: the leader handed leadership
+/// to this node (TimeoutNow), which the vote requests tell the voters.
+pub(crate) fn start_election(s: &mut State, config: &Config, now: Instant, transfer: bool) {
     let term = s.current_term + 1;
     let id = s.id;
     s.set_hard_state(term, Some(id));
@@ -96,6 +100,7 @@ pub(crate) fn start_election(s: &mut State, config: &Config, now: Instant) {
         last_log_index: s.log.last_index(),
         last_log_term: s.log.last_term(),
         pre_vote: false,
+        transfer,
     };
     send_votes(s, request);
 }
@@ -107,10 +112,15 @@ fn start_round(s: &mut State) {
     s.votes.insert(s.id, true);
 }
 
-/// Asks every other voter, each from a task of its own (a real vote only once this node's own
-/// vote is durable: see `Outgoing::Votes`).
+/// Asks every other voter (of both halves of a joint configuration), each from a task of its
+/// own (a real vote only once this node's own vote is durable: see `Outgoing::Votes`).
 fn send_votes(s: &mut State, request: VoteRequest) {
-    let peers: Vec<NodeId> = s.voters.iter().copied().filter(|&v| v != s.id).collect();
+    let current = s.configs.current();
+    let peers: Vec<NodeId> = current
+        .members()
+        .into_iter()
+        .filter(|&v| v != s.id && current.is_voter(v))
+        .collect();
     let campaign = s.campaign;
     s.outbox.push(Outgoing::Votes {
         peers,
@@ -119,9 +129,11 @@ fn send_votes(s: &mut State, request: VoteRequest) {
     });
 }
 
-/// Whether the votes granted so far win the (pre-)election.
+/// Whether the votes granted so far win the (pre-)election: a majority of the voters of the
+/// configuration in force (of each half, when it is joint).
 fn won(s: &State) -> bool {
-    quorum::vote_result([&s.voters], |id| s.votes.get(&id).copied()) == VoteResult::Won
+    let voters = s.configs.current().voter_sets();
+    quorum::vote_result(voters, |id| s.votes.get(&id).copied()) == VoteResult::Won
 }
 
 /// Sends one RequestVote (or pre-vote) and counts its reply.
@@ -186,7 +198,7 @@ pub(crate) fn on_vote_reply(
     s.votes.insert(peer, response.vote_granted);
     if won(s) {
         if request.pre_vote {
-            start_election(s, config, now);
+            start_election(s, config, now, request.transfer);
         } else {
             become_leader(s, config, now);
         }
@@ -201,12 +213,8 @@ pub(crate) fn become_leader(s: &mut State, config: &Config, now: Instant) {
     s.leader_id = Some(s.id);
     s.leader_since = now;
     let id = s.id;
-    s.progress = s
-        .voters
-        .iter()
-        .filter(|&&peer| peer != id)
-        .map(|&peer| (peer, Progress::new(next_index, now)))
-        .collect();
+    s.progress.clear();
+    membership::sync_progress(s, now);
     let term = s.current_term;
     s.term_start_index = next_index;
     s.read_round_confirmed = s.read_round_sent;
@@ -233,7 +241,7 @@ fn check_quorum(s: &mut State, config: &Config, now: Instant) {
                 .is_some_and(|p| now.duration_since(p.last_ack()) < window);
         Some(recent)
     };
-    if quorum::vote_result([&s.voters], heard) != VoteResult::Won {
+    if quorum::vote_result(s.configs.current().voter_sets(), heard) != VoteResult::Won {
         tracing::warn!(
             node = s.id,
             term = s.current_term,
@@ -273,7 +281,9 @@ pub(crate) fn on_vote_request(
     let kind = if request.pre_vote {
         Inbound::PreVote
     } else {
-        Inbound::Vote { transfer: false }
+        Inbound::Vote {
+            transfer: request.transfer,
+        }
     };
     let up_to_date = s.log_up_to_date(request.last_log_index, request.last_log_term);
     let refuse = |s: &State| VoteResponse {

@@ -18,10 +18,25 @@
 //!
 //! Proposals and replies start replication directly (they do not wait for a heartbeat tick), so
 //! everything proposed while an AppendEntries is in flight goes out together in the next one.
+//!
+//! # Where each rule lives
+//!
+//! | rule | file |
+//! | --- | --- |
+//! | terms of every request and reply (stale, current, newer; pre-vote, leader lease) | `state.rs` (`State::check_term`) |
+//! | elections, pre-vote, check-quorum | `election.rs` |
+//! | AppendEntries, commitment, ReadIndex | `replication.rs` |
+//! | a follower's `next_index` / `match_index` and flow control | `progress.rs` |
+//! | majorities and joint quorums | `quorum.rs` |
+//! | configurations, joint consensus, learners | `membership.rs` |
+//! | leadership transfer (TimeoutNow) | `transfer.rs` |
+//! | snapshots and InstallSnapshot | `snapshot.rs` |
+//! | each rule of Figure 2, tested on the state alone | `rules.rs` |
 
 mod apply;
 mod election;
 mod log;
+mod membership;
 mod persist;
 mod progress;
 mod quorum;
@@ -30,8 +45,9 @@ mod replication;
 mod rules;
 mod snapshot;
 mod state;
+mod transfer;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
@@ -49,11 +65,14 @@ pub use apply::{Applied, ApplyStream};
 pub use state::Role;
 
 use crate::config::Config;
-use crate::error::{ProposeError, RaftError, ReadIndexError, StorageError};
+use crate::error::{
+    MembershipError, ProposeError, RaftError, ReadIndexError, StorageError, TransferError,
+};
 use crate::message::{Request, Response};
 use crate::storage::Storage;
 use crate::transport::Transport;
-use crate::types::{Entry, NodeId, Payload};
+use crate::types::{Entry, Membership, NodeId, Payload};
+use membership::Change;
 use state::{Outgoing, State, Submitted};
 
 /// Handle to a running Raft node. Cloning is cheap; all clones drive the same node.
@@ -109,10 +128,29 @@ pub struct Status {
     pub snapshot_index: u64,
     /// Encoded bytes of the log entries after the snapshot.
     pub log_bytes: u64,
-    /// On a leader: each follower's replication progress.
+    /// On a leader: each follower's replication progress (learners', and members' being
+    /// removed, included).
     pub followers: Vec<FollowerStatus>,
+    /// The configuration in force (the latest in the log), where it is, and whether it is
+    /// committed.
+    pub membership: MembershipStatus,
+    /// On a leader handing leadership over: the node taking over.
+    pub transfer_to: Option<NodeId>,
     /// The error that stopped the node, if one did.
     pub fatal_error: Option<String>,
+}
+
+/// The configuration a node is under, as published to [`Raft::membership`] subscribers on
+/// every change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MembershipStatus {
+    /// The configuration in force: the latest in the node's log (see the `raft::membership`
+    /// docs: a configuration takes effect when appended).
+    pub membership: Membership,
+    /// Its log index; 0 for the configuration the node was started with.
+    pub index: u64,
+    /// Whether it is known committed.
+    pub committed: bool,
 }
 
 /// The leader's view of one follower.
@@ -140,6 +178,8 @@ pub struct Leadership {
 }
 
 pub(crate) struct Shared {
+    /// Published on every change of the configuration in force or of its commitment.
+    pub membership: watch::Sender<MembershipStatus>,
     /// This struct's own `Arc`, for tasks spawned where only `&Shared` is at hand.
     me: std::sync::Weak<Shared>,
     pub id: NodeId,
@@ -212,13 +252,20 @@ impl StateGuard<'_> {
             }
             return;
         }
-        match s.submit_staged(&*shared.storage) {
-            Submitted::Nothing | Submitted::Pending => {}
-            Submitted::WakeWatcher => self.wake_persist = true,
-            Submitted::Durable => {
-                // Our own durable entries can only move the commit index if they passed it.
-                if s.role == Role::Leader && s.persisted_index > s.commit_index {
-                    replication::advance_commit(s);
+        // Twice at most: a commit made possible by the first write may append an entry of its
+        // own (leaving a joint configuration), which the second submits.
+        for _ in 0..2 {
+            match s.submit_staged(&*shared.storage) {
+                Submitted::Nothing | Submitted::Pending => return,
+                Submitted::WakeWatcher => {
+                    self.wake_persist = true;
+                    return;
+                }
+                Submitted::Durable => {
+                    // Our own durable entries can only move the commit index if they passed it.
+                    if s.role == Role::Leader && s.persisted_index > s.commit_index {
+                        replication::advance_commit(s, &shared.config, Instant::now());
+                    }
                 }
             }
         }
@@ -228,7 +275,9 @@ impl StateGuard<'_> {
 impl Drop for StateGuard<'_> {
     fn drop(&mut self) {
         self.flush();
+        let shared = self.shared;
         let s: &mut State = self;
+        let members_changed = publish_membership(&shared.membership, s);
         let now = Leadership {
             term: s.current_term,
             leader_id: s.leader_id,
@@ -243,6 +292,10 @@ impl Drop for StateGuard<'_> {
             self.shared.leadership.send_replace(now);
         }
         drop(self.guard.take());
+        if let Some(membership) = members_changed {
+            // Before any RPC of this critical section goes out: it may be to a new member.
+            self.shared.transport.members_changed(&membership);
+        }
         if wake_applier {
             self.shared.apply_wake.notify_one();
         }
@@ -257,6 +310,29 @@ impl Drop for StateGuard<'_> {
             }
         }
     }
+}
+
+/// Publishes the configuration in force if it, or whether it is committed, changed; returns it
+/// if it changed (for the transport to follow).
+fn publish_membership(
+    sender: &watch::Sender<MembershipStatus>,
+    s: &mut State,
+) -> Option<Membership> {
+    let generation = s.configs.generation();
+    let index = s.configs.current_index();
+    let committed = index <= s.commit_index;
+    if s.published_membership == (generation, committed) {
+        return None;
+    }
+    let changed = s.published_membership.0 != generation;
+    s.published_membership = (generation, committed);
+    let membership = s.configs.current().clone();
+    sender.send_replace(MembershipStatus {
+        membership: membership.clone(),
+        index,
+        committed,
+    });
+    changed.then_some(membership)
 }
 
 impl Shared {
@@ -329,10 +405,15 @@ impl Shared {
                 peer,
                 term,
                 meta,
+                membership,
                 data,
             } => {
-                let task = snapshot::send_snapshot(self.clone(), peer, term, meta, data);
+                let task =
+                    snapshot::send_snapshot(self.clone(), peer, term, meta, membership, data);
                 self.spawn(task);
+            }
+            Outgoing::TimeoutNow { peer, request } => {
+                self.spawn(transfer::send_timeout_now(self.clone(), peer, request));
             }
         }
     }
@@ -389,8 +470,12 @@ impl Raft {
     /// its tasks on the current tokio runtime and returns at once with a handle and the stream of
     /// committed entries.
     ///
-    /// `members` lists every voting member, this node included. Must be called within a tokio
-    /// runtime.
+    /// `members` lists the voters a new cluster starts with, this node included; give every
+    /// member the same list. Once storage holds a configuration of its own (from a membership
+    /// change, or a snapshot), that configuration is the one in force and `members` is ignored.
+    /// A node that is to join a running cluster starts with no members: it never campaigns, and
+    /// waits for the leader to add it ([`Raft::add_learner`]) and send it the log. Must be called
+    /// within a tokio runtime.
     pub fn new(
         id: NodeId,
         members: Vec<NodeId>,
@@ -400,25 +485,40 @@ impl Raft {
     ) -> Result<(Raft, ApplyStream), RaftError> {
         config.validate()?;
         let voters: BTreeSet<NodeId> = members.into_iter().collect();
-        if !voters.contains(&id) {
-            return Err(RaftError::Config(format!(
-                "node {id} is not among the members {voters:?}"
-            )));
-        }
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             RaftError::Config("Raft::new must be called within a tokio runtime".into())
         })?;
         let recovered = storage.recover()?;
+        let stored_membership = recovered
+            .snapshot
+            .as_ref()
+            .is_some_and(|s| s.membership.is_some())
+            || recovered
+                .entries
+                .iter()
+                .any(|e| matches!(e.payload, Payload::Config(_)));
+        if !stored_membership && !voters.is_empty() && !voters.contains(&id) {
+            return Err(RaftError::Config(format!(
+                "node {id} is not among the members {voters:?}"
+            )));
+        }
         let seed = config.rng_seed.unwrap_or_else(rand::random);
-        let state = State::new(id, voters, &config, recovered, seed, Instant::now());
+        let bootstrap = Membership::with_voters(voters);
+        let state = State::new(id, bootstrap, &config, recovered, seed, Instant::now());
         let (leadership, _) = watch::channel(Leadership {
             term: state.current_term,
             leader_id: None,
             role: Role::Follower,
         });
+        let (membership, _) = watch::channel(MembershipStatus {
+            membership: state.configs.current().clone(),
+            index: state.configs.current_index(),
+            committed: state.configs.current_index() <= state.commit_index,
+        });
         let (apply_tx, apply_stream) = apply::channel(config.apply_buffer_batches);
         let shared = Arc::new_cyclic(|me| Shared {
             me: me.clone(),
+            membership,
             id,
             config,
             state: Mutex::new(state),
@@ -432,6 +532,8 @@ impl Raft {
             tasks: TaskTracker::new(),
             runtime,
         });
+        // Tell the transport who the members are (the first critical section publishes them).
+        drop(shared.lock());
         shared.spawn(election::run_election_timer(shared.clone()));
         shared.spawn(replication::run_heartbeats(shared.clone()));
         shared.spawn(apply::run_applier(shared.clone(), apply_tx));
@@ -481,6 +583,142 @@ impl Raft {
         receiver.await.unwrap_or(Err(ReadIndexError::Shutdown))
     }
 
+    /// Adds `id` as a learner: it receives the log and snapshots but does not vote, so the
+    /// cluster's quorums are unchanged while it catches up. `info` is what the service attaches
+    /// to the member in the configuration (keel's server puts its addresses there; every member
+    /// learns it with the configuration). Completes once the configuration is committed.
+    ///
+    /// Membership changes are made on the leader, one at a time; see the `raft::membership`
+    /// module docs for the rules, and [`MembershipError`] for every refusal.
+    pub async fn add_learner(
+        &self,
+        id: NodeId,
+        info: Bytes,
+    ) -> Result<Membership, MembershipError> {
+        self.change(Change::AddLearner { id, info }).await
+    }
+
+    /// Makes learner `id` a voter, through a joint configuration. Refused with
+    /// [`MembershipError::NotCaughtUp`] while its log lags more than
+    /// [`Config::max_promotion_lag`] entries behind the leader's. Completes once the final
+    /// configuration is committed.
+    pub async fn promote(&self, id: NodeId) -> Result<Membership, MembershipError> {
+        self.change(Change::Promote(id)).await
+    }
+
+    /// Removes member `id` (a voter through a joint configuration). Removing the leader itself
+    /// works: it leads until the change commits, then hands leadership over and steps down.
+    pub async fn remove(&self, id: NodeId) -> Result<Membership, MembershipError> {
+        self.change(Change::Remove(id)).await
+    }
+
+    /// Changes the configuration to `voters` and `learners` in one change (through a joint
+    /// configuration if the voters change). New voters must be learners that have caught up;
+    /// `info` attaches (or replaces) what the service keeps for members. Completes once the final
+    /// configuration is committed.
+    pub async fn change_membership(
+        &self,
+        voters: BTreeSet<NodeId>,
+        learners: BTreeSet<NodeId>,
+        info: BTreeMap<NodeId, Bytes>,
+    ) -> Result<Membership, MembershipError> {
+        self.change(Change::Set {
+            voters,
+            learners,
+            info,
+        })
+        .await
+    }
+
+    /// Proposes a change, then waits until the configuration it leads to is committed and not
+    /// joint, or this node stops leading.
+    async fn change(&self, change: Change) -> Result<Membership, MembershipError> {
+        let mut membership = self.shared.membership.subscribe();
+        let mut leadership = self.shared.leadership.subscribe();
+        let (index, term) = {
+            let mut s = self.shared.lock();
+            let index =
+                membership::propose_change(&mut s, &self.shared.config, Instant::now(), change)?;
+            (index, s.current_term)
+        };
+        loop {
+            {
+                let now = membership.borrow_and_update();
+                if now.committed && !now.membership.is_joint() && now.index >= index {
+                    return Ok(now.membership.clone());
+                }
+            }
+            {
+                let l = leadership.borrow_and_update();
+                // A leader never loses its own entries: while it leads in the same term, the
+                // configurations after `index` are the change's own.
+                if l.role != Role::Leader || l.term != term {
+                    return Err(if self.is_running() {
+                        MembershipError::LeadershipLost
+                    } else {
+                        MembershipError::Shutdown
+                    });
+                }
+            }
+            tokio::select! {
+                changed = membership.changed() => if changed.is_err() { return Err(MembershipError::Shutdown) },
+                changed = leadership.changed() => if changed.is_err() { return Err(MembershipError::Shutdown) },
+            }
+        }
+    }
+
+    /// Hands leadership to voter `to`, or with `None` to the most up-to-date other voter (Raft
+    /// thesis, section 3.10): this leader stops taking proposals, brings the target up to date
+    /// and tells it to campaign at once. Completes when this node is no longer the leader, with
+    /// the new leader if it is known by then; fails with [`TransferError::Abandoned`] if the
+    /// target has not taken over within an election timeout, after which this node leads on.
+    ///
+    /// A service that stops a leader (for maintenance, a rolling restart) calls this first, so
+    /// that the cluster does not wait an election timeout for a new leader.
+    pub async fn transfer_leadership(
+        &self,
+        to: Option<NodeId>,
+    ) -> Result<Option<NodeId>, TransferError> {
+        let mut leadership = self.shared.leadership.subscribe();
+        let target = {
+            let mut s = self.shared.lock();
+            transfer::start(&mut s, &self.shared.config, Instant::now(), to, false)?
+        };
+        // The transfer is abandoned an election timeout after it started: wait a little longer.
+        let deadline = Instant::now() + self.shared.config.election_timeout_max * 2;
+        loop {
+            {
+                let l = leadership.borrow_and_update();
+                if l.role != Role::Leader {
+                    return Ok(l.leader_id);
+                }
+            }
+            {
+                let s = self.shared.lock();
+                if s.shutdown {
+                    return Err(TransferError::Shutdown);
+                }
+                if s.transfer.is_none() {
+                    return Err(TransferError::Abandoned(target));
+                }
+            }
+            let step = tokio::time::sleep(self.shared.config.tick * 5);
+            tokio::select! {
+                changed = leadership.changed() => if changed.is_err() { return Err(TransferError::Shutdown) },
+                _ = step => {}
+            }
+            if Instant::now() >= deadline {
+                return Err(TransferError::Abandoned(target));
+            }
+        }
+    }
+
+    /// Subscribes to the configuration in force: it changes when a configuration entry is
+    /// appended (or truncated, or arrives in a snapshot), and when it commits.
+    pub fn membership(&self) -> watch::Receiver<MembershipStatus> {
+        self.shared.membership.subscribe()
+    }
+
     /// Tells Raft that the service has a snapshot covering everything through `index` (which it
     /// has applied). Raft stores it durably and discards the log through `index`. An index at or
     /// below the current snapshot is ignored.
@@ -515,6 +753,12 @@ impl Raft {
                     last_contact_ms: now.duration_since(p.last_ack()).as_millis() as u64,
                 })
                 .collect(),
+            membership: MembershipStatus {
+                membership: s.configs.current().clone(),
+                index: s.configs.current_index(),
+                committed: s.configs.current_index() <= s.commit_index,
+            },
+            transfer_to: s.transfer.as_ref().map(|t| t.target),
             fatal_error: s.fatal.clone(),
         }
     }
@@ -578,7 +822,25 @@ impl Raft {
             Request::InstallSnapshot(r) => {
                 Response::InstallSnapshot(self.install_snapshot(r).await?)
             }
+            Request::TimeoutNow(r) => Response::TimeoutNow(self.timeout_now(r).await?),
         })
+    }
+
+    /// TimeoutNow handler (leadership transfer): the leader asks this node to campaign now.
+    pub async fn timeout_now(
+        &self,
+        request: crate::message::TimeoutNowRequest,
+    ) -> Result<crate::message::TimeoutNowResponse, RaftError> {
+        let (response, seq) = {
+            let mut s = self.shared.lock();
+            if s.shutdown {
+                return Err(RaftError::Shutdown);
+            }
+            let response =
+                transfer::on_timeout_now(&mut s, &self.shared.config, Instant::now(), &request);
+            (response, s.sync_point())
+        };
+        reply_when_durable(&self.shared, seq, response).await
     }
 
     /// RequestVote (and pre-vote) handler.

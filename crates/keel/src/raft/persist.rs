@@ -30,7 +30,7 @@ pub(super) async fn run_persist_watcher(shared: Arc<Shared>) {
         let mut s = shared.lock();
         s.writes_durable(seq);
         if s.role == Role::Leader {
-            advance_commit(&mut s);
+            advance_commit(&mut s, &shared.config, tokio::time::Instant::now());
         }
     }
 }

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::progress::ReplicationMode;
 use super::state::{Inbound, Outgoing, PendingRead, Role, State, TermCheck};
-use super::{Proposed, Shared, quorum, snapshot};
+use super::{Proposed, Shared, membership, quorum, snapshot, transfer};
 use crate::config::Config;
 use crate::error::{ProposeError, RaftError, ReadIndexError};
 use crate::message::{AppendEntriesRequest, AppendEntriesResponse, Request, Response};
@@ -49,10 +49,25 @@ pub(super) enum Trigger {
 }
 
 /// Figure 2 "Leaders": "If command received from client: append entry to local log", then send
-/// it to every follower whose window has room. The leader's own copy is written later, together
-/// with other proposals' (Raft thesis 10.2.1: the leader may write its log in parallel with
-/// sending it).
+/// it to every follower whose window has room. Refused while leadership is being handed over.
 pub(crate) fn propose(
+    s: &mut State,
+    config: &Config,
+    payload: Payload,
+) -> Result<Proposed, ProposeError> {
+    if let Some(t) = &s.transfer
+        && s.role == Role::Leader
+        && !s.shutdown
+    {
+        return Err(ProposeError::TransferringLeadership { to: t.target });
+    }
+    append_entry(s, config, payload)
+}
+
+/// Appends an entry on the leader and sends it to every follower whose window has room. The
+/// leader's own copy is written later, together with other proposals' (Raft thesis 10.2.1: the
+/// leader may write its log in parallel with sending it).
+pub(crate) fn append_entry(
     s: &mut State,
     config: &Config,
     payload: Payload,
@@ -267,17 +282,22 @@ pub(crate) fn on_append_reply(
         p.rejected(sent.prev_log_index, hint);
     }
     if matched {
-        advance_commit(s);
+        advance_commit(s, config, now);
+        if s.transfer.is_some() {
+            transfer::maybe_send_timeout_now(s);
+        }
     }
     confirm_reads(s, config);
     replicate(s, config, peer, Trigger::Due);
 }
 
 /// Figure 2: "If there exists an N such that N > commitIndex, a majority of matchIndex[i] >= N,
-/// and log[N].term == currentTerm: set commitIndex = N." The leader's own entry counts only once
-/// durable; the term check is the Figure 8 rule (never commit an old term's entry by counting).
-pub(crate) fn advance_commit(s: &mut State) {
-    let n = quorum::committed_index([&s.voters], |id| {
+/// and log[N].term == currentTerm: set commitIndex = N." The majority is of the voters of the
+/// configuration in force (of each half, when joint), the leader among them only if it votes,
+/// and its own entry counts only once durable; the term check is the Figure 8 rule (never
+/// commit an old term's entry by counting).
+pub(crate) fn advance_commit(s: &mut State, config: &Config, now: Instant) {
+    let n = quorum::committed_index(s.configs.current().voter_sets(), |id| {
         if id == s.id {
             s.persisted_index
         } else {
@@ -287,6 +307,7 @@ pub(crate) fn advance_commit(s: &mut State) {
     if n > s.commit_index && s.log.term_at(n) == Some(s.current_term) {
         s.commit_index = n;
         s.wake_applier = true;
+        membership::on_commit(s, config, now);
     }
 }
 
@@ -431,7 +452,8 @@ pub(crate) fn start_read(
     // which shows that every entry committed before this leader's term is applied too.
     let index = s.commit_index.max(s.term_start_index);
     let (reply, receiver) = oneshot::channel();
-    if s.voters.len() == 1 {
+    let current = s.configs.current();
+    if !current.is_joint() && current.voters().len() == 1 && current.voters().contains(&s.id) {
         let _ = reply.send(Ok(index));
         return Ok(receiver);
     }
@@ -459,7 +481,7 @@ pub(crate) fn confirm_reads(s: &mut State, config: &Config) {
     if s.pending_reads.is_empty() {
         return;
     }
-    let confirmed = quorum::committed_index([&s.voters], |id| {
+    let confirmed = quorum::committed_index(s.configs.current().voter_sets(), |id| {
         if id == s.id {
             s.read_round_sent
         } else {

@@ -4,7 +4,6 @@
 //! state, and the RPCs left in its outbox). The scenario suites in keel-sim check the same rules
 //! as a cluster runs; these pin each one to the line of code that implements it.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,7 +20,7 @@ use crate::message::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest, VoteResponse,
 };
 use crate::storage::Recovered;
-use crate::types::{Entry, HardState, NodeId, Payload};
+use crate::types::{Entry, HardState, Membership, NodeId, Payload};
 
 fn config() -> Config {
     Config::fast_elections()
@@ -49,14 +48,14 @@ fn node(id: NodeId, voters: &[NodeId], term: u64, log_terms: &[u64]) -> State {
             .map(|(i, &t)| entry(i as u64 + 1, t))
             .collect(),
     };
-    let voters: BTreeSet<NodeId> = voters.iter().copied().collect();
+    let voters = Membership::with_voters(voters.iter().copied());
     State::new(id, voters, &config(), recovered, 7, Instant::now())
 }
 
 /// Node 1 of {1, 2, 3}, elected leader in `term` with a log of `log_terms` (its no-op follows).
 fn leader(term: u64, log_terms: &[u64]) -> State {
     let mut s = node(1, &[1, 2, 3], term - 1, log_terms);
-    start_election(&mut s, &config(), Instant::now());
+    start_election(&mut s, &config(), Instant::now(), false);
     assert_eq!(s.current_term, term);
     for peer in [2, 3] {
         let campaign = s.campaign;
@@ -83,6 +82,7 @@ fn vote_request_of(s: &State) -> VoteRequest {
         last_log_index: s.log.last_index(),
         last_log_term: s.log.last_term(),
         pre_vote: false,
+        transfer: false,
     }
 }
 
@@ -262,6 +262,7 @@ fn hearing_from_the_leader_or_granting_a_vote_restarts_the_election_timeout() {
         last_log_index: 1,
         last_log_term: 1,
         pre_vote: false,
+        transfer: false,
     };
     assert!(on_vote_request(&mut s, &c, t1, &request).vote_granted);
     tick(&mut s, &c, t1 + c.election_timeout_min / 2);
@@ -275,7 +276,7 @@ fn hearing_from_the_leader_or_granting_a_vote_restarts_the_election_timeout() {
 fn a_candidate_moves_to_the_next_term_votes_for_itself_and_asks_everyone() {
     let mut s = node(1, &[1, 2, 3], 4, &[1, 4]);
     let now = Instant::now();
-    start_election(&mut s, &config(), now);
+    start_election(&mut s, &config(), now, false);
     assert_eq!(
         (s.role, s.current_term, s.voted_for),
         (Role::Candidate, 5, Some(1))
@@ -301,7 +302,7 @@ fn a_candidate_moves_to_the_next_term_votes_for_itself_and_asks_everyone() {
 #[test]
 fn votes_from_a_majority_make_a_leader_and_refusals_do_not() {
     let mut s = node(1, &[1, 2, 3, 4, 5], 1, &[1]);
-    start_election(&mut s, &config(), Instant::now());
+    start_election(&mut s, &config(), Instant::now(), false);
     let request = vote_request_of(&s);
     let campaign = s.campaign;
     let now = Instant::now();
@@ -342,7 +343,7 @@ fn votes_from_a_majority_make_a_leader_and_refusals_do_not() {
 #[test]
 fn a_candidate_hearing_from_a_leader_of_its_term_follows_it() {
     let mut s = node(1, &[1, 2, 3], 1, &[1]);
-    start_election(&mut s, &config(), Instant::now());
+    start_election(&mut s, &config(), Instant::now(), false);
     let response = on_append_request(&mut s, &config(), Instant::now(), append(2, (1, 1), &[], 0));
     assert!(response.success);
     assert_eq!(
@@ -360,7 +361,7 @@ fn a_candidate_without_a_result_starts_a_new_election() {
         ..config()
     };
     let mut s = node(1, &[1, 2, 3], 1, &[1]);
-    start_election(&mut s, &c, Instant::now());
+    start_election(&mut s, &c, Instant::now(), false);
     let campaign = s.campaign;
     tick(&mut s, &c, later(c.election_timeout_max));
     assert_eq!((s.role, s.current_term), (Role::Candidate, 3));
@@ -373,7 +374,7 @@ fn a_candidate_without_a_result_starts_a_new_election() {
 #[test]
 fn a_new_leader_appends_a_no_op_and_sends_to_every_follower() {
     let mut s = node(1, &[1, 2, 3], 1, &[1, 1]);
-    start_election(&mut s, &config(), Instant::now());
+    start_election(&mut s, &config(), Instant::now(), false);
     s.outbox.clear();
     become_leader(&mut s, &config(), Instant::now());
     assert_eq!(
@@ -479,7 +480,7 @@ fn the_leader_commits_what_a_majority_holds_but_only_by_counting_its_own_terms_e
     on_append_reply(&mut s, &config(), now, 2, new, Some(success(3)));
     assert_eq!(s.commit_index, 0);
     s.persisted_index = 3;
-    advance_commit(&mut s);
+    advance_commit(&mut s, &config(), Instant::now());
     assert_eq!(s.commit_index, 3);
 }
 
@@ -496,6 +497,7 @@ fn votes_are_refused_to_stale_terms_and_given_once_per_term_to_up_to_date_logs()
         last_log_index,
         last_log_term,
         pre_vote: false,
+        transfer: false,
     };
     let mut s = node(1, &[1, 2, 3], 4, &[1, 3]);
     assert!(
@@ -538,6 +540,7 @@ fn a_pre_vote_is_granted_on_the_log_alone_and_records_nothing() {
         last_log_index: 2,
         last_log_term: 3,
         pre_vote: true,
+        transfer: false,
     };
     let response = on_vote_request(&mut s, &c, Instant::now(), &pre);
     assert_eq!((response.term, response.vote_granted), (5, true));
@@ -635,6 +638,7 @@ fn a_snapshot_arrives_in_chunks_and_replaces_the_log_it_covers() {
         last_included_term: 2,
         offset,
         total_len: 6,
+        membership: Membership::with_voters([1, 2, 3]),
         data: Bytes::from_static(data),
         done,
     };

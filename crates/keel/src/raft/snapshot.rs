@@ -12,7 +12,7 @@ use super::state::{Inbound, IncomingSnapshot, Outgoing, Role, State, TermCheck};
 use crate::config::Config;
 use crate::error::RaftError;
 use crate::message::{InstallSnapshotRequest, InstallSnapshotResponse, Request, Response};
-use crate::types::{NodeId, Snapshot, SnapshotMeta};
+use crate::types::{Membership, NodeId, Snapshot, SnapshotMeta};
 
 /// The service has applied through `index` and serialized its state as `data`.
 pub(super) fn take_snapshot(shared: &Shared, index: u64, data: Bytes) -> Result<(), RaftError> {
@@ -33,11 +33,13 @@ pub(super) fn take_snapshot(shared: &Shared, index: u64, data: Bytes) -> Result<
         .log
         .term_at(index)
         .expect("applied entries past the snapshot are in the log");
+    let membership = Some(s.configs.at(index).clone());
     s.install_snapshot(Snapshot {
         meta: SnapshotMeta {
             last_included_index: index,
             last_included_term: term,
         },
+        membership,
         data,
     });
     Ok(())
@@ -46,6 +48,7 @@ pub(super) fn take_snapshot(shared: &Shared, index: u64, data: Bytes) -> Result<
 /// Starts sending the current snapshot to `peer`, which needs entries the log no longer has.
 pub(crate) fn start_transfer(s: &mut State, peer: NodeId) {
     let meta = s.log.snapshot_meta();
+    let membership = s.configs.at(meta.last_included_index).clone();
     let data = s.snapshot_data.clone();
     let term = s.current_term;
     let Some(p) = s.progress.get_mut(&peer) else {
@@ -63,6 +66,7 @@ pub(crate) fn start_transfer(s: &mut State, peer: NodeId) {
         peer,
         term,
         meta,
+        membership,
         data,
     });
 }
@@ -73,6 +77,7 @@ pub(super) async fn send_snapshot(
     peer: NodeId,
     term: u64,
     meta: SnapshotMeta,
+    membership: Membership,
     data: Bytes,
 ) {
     let total_len = data.len() as u64;
@@ -89,6 +94,7 @@ pub(super) async fn send_snapshot(
             last_included_term: meta.last_included_term,
             offset,
             total_len,
+            membership: membership.clone(),
             data: data.slice(offset as usize..end as usize),
             done: end == total_len,
         };
@@ -136,7 +142,7 @@ pub(super) async fn send_snapshot(
     };
     p.snapshot_done(installed.then_some(meta.last_included_index));
     if installed {
-        advance_commit(&mut s);
+        advance_commit(&mut s, &shared.config, Instant::now());
         replicate(&mut s, &shared.config, peer, Trigger::Due);
     }
     // On failure the next heartbeat tick starts a new transfer (next_index is still covered by
@@ -215,13 +221,14 @@ fn accept_chunk(s: &mut State, config: &Config, request: InstallSnapshotRequest)
         s.incoming_snapshot = Some(IncomingSnapshot {
             term,
             meta,
+            membership: request.membership.clone(),
             data: BytesMut::with_capacity(request.data.len()),
         });
     }
     let Some(incoming) = s.incoming_snapshot.as_mut() else {
         return (0, false);
     };
-    if incoming.term != term || incoming.meta != meta {
+    if incoming.term != term || incoming.meta != meta || incoming.membership != request.membership {
         s.incoming_snapshot = None;
         return (0, false);
     }
@@ -248,6 +255,7 @@ fn accept_chunk(s: &mut State, config: &Config, request: InstallSnapshotRequest)
     // otherwise discard the log; the applier then hands the snapshot to the service.
     s.install_snapshot(Snapshot {
         meta,
+        membership: Some(incoming.membership),
         data: incoming.data.freeze(),
     });
     s.wake_applier = true;

@@ -4,7 +4,7 @@
 //! `staged`; the lock guard (`super::StateGuard`) submits the staged batch to storage before the
 //! lock is released, so storage sees writes in exactly the order the state changed.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -14,12 +14,14 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::log::{LogReset, RaftLog};
+use super::membership::ConfigLog;
 use super::progress::Progress;
+use super::transfer::Transfer;
 use crate::config::Config;
 use crate::error::ReadIndexError;
-use crate::message::{AppendEntriesRequest, VoteRequest};
+use crate::message::{AppendEntriesRequest, TimeoutNowRequest, VoteRequest};
 use crate::storage::{Recovered, Storage, WriteBatch};
-use crate::types::{Entry, HardState, NodeId, Snapshot, SnapshotMeta};
+use crate::types::{Entry, HardState, Membership, NodeId, Payload, Snapshot, SnapshotMeta};
 
 /// A node's role (Figure 2, "Rules for Servers"), plus the pre-candidate of the pre-vote phase.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,7 +82,13 @@ pub(crate) enum Outgoing {
         peer: NodeId,
         term: u64,
         meta: SnapshotMeta,
+        membership: Membership,
         data: Bytes,
+    },
+    /// TimeoutNow to the target of a leadership transfer.
+    TimeoutNow {
+        peer: NodeId,
+        request: TimeoutNowRequest,
     },
 }
 
@@ -122,6 +130,7 @@ pub(crate) enum TermCheck {
 pub(crate) struct IncomingSnapshot {
     pub term: u64,
     pub meta: SnapshotMeta,
+    pub membership: Membership,
     pub data: BytesMut,
 }
 
@@ -129,8 +138,10 @@ pub(crate) struct IncomingSnapshot {
 pub(crate) struct State {
     /// This node.
     pub id: NodeId,
-    /// Every voting member, this node included.
-    pub voters: BTreeSet<NodeId>,
+    /// The configurations the log holds; the latest is in force (see `super::membership`).
+    pub configs: ConfigLog,
+    /// The (generation, committed) of the configuration last published to watchers.
+    pub published_membership: (u64, bool),
 
     // Persistent state on all servers (Figure 2); every change is staged for storage.
     pub current_term: u64,
@@ -166,6 +177,8 @@ pub(crate) struct State {
     pub read_round_sent: u64,
     pub read_round_confirmed: u64,
     pub pending_reads: VecDeque<PendingRead>,
+    /// A leadership transfer in progress (see `super::transfer`).
+    pub transfer: Option<Transfer>,
 
     // Durability.
     staged: WriteBatch,
@@ -200,21 +213,28 @@ pub(crate) struct State {
 impl State {
     pub(crate) fn new(
         id: NodeId,
-        voters: BTreeSet<NodeId>,
+        bootstrap: Membership,
         config: &Config,
         recovered: Recovered,
         rng_seed: u64,
         now: Instant,
     ) -> Self {
-        let (meta, data) = match recovered.snapshot {
-            Some(s) => (s.meta, s.data),
-            None => (SnapshotMeta::default(), Bytes::new()),
+        let (meta, membership, data) = match recovered.snapshot {
+            Some(s) => (s.meta, s.membership, s.data),
+            None => (SnapshotMeta::default(), None, Bytes::new()),
         };
+        // The configuration the node was started with counts only until its log says otherwise.
+        let configs = ConfigLog::new(
+            membership.unwrap_or(bootstrap),
+            meta.last_included_index,
+            &recovered.entries,
+        );
         let log = RaftLog::new(meta, recovered.entries);
         let persisted_index = log.last_index();
         let mut state = State {
             id,
-            voters,
+            configs,
+            published_membership: (u64::MAX, false),
             current_term: recovered.hard_state.current_term,
             voted_for: recovered.hard_state.voted_for,
             // Everything in the snapshot is committed; what follows is learned from a leader.
@@ -235,6 +255,7 @@ impl State {
             read_round_sent: 0,
             read_round_confirmed: 0,
             pending_reads: VecDeque::new(),
+            transfer: None,
             staged: WriteBatch::default(),
             last_submitted_seq: 0,
             pending_writes: VecDeque::new(),
@@ -347,6 +368,7 @@ impl State {
         }
         if self.role == Role::Leader {
             self.progress.clear();
+            self.transfer = None;
         }
         self.fail_pending_reads();
         self.role = Role::Follower;
@@ -361,9 +383,13 @@ impl State {
         }
     }
 
-    /// Appends entries to the log and stages them.
+    /// Appends entries to the log and stages them. A configuration among them takes effect at
+    /// once.
     pub(crate) fn append_to_log(&mut self, entries: impl IntoIterator<Item = Entry>) {
         for entry in entries {
+            if let Payload::Config(membership) = &entry.payload {
+                self.configs.appended(entry.index, membership.clone());
+            }
             self.staged.entries.push(entry.clone());
             self.log.append(Some(entry));
         }
@@ -376,6 +402,7 @@ impl State {
             "committed entries are never removed"
         );
         self.log.truncate_after(index);
+        self.configs.truncated_after(index);
         self.staged.entries.retain(|e| e.index <= index);
         self.staged.truncate_after =
             Some(self.staged.truncate_after.map_or(index, |t| t.min(index)));
@@ -392,9 +419,12 @@ impl State {
         );
         if self.log.install_snapshot(snapshot.meta) == LogReset::Discarded {
             self.staged.truncate_after = Some(index);
+            self.configs.truncated_after(index);
             // The discarded entries may have been the ones counted durable.
             self.forget_persisted_after(old_snapshot_index);
         }
+        self.configs
+            .compacted_through(index, snapshot.membership.clone());
         self.staged.compact_through = Some(index);
         self.snapshot_data = snapshot.data.clone();
         self.staged.snapshot = Some(snapshot);

@@ -11,7 +11,7 @@ pub use local::LocalNetwork;
 use crate::BoxFuture;
 use crate::error::TransportError;
 use crate::message::{Request, Response};
-use crate::types::NodeId;
+use crate::types::{Membership, NodeId};
 
 /// Sends one RPC to a peer and brings back its reply.
 pub trait Transport: Send + Sync + 'static {
@@ -22,4 +22,13 @@ pub trait Transport: Send + Sync + 'static {
         target: NodeId,
         request: Request,
     ) -> BoxFuture<'static, Result<Response, TransportError>>;
+
+    /// The configuration in force changed (a member was added or removed, or a change was
+    /// undone): a transport that keeps an address book updates it from what the service
+    /// attached to each member ([`Membership::info`]), and drops connections to nodes that are
+    /// no longer members. Called outside Raft's lock, before any RPC to a new member is sent,
+    /// and once when the node starts. The default does nothing.
+    fn members_changed(&self, membership: &Membership) {
+        let _ = membership;
+    }
 }
