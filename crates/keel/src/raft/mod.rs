@@ -663,6 +663,7 @@ impl Raft {
             tokio::select! {
                 changed = membership.changed() => if changed.is_err() { return Err(MembershipError::Shutdown) },
                 changed = leadership.changed() => if changed.is_err() { return Err(MembershipError::Shutdown) },
+                _ = self.shared.cancel.cancelled() => return Err(MembershipError::Shutdown),
             }
         }
     }
@@ -705,6 +706,7 @@ impl Raft {
             let step = tokio::time::sleep(self.shared.config.tick * 5);
             tokio::select! {
                 changed = leadership.changed() => if changed.is_err() { return Err(TransferError::Shutdown) },
+                _ = self.shared.cancel.cancelled() => return Err(TransferError::Shutdown),
                 _ = step => {}
             }
             if Instant::now() >= deadline {
