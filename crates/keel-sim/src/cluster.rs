@@ -5,12 +5,21 @@
 //! - every node applies the same command at each index, in order, without gaps, and a snapshot
 //!   it receives holds exactly what the others applied (state machine safety);
 //! - at most one node sends AppendEntries as leader of a term (election safety);
-//! - a new leader's log holds every entry committed in an earlier term (leader completeness).
+//! - a new leader's log holds every entry committed in an earlier term (leader completeness);
+//! - when an entry is first applied, the nodes whose disks hold it durably form a quorum of a
+//!   configuration it could have been committed under: the one in force at its index, or one
+//!   appended after it (a leader commits by its latest configuration); a quorum of a joint
+//!   configuration is a majority of each half (with simulated storage, whose disks the
+//!   fixture can read).
+//!
+//! Membership: the cluster starts with voters `0..n`; [`Cluster::add_node`] starts a node that
+//! joins later (with no configuration of its own until the leader sends one), and
+//! [`Cluster::change`] runs a membership call on whichever node leads.
 //!
 //! Checked at the end of a scenario: live nodes' logs agree on every index where they hold
 //! entries of the same term, and on everything before it (log matching).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +28,8 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 
 use keel::{
-    Applied, ApplyStream, Config, Entry, NodeId, Payload, Raft, Request, Role, Snapshot, Storage,
+    Applied, ApplyStream, Config, Entry, Membership, MembershipError, MembershipStatus, NodeId,
+    Payload, Raft, Request, Role, Snapshot, Storage,
 };
 use keel_disk::{DiskOptions, DiskStorage};
 use parking_lot::Mutex;
@@ -130,7 +140,10 @@ pub struct Cluster {
     name: String,
     options: ClusterOptions,
     net: SimNet,
+    /// The voters the cluster started with.
     members: Vec<NodeId>,
+    /// Where disk-backed nodes keep their data dirs.
+    root: PathBuf,
     nodes: Mutex<Vec<Node>>,
     checker: Arc<Mutex<Checker>>,
     started: Instant,
@@ -160,6 +173,22 @@ impl Drop for TempDirs {
     }
 }
 
+/// Background proposals (see [`Cluster::start_load`]).
+pub struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    proposed: Arc<Mutex<Vec<(u64, Bytes)>>>,
+    task: JoinHandle<()>,
+}
+
+impl Load {
+    /// Stops proposing; returns every proposal a leader took, with its index.
+    pub async fn stop(self) -> Vec<(u64, Bytes)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.task.await;
+        std::mem::take(&mut *self.proposed.lock())
+    }
+}
+
 /// What the nodes applied, and the leaders seen per term.
 struct Checker {
     /// Per node: index -> command (empty for a no-op), as applied in this incarnation.
@@ -169,6 +198,12 @@ struct Checker {
     committed: BTreeMap<u64, (u64, Bytes)>,
     leaders: BTreeMap<u64, NodeId>,
     rafts: Vec<Option<Raft>>,
+    /// Each node's disk, for the quorum check (simulated storage only).
+    disks: Vec<Option<SimDisk>>,
+    /// The configuration the cluster started with, and each applied configuration entry.
+    committed_configs: BTreeMap<u64, Membership>,
+    /// Every configuration seen in force on some node, by log index.
+    seen_configs: BTreeMap<u64, Vec<Membership>>,
 }
 
 impl Cluster {
@@ -177,12 +212,19 @@ impl Cluster {
         let n = options.nodes;
         let net = SimNet::new(sim.rng.clone());
         net.set_reliable(options.reliable);
+        let members: Vec<NodeId> = (0..n as NodeId).collect();
         let checker = Arc::new(Mutex::new(Checker {
             logs: vec![BTreeMap::new(); n],
             last_applied: vec![0; n],
             committed: BTreeMap::new(),
             leaders: BTreeMap::new(),
             rafts: vec![None; n],
+            disks: vec![None; n],
+            committed_configs: BTreeMap::from([(
+                0,
+                Membership::with_voters(members.iter().copied()),
+            )]),
+            seen_configs: BTreeMap::new(),
         }));
         let observer_checker = checker.clone();
         let observer_sim = sim.clone();
@@ -203,7 +245,8 @@ impl Cluster {
         let cluster = Cluster {
             sim: sim.clone(),
             name: name.to_string(),
-            members: (0..n as NodeId).collect(),
+            members,
+            root: root.clone(),
             nodes: Mutex::new(
                 (0..n)
                     .map(|i| Node {
@@ -228,9 +271,168 @@ impl Cluster {
         cluster
     }
 
-    /// Number of nodes.
+    /// Number of nodes: those the cluster started with, and those added since.
     pub fn n(&self) -> usize {
-        self.options.nodes
+        self.nodes.lock().len()
+    }
+
+    /// Starts a new node, connected, that joins the cluster later: it has no configuration
+    /// until the leader adds it ([`Cluster::change`] with `Raft::add_learner`) and sends it the
+    /// log or a snapshot. Returns its index (and id).
+    pub fn add_node(&self) -> usize {
+        let i = {
+            let mut nodes = self.nodes.lock();
+            let i = nodes.len();
+            nodes.push(Node {
+                raft: None,
+                disk: SimDisk::new(),
+                dir: self.root.join(format!("node{i}")),
+                storage: None,
+                consumer: None,
+            });
+            let mut checker = self.checker.lock();
+            checker.logs.push(BTreeMap::new());
+            checker.last_applied.push(0);
+            checker.rafts.push(None);
+            checker.disks.push(None);
+            i
+        };
+        self.start_node(i);
+        self.connect(i);
+        i
+    }
+
+    /// The node that leads among the connected ones, if exactly one claims to (in the newest
+    /// term); no waiting.
+    pub fn leader(&self) -> Option<usize> {
+        let mut best: Option<(u64, usize)> = None;
+        for i in 0..self.n() {
+            if !self.connected(i) {
+                continue;
+            }
+            if let Some(raft) = self.raft(i) {
+                let status = raft.status();
+                if status.role == Role::Leader
+                    && best.is_none_or(|(term, _)| status.current_term > term)
+                {
+                    best = Some((status.current_term, i));
+                }
+            }
+        }
+        best.map(|(_, i)| i)
+    }
+
+    /// Runs a membership call (`Raft::add_learner`, `promote`, ...) on the leader, retrying on
+    /// another leader, or later, while the answer says the call may yet succeed (no leader,
+    /// leadership lost, another change in flight, a learner still catching up), for up to
+    /// `patience` of simulated time. Returns the last answer.
+    pub async fn change<F, Fut>(
+        &self,
+        patience: Duration,
+        call: F,
+    ) -> Result<Membership, MembershipError>
+    where
+        F: Fn(Raft) -> Fut,
+        Fut: std::future::Future<Output = Result<Membership, MembershipError>>,
+    {
+        let deadline = Instant::now() + patience;
+        loop {
+            let answer = match self.leader().and_then(|i| self.raft(i)) {
+                Some(raft) => call(raft).await,
+                None => Err(MembershipError::NotLeader { leader_hint: None }),
+            };
+            let retry = matches!(
+                answer,
+                Err(MembershipError::NotLeader { .. }
+                    | MembershipError::LeadershipLost
+                    | MembershipError::NotReady
+                    | MembershipError::ChangeInProgress(_)
+                    | MembershipError::NotCaughtUp { .. }
+                    | MembershipError::Busy(_))
+            );
+            if !retry || Instant::now() >= deadline {
+                return answer;
+            }
+            self.sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Starts proposing a new command every `interval` to whichever node leads, until
+    /// [`Load::stop`]: the load membership changes and transfers run under.
+    pub fn start_load(self: &Arc<Self>, interval: Duration) -> Load {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let proposed = Arc::new(Mutex::new(Vec::new()));
+        let task = tokio::spawn({
+            let (c, stop, proposed) = (self.clone(), stop.clone(), proposed.clone());
+            async move {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    n += 1;
+                    let cmd = command(1_000_000_000 + n);
+                    if let Some(raft) = c.leader().and_then(|i| c.raft(i))
+                        && let Ok(p) = raft.propose(cmd.clone())
+                    {
+                        proposed.lock().push((p.index, cmd));
+                    }
+                    tokio::time::sleep(interval).await;
+                }
+            }
+        });
+        Load {
+            stop,
+            proposed,
+            task,
+        }
+    }
+
+    /// Waits until every node of `members` has applied the highest index any node applied,
+    /// then checks that each of them applied every command of `proposals` that was
+    /// acknowledged (applied by some node at the index it was proposed at): no acknowledged
+    /// write was lost. Returns how many were acknowledged.
+    pub async fn check_acknowledged(&self, members: &[usize], proposals: &[(u64, Bytes)]) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (target, behind) = {
+                let checker = self.checker.lock();
+                let target = checker.last_applied.iter().copied().max().unwrap_or(0);
+                let behind: Vec<usize> = members
+                    .iter()
+                    .copied()
+                    .filter(|&m| checker.last_applied[m] < target)
+                    .collect();
+                (target, behind)
+            };
+            if behind.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nodes {behind:?} did not apply through index {target} within 30 s"
+            );
+            self.sleep(Duration::from_millis(50)).await;
+        }
+        let checker = self.checker.lock();
+        let mut acknowledged = 0;
+        for (index, cmd) in proposals {
+            if checker.committed.get(index).map(|(_, c)| c) != Some(cmd) {
+                continue;
+            }
+            acknowledged += 1;
+            for &m in members {
+                assert_eq!(
+                    checker.logs[m].get(index),
+                    Some(cmd),
+                    "node {m} lacks the acknowledged write {} at index {index}",
+                    show(cmd)
+                );
+            }
+        }
+        acknowledged
+    }
+
+    /// The configuration in force on node `i`, if it runs.
+    pub fn membership(&self, i: usize) -> Option<MembershipStatus> {
+        self.raft(i).map(|r| r.status().membership)
     }
 
     /// The simulated network.
@@ -321,9 +523,19 @@ impl Cluster {
             rng_seed: Some(self.sim.rng.next_u64()),
             ..self.options.config.clone()
         };
+        // Nodes added later start with no configuration: they wait to be added.
+        let bootstrap = if i < self.members.len() {
+            self.members.clone()
+        } else {
+            Vec::new()
+        };
+        let disk = match &storage {
+            NodeStorage::Simulated(_) => Some(node.disk.clone()),
+            NodeStorage::Disk(_) => None,
+        };
         let (raft, stream) = Raft::new(
             i as NodeId,
-            self.members.clone(),
+            bootstrap,
             config,
             dyn_storage,
             self.net.transport(i as NodeId),
@@ -334,6 +546,7 @@ impl Cluster {
             checker.logs[i].clear();
             checker.last_applied[i] = 0;
             checker.rafts[i] = Some(raft.clone());
+            checker.disks[i] = disk;
         }
         self.net.attach(raft.clone());
         node.consumer = Some(match &self.options.service {
@@ -682,9 +895,9 @@ impl Checker {
         entry: Entry,
         snapshots: bool,
     ) -> Option<(u64, Bytes)> {
-        let command = match entry.payload {
+        let command = match &entry.payload {
             Payload::Noop => Bytes::new(),
-            Payload::Command(bytes) => bytes,
+            Payload::Command(bytes) => bytes.clone(),
             Payload::Config(membership) => Bytes::from(format!("config: {membership}")),
         };
         let expected = self.last_applied[i] + 1;
@@ -710,6 +923,13 @@ impl Checker {
                 return None;
             }
         }
+        if let Payload::Config(membership) = &entry.payload {
+            self.committed_configs
+                .insert(entry.index, membership.clone());
+        }
+        if !self.committed.contains_key(&entry.index) {
+            self.check_commit_quorum(sim, entry.index, entry.term);
+        }
         match self.committed.get(&entry.index) {
             Some((term, other)) if *term != entry.term || *other != command => {
                 sim.fail(format!(
@@ -732,6 +952,47 @@ impl Checker {
         self.last_applied[i] = entry.index;
         (snapshots && entry.index.is_multiple_of(SNAPSHOT_INTERVAL))
             .then(|| (entry.index, encode_snapshot(&self.logs[i], entry.index)))
+    }
+
+    /// The first node to apply `index`: a quorum of a configuration it could have been
+    /// committed under must hold it durably (see the module docs).
+    fn check_commit_quorum(&mut self, sim: &Sim, index: u64, term: u64) {
+        if self.disks.iter().any(Option::is_none) {
+            return; // the real disk storage: its durable state cannot be read here
+        }
+        for raft in self.rafts.iter().flatten() {
+            let status = raft.status().membership;
+            let seen = self.seen_configs.entry(status.index).or_default();
+            if !seen.contains(&status.membership) {
+                seen.push(status.membership);
+            }
+        }
+        let holders: BTreeSet<NodeId> = self
+            .disks
+            .iter()
+            .enumerate()
+            .filter(|(_, disk)| disk.as_ref().is_some_and(|d| d.holds(index, term)))
+            .map(|(i, _)| i as NodeId)
+            .collect();
+        let in_force = self
+            .committed_configs
+            .range(..=index)
+            .next_back()
+            .map(|(_, m)| m.clone())
+            .expect("the starting configuration is at index 0");
+        let later = self
+            .seen_configs
+            .range(index + 1..)
+            .flat_map(|(_, ms)| ms.iter().cloned());
+        let mut candidates = std::iter::once(in_force.clone()).chain(later);
+        if candidates.any(|m| is_quorum(&m, &holders)) {
+            return;
+        }
+        sim.fail(format!(
+            "commit without a quorum: index {index} (term {term}) is durable only on nodes \
+             {holders:?}, which is no quorum of {in_force} (in force at it), nor of any \
+             configuration seen after it"
+        ));
     }
 
     /// A snapshot replaces what node `i` applied; it must hold exactly what the others applied.
@@ -831,6 +1092,13 @@ fn decode_snapshot(mut data: Bytes) -> Option<BTreeMap<u64, Bytes>> {
         log.insert(index, data.split_to(len));
     }
     Some(log)
+}
+
+/// Whether `nodes` hold a majority of each voter set of `membership`.
+fn is_quorum(membership: &Membership, nodes: &BTreeSet<NodeId>) -> bool {
+    std::iter::once(membership.voters())
+        .chain(membership.outgoing_voters())
+        .all(|voters| !voters.is_empty() && voters.intersection(nodes).count() > voters.len() / 2)
 }
 
 /// A command carrying `value`, as the course suites' integer commands.

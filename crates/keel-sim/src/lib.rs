@@ -19,8 +19,8 @@ pub mod runner;
 pub mod storage;
 
 pub use cluster::{
-    Cluster, ClusterOptions, ELECTION_TIMEOUT, SNAPSHOT_INTERVAL, ServiceFactory, StorageKind,
-    command,
+    Cluster, ClusterOptions, ELECTION_TIMEOUT, Load, SNAPSHOT_INTERVAL, ServiceFactory,
+    StorageKind, command,
 };
 pub use net::{NodeTraffic, SimNet};
 pub use rng::SimRng;

@@ -42,6 +42,12 @@ impl SimDisk {
         self.durable.lock().snapshot_size()
     }
 
+    /// Whether the durable state holds the entry at `index` of `term` (see
+    /// [`MemImage::holds`]).
+    pub fn holds(&self, index: u64, term: u64) -> bool {
+        self.durable.lock().holds(index, term)
+    }
+
     /// A copy of the durable state.
     pub fn image(&self) -> MemImage {
         self.durable.lock().clone()

@@ -112,6 +112,22 @@ impl MemImage {
         self.snapshot.as_ref()
     }
 
+    /// Whether the saved state holds the entry at `index` of `term`: in the log, or covered by
+    /// the snapshot (which only ever covers committed entries).
+    pub fn holds(&self, index: u64, term: u64) -> bool {
+        if self
+            .snapshot
+            .as_ref()
+            .is_some_and(|s| s.meta.last_included_index >= index)
+        {
+            return true;
+        }
+        index
+            .checked_sub(self.first_index)
+            .and_then(|offset| self.entries.get(usize::try_from(offset).ok()?))
+            .is_some_and(|e| e.index == index && e.term == term)
+    }
+
     /// The saved log entries (possibly including some covered by the snapshot).
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
         self.entries.iter()
