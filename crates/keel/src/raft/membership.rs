@@ -355,8 +355,8 @@ fn append_config(
 ) -> Result<u64, ProposeError> {
     let proposed = replication::append_entry(s, config, Payload::Config(membership))?;
     sync_progress(s, now);
-    // New members get what they lack right away.
-    replication::replicate_to_all(s, config, Trigger::Due);
+    // New members hear from the leader right away, not a heartbeat interval later.
+    replication::replicate_to_all(s, config, Trigger::Heartbeat);
     Ok(proposed.index)
 }
 

@@ -670,9 +670,10 @@ impl Raft {
 
     /// Hands leadership to voter `to`, or with `None` to the most up-to-date other voter (Raft
     /// thesis, section 3.10): this leader stops taking proposals, brings the target up to date
-    /// and tells it to campaign at once. Completes when this node is no longer the leader, with
-    /// the new leader if it is known by then; fails with [`TransferError::Abandoned`] if the
-    /// target has not taken over within an election timeout, after which this node leads on.
+    /// and tells it to campaign at once. Completes once this node has stepped down and heard
+    /// from the new leader, with its id (`None` if none was heard from within two election
+    /// timeouts); fails with [`TransferError::Abandoned`] if the target has not taken over
+    /// within an election timeout, after which this node leads on.
     ///
     /// A service that stops a leader (for maintenance, a rolling restart) calls this first, so
     /// that the cluster does not wait an election timeout for a new leader.
@@ -687,19 +688,24 @@ impl Raft {
         };
         // The transfer is abandoned an election timeout after it started: wait a little longer.
         let deadline = Instant::now() + self.shared.config.election_timeout_max * 2;
+        let mut stepped_down = false;
         loop {
             {
                 let l = leadership.borrow_and_update();
                 if l.role != Role::Leader {
-                    return Ok(l.leader_id);
+                    // Deposed; the new leader is known once its first AppendEntries arrives.
+                    if l.leader_id.is_some() || Instant::now() >= deadline {
+                        return Ok(l.leader_id);
+                    }
+                    stepped_down = true;
                 }
             }
-            {
+            if !stepped_down {
                 let s = self.shared.lock();
                 if s.shutdown {
                     return Err(TransferError::Shutdown);
                 }
-                if s.transfer.is_none() {
+                if s.transfer.is_none() && s.role == Role::Leader {
                     return Err(TransferError::Abandoned(target));
                 }
             }
@@ -709,7 +715,7 @@ impl Raft {
                 _ = self.shared.cancel.cancelled() => return Err(TransferError::Shutdown),
                 _ = step => {}
             }
-            if Instant::now() >= deadline {
+            if Instant::now() >= deadline && !stepped_down {
                 return Err(TransferError::Abandoned(target));
             }
         }

@@ -723,3 +723,341 @@ fn a_leader_cut_off_from_its_quorum_steps_down() {
     tick(&mut s, &c, later + Duration::from_millis(10));
     assert_eq!(s.role, Role::Leader);
 }
+
+// Membership (section 6; thesis chapter 4) and leadership transfer (thesis 3.10), checked on the
+// state alone like the rules above.
+
+mod membership_rules {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::error::MembershipError;
+    use crate::message::TimeoutNowRequest;
+    use crate::raft::membership::{Change, propose_change};
+    use crate::raft::transfer;
+
+    fn config_entry(index: u64, term: u64, membership: Membership) -> (u64, u64, Membership) {
+        (index, term, membership)
+    }
+
+    fn append_config(
+        term: u64,
+        prev: (u64, u64),
+        (index, entry_term, membership): (u64, u64, Membership),
+    ) -> AppendEntriesRequest {
+        AppendEntriesRequest {
+            term,
+            leader_id: 2,
+            prev_log_index: prev.0,
+            prev_log_term: prev.1,
+            entries: vec![Entry {
+                index,
+                term: entry_term,
+                payload: Payload::Config(membership),
+            }],
+            leader_commit: 0,
+        }
+    }
+
+    /// A leader of {1, 2, 3} that has committed its term's no-op.
+    fn settled_leader() -> State {
+        let mut s = leader(2, &[1]);
+        s.persisted_index = 2;
+        let noop = SentAppend {
+            term: 2,
+            prev_log_index: 1,
+            entries: 1,
+            read_round: 0,
+        };
+        on_append_reply(&mut s, &config(), Instant::now(), 2, noop, Some(success(2)));
+        assert_eq!(s.commit_index, 2);
+        s.outbox.clear();
+        s
+    }
+
+    #[test]
+    fn a_configuration_takes_effect_when_appended_and_is_undone_when_truncated() {
+        let c = config();
+        let now = Instant::now();
+        let mut s = node(1, &[1, 2, 3], 2, &[1, 1]);
+        let four = Membership::with_voters([1, 2, 3, 4]);
+        let r = on_append_request(
+            &mut s,
+            &c,
+            now,
+            append_config(2, (2, 1), config_entry(3, 2, four.clone())),
+        );
+        assert!(r.success);
+        assert_eq!(s.configs.current(), &four, "in force before it commits");
+        assert_eq!(s.commit_index, 0);
+        // A new leader replaces the entry: the configuration before it is back in force.
+        let r = on_append_request(&mut s, &c, now, append(3, (2, 1), &[(3, 3)], 0));
+        assert!(r.success);
+        assert_eq!(s.configs.current(), &Membership::with_voters([1, 2, 3]));
+    }
+
+    #[test]
+    fn a_candidate_asks_only_voters_and_a_joint_election_needs_both_majorities() {
+        let c = config();
+        let mut s = node(1, &[1, 2, 3], 1, &[1]);
+        // Joint: old {1, 2, 3}, new {1, 4, 5}; learner 6.
+        let joint = Membership::joint([1, 4, 5], [1, 2, 3], [6], BTreeMap::new()).unwrap();
+        let r = on_append_request(
+            &mut s,
+            &c,
+            Instant::now(),
+            append_config(1, (1, 1), config_entry(2, 1, joint)),
+        );
+        assert!(r.success);
+        start_election(&mut s, &c, Instant::now(), false);
+        let Some(Outgoing::Votes { peers, .. }) = s.outbox.first() else {
+            panic!("no vote requests: {:?}", s.outbox);
+        };
+        assert_eq!(
+            peers,
+            &[2, 3, 4, 5],
+            "every voter of both halves, no learner"
+        );
+        let request = vote_request_of(&s);
+        let campaign = s.campaign;
+        let now = Instant::now();
+        for peer in [2, 3] {
+            on_vote_reply(&mut s, &c, now, peer, &request, campaign, granted(2));
+        }
+        assert_eq!(s.role, Role::Candidate, "a majority of the old voters only");
+        on_vote_reply(&mut s, &c, now, 6, &request, campaign, granted(2));
+        assert_eq!(s.role, Role::Candidate, "a learner's vote does not count");
+        on_vote_reply(&mut s, &c, now, 4, &request, campaign, granted(2));
+        assert_eq!(s.role, Role::Leader, "majorities of both halves");
+    }
+
+    #[test]
+    fn a_joint_commit_needs_both_majorities_and_the_leader_then_leaves_the_joint_configuration() {
+        let c = Config {
+            max_promotion_lag: 0,
+            ..config()
+        };
+        let now = Instant::now();
+        // Answers every AppendEntries the leader sent `peer` with success, and those the
+        // answers made it send, until it sends `peer` nothing more.
+        let deliver = |s: &mut State, peer: NodeId| loop {
+            let mut sent = Vec::new();
+            s.outbox.retain(|out| match out {
+                Outgoing::Append {
+                    peer: p,
+                    request,
+                    read_round,
+                } if *p == peer => {
+                    sent.push(SentAppend {
+                        term: request.term,
+                        prev_log_index: request.prev_log_index,
+                        entries: request.entries.len() as u64,
+                        read_round: *read_round,
+                    });
+                    false
+                }
+                _ => true,
+            });
+            if sent.is_empty() {
+                break;
+            }
+            for one in sent {
+                on_append_reply(s, &c, now, peer, one, Some(success(2)));
+            }
+        };
+        let mut s = settled_leader();
+        deliver(&mut s, 3);
+        let learner = propose_change(
+            &mut s,
+            &c,
+            now,
+            Change::AddLearner {
+                id: 4,
+                info: Bytes::new(),
+            },
+        )
+        .unwrap();
+        s.persisted_index = learner;
+        deliver(&mut s, 2);
+        assert_eq!(s.commit_index, learner);
+        // Promote 4 and remove 2 and 3 at once: new voters {1, 4}.
+        let change = Change::Set {
+            voters: [1, 4].into(),
+            learners: Default::default(),
+            info: BTreeMap::new(),
+        };
+        assert!(matches!(
+            propose_change(&mut s, &c, now, change.clone()),
+            Err(MembershipError::NotCaughtUp { id: 4, .. })
+        ));
+        // The learner is probed, refuses (its log is empty), and is sent everything.
+        let probe = s
+            .outbox
+            .iter()
+            .find_map(|out| match out {
+                Outgoing::Append {
+                    peer: 4, request, ..
+                } => Some(request.prev_log_index),
+                _ => None,
+            })
+            .expect("the learner is sent to");
+        s.outbox
+            .retain(|out| !matches!(out, Outgoing::Append { peer: 4, .. }));
+        let empty = AppendEntriesResponse {
+            term: 2,
+            success: false,
+            conflict_index: 1,
+            conflict_term: None,
+        };
+        let sent = SentAppend {
+            term: 2,
+            prev_log_index: probe,
+            entries: s.log.last_index() - probe,
+            read_round: 0,
+        };
+        on_append_reply(&mut s, &c, now, 4, sent, Some(empty));
+        deliver(&mut s, 4);
+        assert_eq!(s.progress[&4].match_index(), learner);
+        let joint = propose_change(&mut s, &c, now, change).unwrap();
+        assert!(s.configs.current().is_joint());
+        s.persisted_index = joint;
+        // The new half alone (1 and 4) is not enough ...
+        deliver(&mut s, 4);
+        assert_eq!(s.commit_index, learner);
+        // ... with a majority of the old half too, it commits, and the leader appends the final
+        // configuration by itself.
+        deliver(&mut s, 3);
+        assert_eq!(s.commit_index, joint);
+        let last = s.log.last_index();
+        assert_eq!(last, joint + 1);
+        let last_config = s.configs.current();
+        assert!(!last_config.is_joint());
+        assert_eq!(last_config.voters(), &[1, 4].into());
+        // Members being removed still get the entries that remove them.
+        assert!(s.progress.contains_key(&2) && s.progress.contains_key(&3));
+        s.persisted_index = last;
+        deliver(&mut s, 4);
+        assert_eq!(
+            s.commit_index, last,
+            "the new configuration commits with 1 and 4"
+        );
+        assert!(
+            !s.progress.contains_key(&2),
+            "and then the removed members are dropped"
+        );
+    }
+
+    #[test]
+    fn a_new_leader_changes_nothing_before_it_commits_an_entry_of_its_term() {
+        let c = config();
+        let mut s = leader(2, &[1]);
+        let change = Change::AddLearner {
+            id: 4,
+            info: Bytes::new(),
+        };
+        assert_eq!(
+            propose_change(&mut s, &c, Instant::now(), change.clone()),
+            Err(MembershipError::NotReady)
+        );
+        let mut s = settled_leader();
+        let index = propose_change(&mut s, &c, Instant::now(), change).unwrap();
+        assert_eq!(index, 3);
+        let second = Change::AddLearner {
+            id: 5,
+            info: Bytes::new(),
+        };
+        assert!(matches!(
+            propose_change(&mut s, &c, Instant::now(), second),
+            Err(MembershipError::ChangeInProgress(_))
+        ));
+    }
+
+    #[test]
+    fn learners_and_removed_members_never_campaign() {
+        let c = config();
+        let later = Instant::now() + c.election_timeout_max * 2;
+        let learner = Membership::new([1, 2, 3], [4], BTreeMap::new()).unwrap();
+        let mut s = node(4, &[], 1, &[]);
+        tick(&mut s, &c, later);
+        assert_eq!(s.role, Role::Follower, "a node waiting to join");
+        on_append_request(
+            &mut s,
+            &c,
+            Instant::now(),
+            append_config(1, (0, 0), config_entry(1, 1, learner)),
+        );
+        tick(&mut s, &c, later);
+        assert_eq!((s.role, s.current_term), (Role::Follower, 1), "a learner");
+    }
+
+    #[test]
+    fn timeout_now_makes_a_voter_campaign_at_once_past_the_lease() {
+        let c = config();
+        let now = Instant::now();
+        let mut s = node(2, &[1, 2, 3], 3, &[1]);
+        on_append_request(&mut s, &c, now, append(3, (1, 1), &[], 0));
+        let request = TimeoutNowRequest {
+            term: 3,
+            leader_id: 1,
+        };
+        let r = transfer::on_timeout_now(&mut s, &c, now, &request);
+        assert_eq!(
+            (r.term, s.role),
+            (4, Role::Candidate),
+            "no pre-vote, no waiting"
+        );
+        let Some(Outgoing::Votes { request, .. }) = s.outbox.first() else {
+            panic!("no vote requests");
+        };
+        assert!(request.transfer && !request.pre_vote);
+        // A voter that just heard from its leader votes for it anyway.
+        let mut voter = node(3, &[1, 2, 3], 3, &[1]);
+        on_append_request(&mut voter, &c, now, append(3, (1, 1), &[], 0));
+        let vote = on_vote_request(&mut voter, &c, now, request);
+        assert!(vote.vote_granted);
+        // A stale TimeoutNow changes nothing.
+        let mut s = node(2, &[1, 2, 3], 5, &[1]);
+        transfer::on_timeout_now(&mut s, &c, now, &request_of(3));
+        assert_eq!((s.role, s.current_term), (Role::Follower, 5));
+    }
+
+    fn request_of(term: u64) -> TimeoutNowRequest {
+        TimeoutNowRequest { term, leader_id: 1 }
+    }
+
+    #[test]
+    fn a_transferring_leader_takes_no_proposals_and_sends_timeout_now_once_the_target_caught_up() {
+        let c = config();
+        let now = Instant::now();
+        let mut s = settled_leader();
+        propose(&mut s, &c, Payload::Command(Bytes::from("x"))).unwrap();
+        s.outbox.clear();
+        assert_eq!(transfer::start(&mut s, &c, now, Some(3), false), Ok(3));
+        assert!(matches!(
+            propose(&mut s, &c, Payload::Noop),
+            Err(crate::error::ProposeError::TransferringLeadership { to: 3 })
+        ));
+        assert!(
+            !s.outbox
+                .iter()
+                .any(|o| matches!(o, Outgoing::TimeoutNow { .. })),
+            "node 3 lacks entries yet"
+        );
+        let caught_up = SentAppend {
+            term: 2,
+            prev_log_index: 1,
+            entries: 2,
+            read_round: 0,
+        };
+        on_append_reply(&mut s, &c, now, 3, caught_up, Some(success(2)));
+        assert!(
+            s.outbox
+                .iter()
+                .any(|o| matches!(o, Outgoing::TimeoutNow { peer: 3, .. }))
+        );
+        // Nobody took over within an election timeout: the leader leads on.
+        tick(&mut s, &c, now + c.election_timeout_max);
+        assert_eq!((s.role, s.transfer.is_none()), (Role::Leader, true));
+        assert!(propose(&mut s, &c, Payload::Noop).is_ok());
+    }
+}
