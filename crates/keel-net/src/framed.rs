@@ -60,6 +60,9 @@ pub(crate) enum ConnError {
     /// A newer connection from the same peer replaced it.
     #[error("replaced by a newer connection from the same peer")]
     Superseded,
+    /// The peer was removed from the cluster (the removal committed).
+    #[error("the peer was removed from the cluster")]
+    Removed,
     /// This node is shutting down.
     #[error("this node is shutting down")]
     ShuttingDown,

@@ -6,7 +6,6 @@
 //! checks the other's proof (see [`crate::auth`]). Both sides learn where the other serves
 //! clients, and believe it only once the handshake succeeded.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use keel::NodeId;
@@ -18,6 +17,7 @@ use crate::auth::{self, Role, Transcript};
 use crate::config::NetConfig;
 use crate::framed::{ConnError, FrameReader};
 use crate::peer::Peer;
+use crate::transport::TcpTransport;
 use crate::wire::{self, Challenge, FrameKind, Hello, HelloAck, ProofFrame};
 
 /// The largest frame either side reads before the handshake completes: room for a hello, an
@@ -35,8 +35,8 @@ pub(crate) enum Refusal {
     WrongTarget { target: NodeId, ours: NodeId },
     #[error("claims node id {0}, which is this node's own id")]
     OwnId(NodeId),
-    #[error("claims node id {claimed}, which is not a configured peer (peers: {peers:?})")]
-    NotAPeer { claimed: NodeId, peers: Vec<NodeId> },
+    #[error("claims node id {0}, which was removed from the cluster")]
+    Removed(NodeId),
     #[error("bad hello: {0}")]
     BadHello(ConnError),
     #[error(
@@ -115,7 +115,13 @@ pub(crate) fn tune(stream: &TcpStream, config: &NetConfig) {
 /// and sends its own). On success the peer's client address is recorded. The caller bounds the
 /// time it takes.
 pub(crate) async fn dial(peer: &Peer, config: &NetConfig) -> Result<Connected, ConnError> {
-    let stream = TcpStream::connect(peer.addr).await?;
+    let addr = peer.addr.ok_or_else(|| {
+        ConnError::Io(std::io::Error::other(format!(
+            "no address is known for node {}",
+            peer.id
+        )))
+    })?;
+    let stream = TcpStream::connect(addr).await?;
     tune(&stream, config);
     let (read, mut writer) = stream.into_split();
     let nonce = match &config.peer_secret {
@@ -208,20 +214,22 @@ fn refused(peer: &Peer, config: &NetConfig, offered_proof: bool, body: &[u8]) ->
     ConnError::Refused(reason)
 }
 
-/// Reads the dialer's hello and accepts or refuses it. On success the dialer is one of `peers`
-/// (and proved it holds the peer secret, if this node has one), its client address is recorded
-/// and the ack is sent; on a refusal the reject is sent (if the socket still takes it) and the
-/// caller closes the connection. The caller bounds the time.
+/// Reads the dialer's hello and accepts or refuses it. On success the dialer is of this
+/// cluster and was not removed from it (and proved it holds the peer secret, if this node has
+/// one), its client address is recorded and the ack is sent; on a refusal the reject is sent (if
+/// the socket still takes it) and the caller closes the connection. The caller bounds the time.
 pub(crate) async fn accept(
     config: &NetConfig,
-    peers: &BTreeMap<NodeId, Arc<Peer>>,
+    transport: &TcpTransport,
     reader: &mut FrameReader<OwnedReadHalf>,
     writer: &mut OwnedWriteHalf,
 ) -> Result<Arc<Peer>, Refusal> {
     let checked = async {
         let hello = read_hello(reader).await.map_err(Refusal::BadHello)?;
-        let peer = check(config, peers, &hello)?;
+        check(config, transport, &hello)?;
         authenticate(config, &hello, reader, writer).await?;
+        // Only now, proven: a node this one does not know yet gets an entry of its own.
+        let peer = transport.accepted_peer(hello.from);
         Ok::<_, Refusal>((peer, hello))
     };
     match checked.await {
@@ -319,13 +327,10 @@ async fn read_hello(reader: &mut FrameReader<OwnedReadHalf>) -> Result<Hello, Co
     })
 }
 
-/// The acceptor's rules: same cluster, the dialer calls this node, and it is a configured peer
-/// other than this node.
-fn check(
-    config: &NetConfig,
-    peers: &BTreeMap<NodeId, Arc<Peer>>,
-    hello: &Hello,
-) -> Result<Arc<Peer>, Refusal> {
+/// The acceptor's rules: same cluster, the dialer calls this node, is not this node, and was
+/// not removed from the cluster. (A dialer this node does not know yet is accepted: see
+/// `crate::members`.)
+fn check(config: &NetConfig, transport: &TcpTransport, hello: &Hello) -> Result<(), Refusal> {
     if hello.cluster_id != config.cluster_id {
         return Err(Refusal::WrongCluster {
             claimed: hello.cluster_id,
@@ -341,13 +346,10 @@ fn check(
     if hello.from == config.node_id {
         return Err(Refusal::OwnId(hello.from));
     }
-    peers
-        .get(&hello.from)
-        .cloned()
-        .ok_or_else(|| Refusal::NotAPeer {
-            claimed: hello.from,
-            peers: peers.keys().copied().collect(),
-        })
+    if transport.was_removed(hello.from) {
+        return Err(Refusal::Removed(hello.from));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

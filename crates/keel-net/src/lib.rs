@@ -100,7 +100,7 @@
 //! ```text
 //!  dialer                                           acceptor
 //!    | -- hello(cluster_id, from, to, client_addr) --> |  same cluster? to == itself?
-//!    |                                                 |  from one of its peers, not itself?
+//!    |                                                 |  not itself, not removed?
 //!    | <------------- hello_ack(client_addr) --------- |  yes: serve requests
 //!    | <------------- hello_reject(reason) ----------- |  no: log the reason, close
 //! ```
@@ -129,6 +129,13 @@
 //! cluster 7, this node is in cluster 3`. Both sides record the other's client address
 //! ([`TcpTransport::peer_client_addr`]), so that a node can forward client requests to the
 //! leader.
+//!
+//! # Membership
+//!
+//! The address book follows the cluster's configuration (see [`members`]): members added later
+//! are dialed at the [`MemberAddrs`] their configuration entry carries, removed members are hung
+//! up on once their removal commits and refused after, and a dialer of this cluster that this
+//! node does not know yet is accepted (a joining node hears from the leader first).
 //!
 //! # What is bounded
 //!
@@ -165,6 +172,7 @@ mod config;
 mod framed;
 mod handshake;
 mod link;
+pub mod members;
 mod peer;
 mod server;
 mod stats;
@@ -173,6 +181,7 @@ pub mod wire;
 
 pub use auth::PeerSecret;
 pub use config::{ConfigError, MAX_CLIENT_ADDR_BYTES, MIN_FRAME_BYTES, NetConfig};
+pub use members::{MemberAddrs, MemberAddrsError};
 pub use server::{RpcHandler, TcpServer};
 pub use stats::PeerStats;
 pub use transport::TcpTransport;

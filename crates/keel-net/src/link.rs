@@ -47,7 +47,7 @@ pub(crate) async fn run_link(peer: Arc<Peer>, config: Arc<NetConfig>, cancel: Ca
                     peer = peer.id,
                     "connected to node {} at {}",
                     peer.id,
-                    peer.addr
+                    shown(&peer)
                 );
                 failures = 0;
                 backoff = config.backoff_min;
@@ -62,7 +62,8 @@ pub(crate) async fn run_link(peer: Arc<Peer>, config: Arc<NetConfig>, cancel: Ca
                 peer.set_plain_hello(false);
                 let message = format!(
                     "connection to node {} at {} lost: {error}",
-                    peer.id, peer.addr
+                    peer.id,
+                    shown(&peer)
                 );
                 match error {
                     ConnError::Closed => tracing::info!(peer = peer.id, "{message}"),
@@ -71,7 +72,11 @@ pub(crate) async fn run_link(peer: Arc<Peer>, config: Arc<NetConfig>, cancel: Ca
             }
             Err(error) => {
                 failures += 1;
-                let message = format!("dialing node {} at {} failed: {error}", peer.id, peer.addr);
+                let message = format!(
+                    "dialing node {} at {} failed: {error}",
+                    peer.id,
+                    shown(&peer)
+                );
                 if failures == 1 {
                     tracing::warn!(
                         peer = peer.id,
@@ -92,6 +97,12 @@ pub(crate) async fn run_link(peer: Arc<Peer>, config: Arc<NetConfig>, cancel: Ca
         backoff = (backoff * 2).min(config.backoff_max);
         peer.set_state(LinkState::Connecting);
     }
+}
+
+/// A peer's address for log lines.
+fn shown(peer: &Peer) -> String {
+    peer.addr
+        .map_or("an unknown address".into(), |a| a.to_string())
 }
 
 /// Runs one connection until it fails; returns why.

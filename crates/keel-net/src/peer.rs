@@ -14,6 +14,7 @@ use bytes::Bytes;
 use keel::{NodeId, Response, TransportError};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use crate::stats::{Counters, PeerStats};
 
@@ -44,7 +45,11 @@ struct Link {
 /// One peer, shared by the transport's calls, the peer's link task and the server.
 pub(crate) struct Peer {
     pub id: NodeId,
-    pub addr: SocketAddr,
+    /// Where it is dialed; `None` for a node that dialed this one before this node learned
+    /// its address (see `crate::members`): calls to it fail until the address is known.
+    pub addr: Option<SocketAddr>,
+    /// Cancelled when the peer leaves the address book: its connections close.
+    pub gone: CancellationToken,
     link: Mutex<Link>,
     /// Frames for the link task to write. Twice as deep as the pending limit: frames of callers
     /// that gave up stay queued until written, and should not crowd out live calls.
@@ -60,11 +65,12 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
-    pub(crate) fn new(id: NodeId, addr: SocketAddr, max_pending: usize) -> Peer {
+    pub(crate) fn new(id: NodeId, addr: Option<SocketAddr>, max_pending: usize) -> Peer {
         let (queue, receiver) = mpsc::channel(2 * max_pending);
         Peer {
             id,
             addr,
+            gone: CancellationToken::new(),
             link: Mutex::new(Link {
                 state: LinkState::Idle,
                 pending: HashMap::new(),

@@ -200,7 +200,7 @@ async fn serve_connection(
     handshake::tune(&stream, &config);
     let (read, mut writer) = stream.into_split();
     let mut reader = FrameReader::new(read, handshake::HANDSHAKE_MAX_FRAME_BYTES);
-    let handshake = handshake::accept(&config, shared.transport.peers(), &mut reader, &mut writer);
+    let handshake = handshake::accept(&config, &shared.transport, &mut reader, &mut writer);
     let accepted = tokio::select! {
         _ = shared.cancel.cancelled() => return,
         accepted = tokio::time::timeout(config.handshake_timeout, handshake) => {
@@ -233,7 +233,12 @@ async fn serve_connection(
     if let Some((_, older)) = older {
         older.cancel();
     }
-    let error = serve_requests(&shared, &handler, &peer, reader, writer, &cancel).await;
+    // A peer that leaves the address book (removed from the cluster) is hung up on.
+    let gone = peer.gone.clone();
+    let error = tokio::select! {
+        error = serve_requests(&shared, &handler, &peer, reader, writer, &cancel) => error,
+        _ = gone.cancelled() => ConnError::Removed,
+    };
     cancel.cancel(); // stops this connection's handlers
     {
         let mut incoming = shared.incoming.lock();
@@ -246,7 +251,10 @@ async fn serve_connection(
     }
     let message = format!("connection from node {} at {addr} ended: {error}", peer.id);
     match error {
-        ConnError::Closed | ConnError::Superseded | ConnError::ShuttingDown => {
+        ConnError::Closed
+        | ConnError::Superseded
+        | ConnError::ShuttingDown
+        | ConnError::Removed => {
             tracing::info!(peer = peer.id, "{message}")
         }
         _ => tracing::warn!(peer = peer.id, "{message}"),

@@ -21,8 +21,9 @@ pub(crate) struct Counters {
 pub struct PeerStats {
     /// The peer.
     pub id: NodeId,
-    /// Where it is dialed.
-    pub addr: SocketAddr,
+    /// Where it is dialed, if known (a node that dialed this one before its address was
+    /// known has none yet).
+    pub addr: Option<SocketAddr>,
     /// Whether the outgoing connection to it is up (handshake done).
     pub connected: bool,
     /// Where it serves clients, as learned from a handshake in either direction.

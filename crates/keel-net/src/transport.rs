@@ -1,15 +1,17 @@
 //! [`TcpTransport`]: the client side, implementing [`keel::Transport`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use keel::{BoxFuture, NodeId, Request, Response, Transport, TransportError};
+use keel::{BoxFuture, Membership, NodeId, Request, Response, Transport, TransportError};
+use parking_lot::{Mutex, RwLock};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{ConfigError, NetConfig};
 use crate::link;
+use crate::members::MemberAddrs;
 use crate::peer::{LinkState, Peer, PendingCall};
 use crate::stats::PeerStats;
 use crate::wire;
@@ -22,10 +24,24 @@ use crate::wire;
 /// learned from incoming handshakes show in [`TcpTransport::peer_client_addr`].
 pub struct TcpTransport {
     config: Arc<NetConfig>,
-    /// The other members, by id.
-    peers: BTreeMap<NodeId, Arc<Peer>>,
+    /// The address book: the other members by id, and nodes that dialed this one before it
+    /// knew them (see [`crate::members`]).
+    peers: RwLock<BTreeMap<NodeId, Arc<Peer>>>,
+    /// Who Raft last said this node must reach, and who left that set since.
+    reach: Mutex<Reach>,
     cancel: CancellationToken,
     tasks: TaskTracker,
+}
+
+#[derive(Default)]
+struct Reach {
+    /// The nodes of the last `members_changed` (at first, the configured peers).
+    now: BTreeSet<NodeId>,
+    /// Nodes that left it: their handshakes are refused. (Ids are never reused; a removal that
+    /// is undone brings the node back.)
+    removed: BTreeSet<NodeId>,
+    /// Members without an address this node has warned about.
+    warned: BTreeSet<NodeId>,
 }
 
 impl TcpTransport {
@@ -33,18 +49,23 @@ impl TcpTransport {
     /// peers run; spawns its tasks on the runtime of the first call.
     pub fn new(config: NetConfig) -> Result<Arc<TcpTransport>, ConfigError> {
         config.validate()?;
-        let peers = config
+        let peers: BTreeMap<NodeId, Arc<Peer>> = config
             .remote_peers()
             .map(|(id, addr)| {
                 (
                     id,
-                    Arc::new(Peer::new(id, addr, config.max_pending_per_peer)),
+                    Arc::new(Peer::new(id, Some(addr), config.max_pending_per_peer)),
                 )
             })
             .collect();
+        let reach = Reach {
+            now: peers.keys().copied().collect(),
+            ..Reach::default()
+        };
         Ok(Arc::new(TcpTransport {
             config: Arc::new(config),
-            peers,
+            peers: RwLock::new(peers),
+            reach: Mutex::new(reach),
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
         }))
@@ -58,18 +79,27 @@ impl TcpTransport {
     /// Where peer `id` serves clients, as it said in its last handshake with this node (in
     /// either direction); `None` until one happened.
     pub fn peer_client_addr(&self, id: NodeId) -> Option<String> {
-        self.peers.get(&id)?.client_addr()
+        self.peer(id)?.client_addr()
+    }
+
+    /// Where peer `id` is dialed, if this node knows.
+    pub fn peer_addr(&self, id: NodeId) -> Option<std::net::SocketAddr> {
+        self.peer(id)?.addr
     }
 
     /// Counters of every peer, by id.
     pub fn stats(&self) -> Vec<PeerStats> {
-        self.peers.values().map(|peer| peer.stats()).collect()
+        self.peers
+            .read()
+            .values()
+            .map(|peer| peer.stats())
+            .collect()
     }
 
     /// Stops the links to all peers: pending calls fail with `TransportError::Shutdown`, so do
     /// all later ones, and when this returns every connection is closed and no task runs.
     pub async fn shutdown(&self) {
-        for peer in self.peers.values() {
+        for peer in self.peers.read().values() {
             peer.set_state(LinkState::Shutdown);
         }
         self.cancel.cancel();
@@ -77,8 +107,101 @@ impl TcpTransport {
         self.tasks.wait().await;
     }
 
-    pub(crate) fn peers(&self) -> &BTreeMap<NodeId, Arc<Peer>> {
-        &self.peers
+    fn peer(&self, id: NodeId) -> Option<Arc<Peer>> {
+        self.peers.read().get(&id).cloned()
+    }
+
+    /// Whether `id` was removed from the cluster (its handshakes are refused).
+    pub(crate) fn was_removed(&self, id: NodeId) -> bool {
+        self.reach.lock().removed.contains(&id)
+    }
+
+    /// The entry of a dialer the server accepted: the known peer, or a new entry without an
+    /// address for a node this one does not know yet.
+    pub(crate) fn accepted_peer(&self, id: NodeId) -> Arc<Peer> {
+        if let Some(peer) = self.peer(id) {
+            return peer;
+        }
+        tracing::info!(
+            peer = id,
+            "accepting node {id}, which is not a member this node knows of (yet)"
+        );
+        let mut peers = self.peers.write();
+        peers
+            .entry(id)
+            .or_insert_with(|| Arc::new(Peer::new(id, None, self.config.max_pending_per_peer)))
+            .clone()
+    }
+
+    /// Follows a configuration change (see [`crate::members`]).
+    fn follow(&self, membership: &Membership, reach: &BTreeSet<NodeId>) {
+        let mut book = self.reach.lock();
+        let mut peers = self.peers.write();
+        let left: Vec<NodeId> = book.now.difference(reach).copied().collect();
+        for id in left {
+            if let Some(peer) = peers.remove(&id) {
+                tracing::info!(
+                    peer = id,
+                    "node {id} left the cluster: closing its connections"
+                );
+                peer.set_state(LinkState::Shutdown);
+                peer.gone.cancel();
+            }
+            book.removed.insert(id);
+        }
+        for &id in reach {
+            book.removed.remove(&id);
+            if id == self.config.node_id {
+                continue;
+            }
+            let addrs = membership
+                .info(id)
+                .map(|info| MemberAddrs::decode(info))
+                .transpose()
+                .unwrap_or_else(|error| {
+                    tracing::warn!(peer = id, "member {id}'s addresses do not decode: {error}");
+                    None
+                });
+            let known = peers.get(&id).and_then(|p| p.addr);
+            match addrs {
+                Some(addrs) if known != Some(addrs.peer_addr) => {
+                    let peer = Arc::new(Peer::new(
+                        id,
+                        Some(addrs.peer_addr),
+                        self.config.max_pending_per_peer,
+                    ));
+                    let client = peers
+                        .get(&id)
+                        .and_then(|p| p.client_addr())
+                        .unwrap_or(addrs.client_addr);
+                    if !client.is_empty() {
+                        peer.set_client_addr(client);
+                    }
+                    tracing::info!(peer = id, "node {id} is at {}", addrs.peer_addr);
+                    if let Some(old) = peers.insert(id, peer) {
+                        // Dial the new address from now on; the old entry's connections end.
+                        old.set_state(LinkState::Shutdown);
+                    }
+                }
+                Some(addrs) => {
+                    if let Some(peer) = peers.get(&id)
+                        && peer.client_addr().is_none()
+                        && !addrs.client_addr.is_empty()
+                    {
+                        peer.set_client_addr(addrs.client_addr);
+                    }
+                }
+                None if known.is_none() && book.warned.insert(id) => {
+                    tracing::warn!(
+                        peer = id,
+                        "no peer address is known for member {id}: it is in the configuration \
+                         without addresses and not among this node's --peers"
+                    );
+                }
+                None => {}
+            }
+        }
+        book.now = reach.clone();
     }
 
     pub(crate) fn shared_config(&self) -> &Arc<NetConfig> {
@@ -95,6 +218,10 @@ impl Transport for TcpTransport {
         let queued = self.queue_call(target, &request);
         Box::pin(async move { queued?.reply().await })
     }
+
+    fn members_changed(&self, membership: &Membership, reach: &BTreeSet<NodeId>) {
+        self.follow(membership, reach);
+    }
 }
 
 impl TcpTransport {
@@ -102,8 +229,8 @@ impl TcpTransport {
     /// on the first call.
     fn queue_call(&self, target: NodeId, request: &Request) -> Result<PendingCall, TransportError> {
         let peer = self
-            .peers
-            .get(&target)
+            .peer(target)
+            .filter(|peer| peer.addr.is_some())
             .ok_or(TransportError::UnknownPeer(target))?;
         let id = peer.next_request_id();
         let frame = wire::encode_request(id, request);
@@ -146,7 +273,7 @@ impl std::fmt::Debug for TcpTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TcpTransport")
             .field("node_id", &self.config.node_id)
-            .field("peers", &self.peers.keys().collect::<Vec<_>>())
+            .field("peers", &self.peers.read().keys().collect::<Vec<_>>())
             .finish()
     }
 }

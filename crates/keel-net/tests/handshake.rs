@@ -3,7 +3,10 @@
 
 mod common;
 
+use std::collections::BTreeSet;
+
 use common::{CLUSTER, Pair, Raw, hello};
+use keel::{Membership, Transport};
 use keel_net::wire::{self, FrameKind};
 
 /// Sends `hello` on a raw connection and returns the reason of the reject it must get, after
@@ -32,10 +35,19 @@ async fn wrong_claims_are_refused_with_their_reason_and_real_peers_are_still_ser
         format!("claims cluster 7, this node is in cluster {CLUSTER}")
     );
 
-    let reason = refusal(&pair, hello(CLUSTER, 9, 1)).await;
+    // A node this one does not know yet is accepted (a node joining the cluster is dialed by
+    // the leader before it knows anyone) ...
+    let mut raw = Raw::handshake(pair.addr(), 9, 1).await;
+    raw.send(&wire::encode_request(1, &common::vote(1))).await;
+    let frame = raw.frame().await.expect("an answer");
+    assert_eq!(frame.kind, FrameKind::Response);
+    // ... but not one removed from the cluster.
+    pair.server_transport
+        .members_changed(&Membership::with_voters([1, 2]), &BTreeSet::from([2]));
+    let reason = refusal(&pair, hello(CLUSTER, 3, 1)).await;
     assert_eq!(
         reason,
-        "claims node id 9, which is not a configured peer (peers: [2, 3])"
+        "claims node id 3, which was removed from the cluster"
     );
 
     let reason = refusal(&pair, hello(CLUSTER, 1, 1)).await;
@@ -44,7 +56,7 @@ async fn wrong_claims_are_refused_with_their_reason_and_real_peers_are_still_ser
     let reason = refusal(&pair, hello(CLUSTER, 2, 5)).await;
     assert_eq!(reason, "calls node 5, but this is node 1");
 
-    pair.assert_serves("four refused handshakes").await;
+    pair.assert_serves("refused handshakes").await;
     pair.stop().await;
 }
 

@@ -292,9 +292,9 @@ impl Drop for StateGuard<'_> {
             self.shared.leadership.send_replace(now);
         }
         drop(self.guard.take());
-        if let Some(membership) = members_changed {
+        if let Some((membership, reach)) = members_changed {
             // Before any RPC of this critical section goes out: it may be to a new member.
-            self.shared.transport.members_changed(&membership);
+            self.shared.transport.members_changed(&membership, &reach);
         }
         if wake_applier {
             self.shared.apply_wake.notify_one();
@@ -312,19 +312,19 @@ impl Drop for StateGuard<'_> {
     }
 }
 
-/// Publishes the configuration in force if it, or whether it is committed, changed; returns it
-/// if it changed (for the transport to follow).
+/// Publishes the configuration in force if it, or whether it is committed, changed; then
+/// returns it with every node the transport must still reach (see
+/// `Transport::members_changed`).
 fn publish_membership(
     sender: &watch::Sender<MembershipStatus>,
     s: &mut State,
-) -> Option<Membership> {
+) -> Option<(Membership, BTreeSet<NodeId>)> {
     let generation = s.configs.generation();
     let index = s.configs.current_index();
     let committed = index <= s.commit_index;
     if s.published_membership == (generation, committed) {
         return None;
     }
-    let changed = s.published_membership.0 != generation;
     s.published_membership = (generation, committed);
     let membership = s.configs.current().clone();
     sender.send_replace(MembershipStatus {
@@ -332,7 +332,14 @@ fn publish_membership(
         index,
         committed,
     });
-    changed.then_some(membership)
+    let mut reach = membership.members();
+    reach.extend(
+        s.configs
+            .at(s.commit_index.max(s.log.snapshot_index()))
+            .members(),
+    );
+    reach.remove(&s.id);
+    Some((membership, reach))
 }
 
 impl Shared {

@@ -8,6 +8,8 @@ mod local;
 
 pub use local::LocalNetwork;
 
+use std::collections::BTreeSet;
+
 use crate::BoxFuture;
 use crate::error::TransportError;
 use crate::message::{Request, Response};
@@ -23,12 +25,15 @@ pub trait Transport: Send + Sync + 'static {
         request: Request,
     ) -> BoxFuture<'static, Result<Response, TransportError>>;
 
-    /// The configuration in force changed (a member was added or removed, or a change was
-    /// undone): a transport that keeps an address book updates it from what the service
-    /// attached to each member ([`Membership::info`]), and drops connections to nodes that are
-    /// no longer members. Called outside Raft's lock, before any RPC to a new member is sent,
-    /// and once when the node starts. The default does nothing.
-    fn members_changed(&self, membership: &Membership) {
-        let _ = membership;
+    /// The configuration in force changed, or committed (a member was added or removed, a
+    /// change was undone): a transport that keeps an address book updates it from what the
+    /// service attached to each member ([`Membership::info`]). `reach` is every node this node
+    /// must still be able to talk to: the members of `membership`, and those of the last
+    /// committed configuration (a member being removed must still hear of its removal); a
+    /// transport may close connections to nodes that have left it. Called outside Raft's lock,
+    /// before any RPC to a new member is sent, and once when the node starts. The default does
+    /// nothing.
+    fn members_changed(&self, membership: &Membership, reach: &BTreeSet<NodeId>) {
+        let _ = (membership, reach);
     }
 }
