@@ -71,10 +71,58 @@ pub enum ClientCommand {
         #[arg(long)]
         absent: bool,
     },
-    /// Show every node: id, address, role, term, commit and applied index, lag, leader.
+    /// Show every node: id, address, role, membership, term, commit and applied index, lag,
+    /// leader; then the configuration.
     Status,
+    /// Show or change the cluster's members (changes go to the leader and wait for their
+    /// commit).
+    #[command(subcommand)]
+    Member(MemberCommand),
+    /// Move the cluster's leadership.
+    #[command(subcommand)]
+    Leader(LeaderCommand),
     /// Load a running cluster and report throughput and latency percentiles.
     Bench(BenchArgs),
+}
+
+/// `keel member ...`.
+#[derive(Subcommand, Debug)]
+pub enum MemberCommand {
+    /// List the members: id, role (voter or learner), peer and client address.
+    List,
+    /// Add a node as a learner (it receives the log but does not vote). Start it first with
+    /// `keel serve --id ID ... --join ENDPOINTS`, which also asks for this by itself.
+    Add {
+        /// The new node's id: one no member has, or ever had.
+        id: u64,
+        /// Where it listens for Raft traffic.
+        #[arg(long, value_name = "IP:PORT")]
+        peer_addr: String,
+        /// Where it serves clients.
+        #[arg(long, value_name = "HOST:PORT")]
+        client_addr: String,
+    },
+    /// Make a learner a voter (refused while its log lags the leader's).
+    Promote {
+        /// The learner.
+        id: u64,
+    },
+    /// Remove a member (the leader too: it hands leadership over first).
+    Remove {
+        /// The member.
+        id: u64,
+    },
+}
+
+/// `keel leader ...`.
+#[derive(Subcommand, Debug)]
+pub enum LeaderCommand {
+    /// Hand leadership to another voter: the most up-to-date one, or --to ID.
+    Transfer {
+        /// The voter to take over.
+        #[arg(long, value_name = "ID")]
+        to: Option<u64>,
+    },
 }
 
 /// Flags of `keel bench`.
@@ -215,6 +263,29 @@ pub async fn run(command: ClientCommand, endpoints: &Endpoints) -> Result<(), Cl
             print!("{}", status.table());
             if status.leader().is_none() {
                 eprintln!("no leader among the reachable nodes");
+            }
+            Ok(())
+        }
+        ClientCommand::Member(command) => {
+            let members = match command {
+                MemberCommand::List => client.members().await,
+                MemberCommand::Add {
+                    id,
+                    peer_addr,
+                    client_addr,
+                } => client.add_member(id, &peer_addr, &client_addr).await,
+                MemberCommand::Promote { id } => client.promote_member(id).await,
+                MemberCommand::Remove { id } => client.remove_member(id).await,
+            }
+            .map_err(failed)?;
+            print!("{}", keel_client::members_table(&members));
+            Ok(())
+        }
+        ClientCommand::Leader(LeaderCommand::Transfer { to }) => {
+            let changed = client.transfer_leader(to).await.map_err(failed)?;
+            match changed.leader {
+                Some(leader) => println!("node {leader} leads"),
+                None => println!("leadership moved; the new leader is not known yet"),
             }
             Ok(())
         }

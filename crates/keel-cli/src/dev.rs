@@ -7,7 +7,6 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use clap::Args;
-use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
@@ -21,7 +20,7 @@ pub struct DevArgs {
     /// Where the nodes keep their data (one subdirectory per node). Running again resumes it.
     #[arg(long, default_value = "keel-data", value_name = "DIR")]
     pub data_dir: PathBuf,
-    /// Number of nodes.
+    /// Number of nodes (1 to 7).
     #[arg(long, default_value_t = 3)]
     pub nodes: u64,
     /// Node i serves its HTTP API on this port + i - 1.
@@ -41,19 +40,16 @@ struct NodeProcess {
     peer: String,
     data_dir: PathBuf,
     child: Option<Child>,
+    /// Removed from the cluster: stopped, and not restarted.
+    removed: bool,
 }
 
-#[derive(Deserialize)]
-struct Status {
-    role: String,
-    term: u64,
-    leader_id: Option<u64>,
-}
+type Status = keel_client::NodeStatus;
 
 /// Runs the cluster until Ctrl-C.
 pub async fn dev(args: DevArgs) -> Result<(), CliError> {
-    if args.nodes == 0 || args.nodes > 9 {
-        return Err(CliError::Config("--nodes must be between 1 and 9".into()));
+    if args.nodes == 0 || args.nodes > 7 {
+        return Err(CliError::Config("--nodes must be between 1 and 7".into()));
     }
     for (flag, first) in [
         ("--client-port", args.client_port),
@@ -80,6 +76,7 @@ pub async fn dev(args: DevArgs) -> Result<(), CliError> {
             peer: format!("127.0.0.1:{}", args.peer_port as u64 + id - 1),
             data_dir: args.data_dir.join(format!("node{id}")),
             child: None,
+            removed: false,
         })
         .collect();
     let peers: Vec<String> = nodes
@@ -97,6 +94,7 @@ pub async fn dev(args: DevArgs) -> Result<(), CliError> {
     print_banner(&nodes, leader);
 
     let mut last_leader = leader;
+    let mut last_configuration: Option<String> = None;
     let mut poll = tokio::time::interval(Duration::from_millis(250));
     let signal = wait_for_signal();
     tokio::pin!(signal);
@@ -106,7 +104,9 @@ pub async fn dev(args: DevArgs) -> Result<(), CliError> {
             Some((id, how)) = exited.recv() => {
                 let node = nodes.iter_mut().find(|n| n.id == id).expect("known node");
                 node.child = None;
-                if args.no_restart {
+                if node.removed {
+                    eprintln!("[dev] node {id} stopped ({how}); it was removed, so it stays down");
+                } else if args.no_restart {
                     eprintln!("[dev] node {id} exited ({how}); not restarting (--no-restart)");
                 } else {
                     eprintln!("[dev] node {id} exited ({how}); restarting it in 1 s");
@@ -115,7 +115,17 @@ pub async fn dev(args: DevArgs) -> Result<(), CliError> {
                 }
             }
             _ = poll.tick() => {
-                let now = current_leader(&http, &nodes).await;
+                let statuses = statuses(&http, &nodes).await;
+                stop_removed(&mut nodes, &statuses);
+                if let Some(configuration) = configuration_line(&statuses)
+                    && last_configuration.as_ref() != Some(&configuration)
+                {
+                    if last_configuration.is_some() {
+                        eprintln!("[dev] {configuration}");
+                    }
+                    last_configuration = Some(configuration);
+                }
+                let now = leader_of(&statuses);
                 if let Some((id, term)) = now
                     && now != last_leader
                 {
@@ -130,15 +140,18 @@ pub async fn dev(args: DevArgs) -> Result<(), CliError> {
         }
     }
     eprintln!("[dev] stopping the cluster");
-    for node in &mut nodes {
-        if let Some(child) = &node.child
-            && let Some(pid) = child.id()
-        {
-            // SAFETY: kill(2) with a pid this process spawned and SIGTERM has no memory effects.
-            unsafe {
-                libc::kill(pid as i32, libc::SIGTERM);
-            }
+    // The leader first: it hands leadership to a follower before it exits, and so on, so the
+    // cluster never waits an election timeout on the way down.
+    if let Some((leader, _)) = current_leader(&http, &nodes).await
+        && let Some(node) = nodes.iter_mut().find(|n| n.id == leader)
+    {
+        terminate(node);
+        if let Some(mut child) = node.child.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
         }
+    }
+    for node in &mut nodes {
+        terminate(node);
     }
     for node in &mut nodes {
         if let Some(mut child) = node.child.take() {
@@ -153,6 +166,65 @@ pub async fn dev(args: DevArgs) -> Result<(), CliError> {
     }
     eprintln!("[dev] stopped; data kept in {}", args.data_dir.display());
     Ok(())
+}
+
+/// Sends SIGTERM to a node's process, if it runs.
+fn terminate(node: &NodeProcess) {
+    if let Some(child) = &node.child
+        && let Some(pid) = child.id()
+    {
+        // SAFETY: kill(2) with a pid this process spawned and SIGTERM has no memory effects.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGTERM);
+        }
+    }
+}
+
+/// Stops the nodes that say they were removed from the cluster (a committed configuration
+/// without them), and marks them not to be restarted.
+fn stop_removed(nodes: &mut [NodeProcess], statuses: &[(u64, Option<Status>)]) {
+    for (id, status) in statuses {
+        let Some(status) = status else {
+            continue;
+        };
+        let out = status.membership_committed && status.own_member().is_none();
+        let Some(node) = nodes.iter_mut().find(|n| n.id == *id) else {
+            continue;
+        };
+        if out && !node.removed {
+            eprintln!("[dev] node {id} was removed from the cluster; stopping it");
+            node.removed = true;
+            terminate(node);
+        }
+    }
+}
+
+/// The configuration as the leader (or else any node) sees it, in one line.
+fn configuration_line(statuses: &[(u64, Option<Status>)]) -> Option<String> {
+    let answered = statuses.iter().filter_map(|(_, s)| s.as_ref());
+    let status = answered
+        .clone()
+        .filter(|s| s.is_leader())
+        .max_by_key(|s| s.term)
+        .or_else(|| answered.clone().next())?;
+    let ids = |role: &str| {
+        let ids: Vec<String> = status
+            .members
+            .iter()
+            .filter(|m| m.role.as_deref() == Some(role))
+            .map(|m| m.id.to_string())
+            .collect();
+        ids.join(", ")
+    };
+    let mut line = format!("members: voters {}", ids("voter"));
+    let learners = ids("learner");
+    if !learners.is_empty() {
+        line.push_str(&format!(", learners {learners}"));
+    }
+    if status.joint {
+        line.push_str(" (joint: changing)");
+    }
+    Some(line)
 }
 
 /// The nodes' peer secret: `DIR/peer-secret`, made (readable by this user only) on the first
@@ -299,17 +371,31 @@ impl StatusClient {
     }
 }
 
-async fn current_leader(http: &StatusClient, nodes: &[NodeProcess]) -> Option<(u64, u64)> {
-    let mut best: Option<(u64, u64)> = None;
+/// Every node's status (`None` for one that did not answer).
+async fn statuses(http: &StatusClient, nodes: &[NodeProcess]) -> Vec<(u64, Option<Status>)> {
+    let mut all = Vec::with_capacity(nodes.len());
     for node in nodes {
-        if let Some(status) = http.status(&node.client).await
-            && status.role == "leader"
+        all.push((node.id, http.status(&node.client).await));
+    }
+    all
+}
+
+/// The leader and its term, among the nodes' statuses.
+fn leader_of(statuses: &[(u64, Option<Status>)]) -> Option<(u64, u64)> {
+    let mut best: Option<(u64, u64)> = None;
+    for (id, status) in statuses {
+        if let Some(status) = status
+            && status.is_leader()
             && best.is_none_or(|(_, term)| status.term > term)
         {
-            best = Some((status.leader_id.unwrap_or(node.id), status.term));
+            best = Some((status.leader_id.unwrap_or(*id), status.term));
         }
     }
     best
+}
+
+async fn current_leader(http: &StatusClient, nodes: &[NodeProcess]) -> Option<(u64, u64)> {
+    leader_of(&statuses(http, nodes).await)
 }
 
 async fn wait_for_leader(

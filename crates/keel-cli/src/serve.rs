@@ -21,7 +21,8 @@ pub struct ServeArgs {
     /// every key.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// This node's id: a positive integer, one of the ids in --peers.
+    /// This node's id: a positive integer, one of the ids in --peers (with --join, one no
+    /// member has, or ever had).
     #[arg(long)]
     pub id: Option<NodeId>,
     /// Directory for this node's log and snapshots (created if missing).
@@ -37,10 +38,25 @@ pub struct ServeArgs {
     /// listening on 0.0.0.0).
     #[arg(long, value_name = "HOST:PORT")]
     pub advertise_client_addr: Option<String>,
-    /// Every member of the cluster, this node included: ID=HOST:PORT of its peer address,
-    /// comma-separated. Example: 1=10.0.0.1:7081,2=10.0.0.2:7081,3=10.0.0.3:7081
-    #[arg(long, value_name = "ID=HOST:PORT,...")]
+    /// The peer address other nodes dial, if not --peer-addr (say, when listening on
+    /// 0.0.0.0). A node that joins a cluster gives it to the others.
+    #[arg(long, value_name = "IP:PORT")]
+    pub advertise_peer_addr: Option<String>,
+    /// For a new cluster: every member, this node included: ID=HOST:PORT of its peer address,
+    /// comma-separated. Example: 1=10.0.0.1:7081,2=10.0.0.2:7081,3=10.0.0.3:7081. (Not with
+    /// --join. Once the cluster's membership has changed, the data dir's configuration wins;
+    /// these only say where the original members are.)
+    #[arg(long, value_name = "ID=HOST:PORT,...", conflicts_with = "join")]
     pub peers: Option<String>,
+    /// Join a running cluster instead: ask it, through any of these members' client
+    /// addresses, to add this node (an empty one, with a new id) as a learner; it then learns
+    /// the members and catches up. Restarting with --join again is harmless.
+    #[arg(long, value_name = "HOST:PORT,...")]
+    pub join: Option<String>,
+    /// With --join: once caught up, ask to become a voter (otherwise an operator promotes it:
+    /// keel member promote ID).
+    #[arg(long, requires = "join")]
+    pub join_as_voter: bool,
     /// Cluster name: nodes of different clusters refuse each other's traffic, and a data dir
     /// remembers its cluster.
     #[arg(long)]
@@ -97,6 +113,9 @@ struct FileConfig {
     peer_addr: Option<String>,
     client_addr: Option<String>,
     advertise_client_addr: Option<String>,
+    advertise_peer_addr: Option<String>,
+    join: Option<Vec<String>>,
+    join_as_voter: Option<bool>,
     cluster: Option<String>,
     peer_secret_file: Option<PathBuf>,
     peer_secret_transition: Option<bool>,
@@ -176,15 +195,38 @@ pub fn node_config(args: ServeArgs) -> Result<NodeConfig, CliError> {
         .client_addr
         .or(file.client_addr)
         .ok_or_else(|| missing("client-addr"))?;
+    let join: Vec<String> = match (args.join, file.join) {
+        (Some(list), _) => keel_client::parse_endpoints(&list),
+        (None, Some(list)) => list,
+        (None, None) => Vec::new(),
+    };
+    let join_as_voter = args.join_as_voter || file.join_as_voter.unwrap_or(false);
+    if join_as_voter && join.is_empty() {
+        return Err(CliError::Config(
+            "--join-as-voter goes with --join: it says what to ask the cluster joined".into(),
+        ));
+    }
     let peers = match (args.peers, file.peers) {
         (Some(spec), _) => parse_peers(&spec)?,
         (None, Some(map)) => {
             let spec: Vec<String> = map.iter().map(|(k, v)| format!("{k}={v}")).collect();
             parse_peers(&spec.join(","))?
         }
-        (None, None) => return Err(missing("peers")),
+        (None, None) if !join.is_empty() => BTreeMap::new(),
+        (None, None) => {
+            return Err(CliError::Config(
+                "missing --peers (every member of a new cluster) or --join (members of a \
+                 running one to join)"
+                    .into(),
+            ));
+        }
     };
-    if !peers.contains_key(&id) {
+    if !join.is_empty() && !peers.is_empty() {
+        return Err(CliError::Config(
+            "give --peers to start a new cluster, or --join to join a running one, not both".into(),
+        ));
+    }
+    if join.is_empty() && !peers.contains_key(&id) {
         return Err(CliError::Config(format!(
             "node {id} is not among the peers {:?}: --peers must list every member, this node too",
             peers.keys().collect::<Vec<_>>()
@@ -192,6 +234,11 @@ pub fn node_config(args: ServeArgs) -> Result<NodeConfig, CliError> {
     }
     let peer_listen = resolve("--peer-addr", &peer_addr)?;
     let client_listen = resolve("--client-addr", &client_addr)?;
+    let peer_advertise = args
+        .advertise_peer_addr
+        .or(file.advertise_peer_addr)
+        .map(|addr| resolve("--advertise-peer-addr", &addr))
+        .transpose()?;
 
     let mut raft = keel::Config::default();
     if let Some(ms) = args.heartbeat_ms.or(file.heartbeat_ms) {
@@ -245,7 +292,10 @@ pub fn node_config(args: ServeArgs) -> Result<NodeConfig, CliError> {
         peer_listen,
         client_listen,
         client_advertise: args.advertise_client_addr.or(file.advertise_client_addr),
+        peer_advertise,
         peers,
+        join,
+        join_as_voter,
         peer_secret,
         peer_secret_transition,
         raft,

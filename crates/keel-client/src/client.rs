@@ -32,6 +32,8 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use tokio::time::Instant;
 
+use keel_api::{AddMember, LeaderChanged, Members, TransferLeader};
+
 use crate::error::{ClientError, Failure, Secs};
 use crate::status::{ClusterStatus, EndpointStatus, NodeStatus};
 
@@ -39,9 +41,9 @@ use crate::status::{ClusterStatus, EndpointStatus, NodeStatus};
 pub const DEFAULT_ENDPOINTS: [&str; 3] = ["127.0.0.1:8081", "127.0.0.1:8082", "127.0.0.1:8083"];
 
 /// Header carrying the client id of an exactly-once write.
-pub(crate) const CLIENT_ID_HEADER: &str = "keel-client-id";
+pub(crate) const CLIENT_ID_HEADER: &str = keel_api::CLIENT_ID_HEADER;
 /// Header carrying the sequence number of an exactly-once write.
-pub(crate) const REQUEST_SEQ_HEADER: &str = "keel-request-seq";
+pub(crate) const REQUEST_SEQ_HEADER: &str = keel_api::REQUEST_SEQ_HEADER;
 
 /// The largest value a node may be configured to accept (`keel serve --max-value-bytes`), and
 /// so the largest value this client reads.
@@ -443,13 +445,39 @@ impl Client {
         .await
     }
 
-    /// The status of every endpoint, asked concurrently. Render it with
+    /// The status of every endpoint, asked concurrently, and of the members they name that are
+    /// not among the endpoints (a member added since, say). Render it with
     /// [`ClusterStatus::table`].
     pub async fn cluster_status(&self) -> ClusterStatus {
+        let mut endpoints = self.statuses(self.shared.endpoints.clone()).await;
+        // Members the nodes know of, by client address, that were not asked; bounded, since a
+        // node's answer is not to be trusted with the size of this work.
+        let mut more: Vec<String> = Vec::new();
+        for status in endpoints.iter().filter_map(|e| e.status.as_ref().ok()) {
+            for member in &status.members {
+                let Some(addr) = member
+                    .client_addr
+                    .as_deref()
+                    .and_then(|a| normalize_endpoint(a).ok())
+                else {
+                    continue;
+                };
+                let asked = endpoints.iter().any(|e| e.endpoint == addr);
+                if !asked && !more.contains(&addr) && more.len() < 16 {
+                    more.push(addr);
+                }
+            }
+        }
+        if !more.is_empty() {
+            endpoints.extend(self.statuses(more).await);
+        }
+        ClusterStatus { endpoints }
+    }
+
+    /// The status of each of `endpoints`, asked concurrently.
+    async fn statuses(&self, endpoints: Vec<String>) -> Vec<EndpointStatus> {
         let timeout = self.shared.options.status_timeout;
-        let tasks: Vec<_> = self
-            .shared
-            .endpoints
+        let tasks: Vec<_> = endpoints
             .iter()
             .map(|endpoint| {
                 let http = self.shared.http.clone();
@@ -457,20 +485,17 @@ impl Client {
                 tokio::spawn(fetch_status(http, endpoint, timeout))
             })
             .collect();
-        let mut endpoints = Vec::with_capacity(tasks.len());
-        for (task, endpoint) in tasks.into_iter().zip(&self.shared.endpoints) {
+        let mut answers = Vec::with_capacity(tasks.len());
+        for (task, endpoint) in tasks.into_iter().zip(endpoints) {
             let status = task.await.unwrap_or_else(|e| {
                 Err(ClientError::Unreachable {
                     endpoint: endpoint.clone(),
                     reason: format!("status request failed: {e}"),
                 })
             });
-            endpoints.push(EndpointStatus {
-                endpoint: endpoint.clone(),
-                status,
-            });
+            answers.push(EndpointStatus { endpoint, status });
         }
-        ClusterStatus { endpoints }
+        answers
     }
 
     /// The endpoint of the node that reports itself leader, asking every endpoint until one
@@ -508,6 +533,97 @@ impl Client {
             }
             tokio::time::sleep_until(deadline.min(Instant::now() + backoff)).await;
             backoff = (backoff * 2).min(self.shared.options.backoff_max);
+        }
+    }
+
+    /// The configuration in force on the leader (`GET /v1/members`).
+    pub async fn members(&self) -> Result<Members, ClientError> {
+        let answer = self
+            .admin(Method::GET, "/v1/members".into(), Bytes::new())
+            .await?;
+        parse_json(&answer)
+    }
+
+    /// Adds node `id` as a learner (`POST /v1/members`); completes once the change is
+    /// committed. Adding a node that is already a member at these addresses succeeds (a retry
+    /// after a lost answer must not fail).
+    pub async fn add_member(
+        &self,
+        id: u64,
+        peer_addr: &str,
+        client_addr: &str,
+    ) -> Result<Members, ClientError> {
+        let body = AddMember {
+            id,
+            peer_addr: peer_addr.to_string(),
+            client_addr: client_addr.to_string(),
+        };
+        let body = serde_json::to_vec(&body).expect("a plain struct serializes");
+        match self
+            .admin(Method::POST, "/v1/members".into(), body.into())
+            .await
+        {
+            Ok(answer) => parse_json(&answer),
+            Err(ClientError::BadRequest { code, message }) if code == "already_member" => {
+                let members = self.members().await?;
+                let same = members.members.iter().any(|m| {
+                    m.id == id
+                        && m.peer_addr.as_deref() == Some(peer_addr)
+                        && m.client_addr.as_deref() == Some(client_addr)
+                });
+                if same {
+                    Ok(members)
+                } else {
+                    Err(ClientError::BadRequest { code, message })
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Makes learner `id` a voter (`POST /v1/members/{id}/promote`); completes once the
+    /// change is committed. Refused ([`ClientError::Refused`], HTTP 412) while it lags.
+    pub async fn promote_member(&self, id: u64) -> Result<Members, ClientError> {
+        let path = format!("/v1/members/{id}/promote");
+        let answer = self.admin(Method::POST, path, Bytes::new()).await?;
+        parse_json(&answer)
+    }
+
+    /// Removes member `id` (`DELETE /v1/members/{id}`); completes once the change is committed.
+    pub async fn remove_member(&self, id: u64) -> Result<Members, ClientError> {
+        let path = format!("/v1/members/{id}");
+        let answer = self.admin(Method::DELETE, path, Bytes::new()).await?;
+        parse_json(&answer)
+    }
+
+    /// Hands leadership to `to`, or to the most up-to-date follower (`POST /v1/leader`).
+    pub async fn transfer_leader(&self, to: Option<u64>) -> Result<LeaderChanged, ClientError> {
+        let body = serde_json::to_vec(&TransferLeader { to }).expect("a plain struct serializes");
+        let answer = self
+            .admin(Method::POST, "/v1/leader".into(), body.into())
+            .await?;
+        parse_json(&answer)
+    }
+
+    /// Sends an administrative request (retried across endpoints like any request); a success
+    /// answer, or its typed error.
+    async fn admin(
+        &self,
+        method: Method,
+        path: String,
+        body: Bytes,
+    ) -> Result<Answer, ClientError> {
+        let call = Call {
+            method,
+            path,
+            body,
+            session: None,
+        };
+        let answer = self.send(&call).await?;
+        if answer.status.is_success() {
+            Ok(answer)
+        } else {
+            Err(answer_error(answer, ""))
         }
     }
 
@@ -701,7 +817,14 @@ fn answer_error(answer: Answer, key: &str) -> ClientError {
         StatusCode::NOT_FOUND if code == "not_found" => ClientError::NotFound {
             key: key.to_string(),
         },
-        StatusCode::CONFLICT => ClientError::Stale { message },
+        StatusCode::CONFLICT if code == "stale_request" || code.is_empty() => {
+            ClientError::Stale { message }
+        }
+        StatusCode::CONFLICT | StatusCode::PRECONDITION_FAILED => ClientError::Refused {
+            status: answer.status.as_u16(),
+            code,
+            message,
+        },
         StatusCode::PAYLOAD_TOO_LARGE => ClientError::TooLarge { message },
         status => ClientError::Unexpected {
             endpoint: answer.endpoint,

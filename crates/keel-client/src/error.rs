@@ -38,6 +38,17 @@ pub enum ClientError {
         /// The server's explanation.
         message: String,
     },
+    /// The cluster refused a membership change or leadership transfer as things stand
+    /// (HTTP 409: another change is in progress; 412: a learner has not caught up yet).
+    #[error("refused ({code}): {message}")]
+    Refused {
+        /// The HTTP status code.
+        status: u16,
+        /// The server's error code, e.g. `change_in_progress`.
+        code: String,
+        /// The server's explanation.
+        message: String,
+    },
     /// An answer this client does not expect from a keel node (another status code, or a 404
     /// that is not about a key: the endpoint may not be a keel node).
     #[error("{endpoint} answered HTTP {status}: {message}")]
@@ -81,7 +92,7 @@ pub enum ClientError {
 
 impl ClientError {
     /// A short stable name of the error's kind, for counting (`not_found`, `too_large`,
-    /// `bad_request`, `stale`, `unexpected`, `bad_answer`, `unreachable`, `unavailable`,
+    /// `bad_request`, `stale`, `refused`, `unexpected`, `bad_answer`, `unreachable`, `unavailable`,
     /// `invalid_input`).
     pub fn kind(&self) -> &'static str {
         match self {
@@ -89,6 +100,7 @@ impl ClientError {
             ClientError::TooLarge { .. } => "too_large",
             ClientError::BadRequest { .. } => "bad_request",
             ClientError::Stale { .. } => "stale",
+            ClientError::Refused { .. } => "refused",
             ClientError::Unexpected { .. } => "unexpected",
             ClientError::BadAnswer { .. } => "bad_answer",
             ClientError::Unreachable { .. } => "unreachable",

@@ -45,6 +45,10 @@
 //! | `delete KEY` | [`Client::delete`] → [`Written`] |
 //! | `cas KEY EXPECTED NEW` (no expected: key absent) | [`Client::cas`] → [`CasOutcome`] |
 //! | `status` | [`Client::cluster_status`], print [`ClusterStatus::table`] |
+//! | `member list` | [`Client::members`], print [`members_table`] |
+//! | `member add ID --peer-addr A --client-addr B` | [`Client::add_member`] |
+//! | `member promote ID` / `member remove ID` | [`Client::promote_member`] / [`Client::remove_member`] |
+//! | `leader transfer [--to ID]` | [`Client::transfer_leader`] |
 //! | `bench ...` | [`bench::run`] with [`bench::print_progress`], print the [`bench::BenchReport`] |
 //!
 //! Endpoints default to [`DEFAULT_ENDPOINTS`], the local dev cluster; [`parse_endpoints`] reads
@@ -70,4 +74,5 @@ pub use client::{
     parse_endpoints,
 };
 pub use error::{ClientError, Failure};
-pub use status::{ClusterStatus, EndpointStatus, MemberStatus, NodeStatus};
+pub use keel_api::{LeaderChanged, Member, Members};
+pub use status::{ClusterStatus, EndpointStatus, MemberStatus, NodeStatus, members_table};

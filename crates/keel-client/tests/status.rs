@@ -48,12 +48,16 @@ async fn the_table_shows_one_leader_and_the_unreachable_endpoint() {
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(
         lines.len(),
-        5,
-        "a header and one row per endpoint:\n{table}"
+        6,
+        "a header, one row per endpoint and the configuration:\n{table}"
+    );
+    assert_eq!(
+        lines[5], "configuration (index 0): voters 1, 2, 3",
+        "{table}"
     );
     assert!(lines[0].starts_with("ID  ADDRESS"), "{table}");
     let column = |line: &str, i: usize| line.split_whitespace().nth(i).map(str::to_string);
-    let roles: Vec<_> = lines[1..].iter().map(|l| column(l, 2)).collect();
+    let roles: Vec<_> = lines[1..5].iter().map(|l| column(l, 2)).collect();
     assert_eq!(
         roles
             .iter()
@@ -73,12 +77,15 @@ async fn the_table_shows_one_leader_and_the_unreachable_endpoint() {
     let unreachable = lines[4];
     assert_eq!(column(unreachable, 1).as_deref(), Some(closed.as_str()));
     assert_eq!(column(unreachable, 2).as_deref(), Some("unreachable"));
+    for line in &lines[1..4] {
+        assert_eq!(column(line, 3).as_deref(), Some("voter"), "{table}");
+    }
     assert!(unreachable.ends_with("connection refused"), "{table}");
 
     // Every live row names the same leader, and the leader's row is that node.
     let (leader_endpoint, leader) = status.leader().expect("a leader");
     for line in &lines[1..4] {
-        assert_eq!(column(line, 7), Some(leader.node_id.to_string()), "{table}");
+        assert_eq!(column(line, 8), Some(leader.node_id.to_string()), "{table}");
     }
     assert_eq!(
         leader_endpoint,

@@ -9,6 +9,7 @@
 //! | `POST /v1/kv/{key}?op=cas` (`{"expected": "old" or null, "value": "new"}`) | 200 `{"succeeded": bool, "index": N}` |
 //! | `DELETE /v1/kv/{key}` | 200 `{"index": N}` |
 //! | `GET /v1/status` | JSON view of the node and the cluster |
+//! | `GET /v1/members`, `POST /v1/members`, `POST /v1/members/{id}/promote`, `DELETE /v1/members/{id}`, `POST /v1/leader` | membership and leadership (see [`crate::members`]) |
 //! | `GET /metrics` | Prometheus text format |
 //!
 //! Writes may carry `Keel-Client-Id` and `Keel-Request-Seq` headers for exactly-once retries.
@@ -36,21 +37,15 @@ use axum::routing::get;
 use http_body_util::BodyExt;
 use keel::{NodeId, Role};
 use keel_kv::{Consistency, KvError, KvService, Write, WriteResult};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::metrics::Metrics;
 
-/// Header carrying the client's id for exactly-once writes.
-pub const CLIENT_ID_HEADER: &str = "keel-client-id";
-/// Header carrying the client's request sequence number.
-pub const REQUEST_SEQ_HEADER: &str = "keel-request-seq";
-/// Set on a request one node forwards to the leader, so it is never forwarded twice.
-pub const FORWARDED_HEADER: &str = "keel-forwarded";
+pub use keel_api::{CLIENT_ID_HEADER, FORWARDED_HEADER, REQUEST_SEQ_HEADER};
 
-/// Where the members of the cluster are.
+/// Where the members of the cluster are: what the node's transport learned from the
+/// configuration and from handshakes.
 pub trait Directory: Send + Sync + 'static {
-    /// Every member's id, this node included, sorted.
-    fn members(&self) -> Vec<NodeId>;
     /// The address a member serves this API on, if known.
     fn client_addr(&self, id: NodeId) -> Option<String>;
     /// The address a member serves Raft traffic on, if known.
@@ -62,9 +57,9 @@ const FORWARD_POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(10
 
 /// What the handlers share.
 pub struct Api {
-    kv: KvService,
-    directory: Arc<dyn Directory>,
-    metrics: Arc<Metrics>,
+    pub(crate) kv: KvService,
+    pub(crate) directory: Arc<dyn Directory>,
+    pub(crate) metrics: Arc<Metrics>,
     forwarder: reqwest::Client,
     /// Bytes of request bodies the node holds at once, over all requests: one permit a byte,
     /// held from the byte's arrival until its request is answered.
@@ -124,6 +119,19 @@ pub fn router(api: Arc<Api>) -> Router {
             get(get_key).put(put_key).post(post_key).delete(delete_key),
         )
         .route("/v1/status", get(status))
+        .route(
+            "/v1/members",
+            get(crate::members::list).post(crate::members::add),
+        )
+        .route(
+            "/v1/members/{id}/promote",
+            axum::routing::post(crate::members::promote),
+        )
+        .route(
+            "/v1/members/{id}",
+            axum::routing::delete(crate::members::remove),
+        )
+        .route("/v1/leader", axum::routing::post(crate::members::transfer))
         .route("/metrics", get(metrics))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no_route", "no such endpoint") })
         .method_not_allowed_fallback(|| async {
@@ -138,19 +146,11 @@ pub fn router(api: Arc<Api>) -> Router {
 
 /// A JSON error answer.
 pub fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    #[derive(Serialize)]
-    struct Body<'a> {
-        error: &'a str,
-        code: &'a str,
-    }
-    let mut response = (
-        status,
-        axum::Json(Body {
-            error: message,
-            code,
-        }),
-    )
-        .into_response();
+    let body = keel_api::ErrorBody {
+        error: message.to_string(),
+        code: code.to_string(),
+    };
+    let mut response = (status, axum::Json(body)).into_response();
     if status == StatusCode::SERVICE_UNAVAILABLE {
         response
             .headers_mut()
@@ -180,7 +180,7 @@ fn kv_error(e: &KvError) -> Response {
 }
 
 /// The request as received (without its body), kept for forwarding it unchanged.
-type Incoming = axum::http::request::Parts;
+pub(crate) type Incoming = axum::http::request::Parts;
 
 type KeyPath = Result<Path<String>, PathRejection>;
 
@@ -511,8 +511,16 @@ async fn write(api: &Arc<Api>, incoming: Incoming, body: Bytes, write_op: Write)
     };
     let is_cas = matches!(write_op, Write::Cas { .. });
     api.metrics.writes.inc();
-    let pending = match api.kv.submit(session, write_op) {
+    let pending = match api.kv.submit(session, write_op.clone()) {
         Ok(pending) => pending,
+        Err(KvError::TransferringLeadership { .. }) => {
+            // The leader hands over within milliseconds: wait for it, then write (or forward)
+            // as usual, rather than fail the client.
+            match after_transfer(api, session, write_op).await {
+                Ok(pending) => pending,
+                Err(e) => return forward_or_fail(api, &e, incoming, body).await,
+            }
+        }
         Err(e) => return forward_or_fail(api, &e, incoming, body).await,
     };
     // Kept only to forward the request; freed now, while still in cache, rather than after
@@ -521,6 +529,31 @@ async fn write(api: &Arc<Api>, incoming: Incoming, body: Bytes, write_op: Write)
     match pending.wait().await {
         Ok(result) => write_answer(is_cas, result),
         Err(e) => kv_error(&e),
+    }
+}
+
+/// Submits a write refused during a leadership transfer again once the transfer has ended
+/// (leadership moved, or the transfer was abandoned), within the request timeout.
+async fn after_transfer(
+    api: &Api,
+    session: Option<(u64, u64)>,
+    write_op: Write,
+) -> Result<keel_kv::PendingWrite, KvError> {
+    let raft = api.kv.raft();
+    let mut leadership = raft.leadership();
+    let deadline = tokio::time::Instant::now() + api.kv.options().request_timeout;
+    loop {
+        // A short step too: an abandoned transfer changes no leadership.
+        let step = tokio::time::sleep(std::time::Duration::from_millis(10));
+        tokio::select! {
+            _ = leadership.changed() => {}
+            _ = step => {}
+            _ = tokio::time::sleep_until(deadline) => return Err(KvError::Timeout),
+        }
+        match api.kv.submit(session, write_op.clone()) {
+            Err(KvError::TransferringLeadership { .. }) => continue,
+            other => return other,
+        }
     }
 }
 
@@ -551,12 +584,24 @@ async fn forward_or_fail(api: &Arc<Api>, e: &KvError, incoming: Incoming, body: 
     else {
         return kv_error(e);
     };
-    if incoming.headers.contains_key(FORWARDED_HEADER) || *leader == api.kv.raft().id() {
-        return kv_error(e);
+    forward(api, *leader, incoming, body)
+        .await
+        .unwrap_or_else(|| kv_error(e))
+}
+
+/// Sends a request this node cannot serve to `leader` and relays the answer; `None` if it
+/// cannot be forwarded (it was forwarded already, the leader is this node, or its address is
+/// unknown), for the caller to answer the error itself.
+pub(crate) async fn forward(
+    api: &Api,
+    leader: NodeId,
+    incoming: Incoming,
+    body: Bytes,
+) -> Option<Response> {
+    if incoming.headers.contains_key(FORWARDED_HEADER) || leader == api.kv.raft().id() {
+        return None;
     }
-    let Some(addr) = api.directory.client_addr(*leader) else {
-        return kv_error(e);
-    };
+    let addr = api.directory.client_addr(leader)?;
     api.metrics.forwarded.inc();
     let path = incoming
         .uri
@@ -595,7 +640,7 @@ async fn forward_or_fail(api: &Arc<Api>, e: &KvError, incoming: Incoming, body: 
                 .max(keel_kv::LARGEST_VALUE_LIMIT)
                 .saturating_add(64 << 10);
             let mut held = Held::default();
-            match read_limited(api, answer, limit, &mut held).await {
+            Some(match read_limited(api, answer, limit, &mut held).await {
                 Ok(bytes) => (status, headers, bytes).into_response(),
                 Err(Relay::Busy(response)) => response,
                 Err(Relay::Failed(problem)) => error(
@@ -603,13 +648,13 @@ async fn forward_or_fail(api: &Arc<Api>, e: &KvError, incoming: Incoming, body: 
                     "forward_failed",
                     &format!("leader {leader} at {addr} failed mid-answer: {problem}"),
                 ),
-            }
+            })
         }
-        Err(err) => error(
+        Err(err) => Some(error(
             StatusCode::SERVICE_UNAVAILABLE,
             "forward_failed",
             &format!("cannot reach leader {leader} at {addr}: {err}"),
-        ),
+        )),
     }
 }
 
@@ -664,47 +709,11 @@ async fn read_limited(
     Ok(body.freeze())
 }
 
-/// The JSON of `GET /v1/status`.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct StatusView {
-    /// This node.
-    pub node_id: NodeId,
-    /// `leader`, `follower`, `candidate` or `pre_candidate`.
-    pub role: String,
-    /// Current term.
-    pub term: u64,
-    /// Known leader.
-    pub leader_id: Option<NodeId>,
-    /// The leader's client address, if known.
-    pub leader_addr: Option<String>,
-    /// Highest index known committed.
-    pub commit_index: u64,
-    /// Highest index applied to the store.
-    pub applied_index: u64,
-    /// Last index in the log.
-    pub last_log_index: u64,
-    /// Last index covered by the snapshot.
-    pub snapshot_index: u64,
-    /// Every member of the cluster.
-    pub members: Vec<MemberView>,
-}
+/// The JSON of `GET /v1/status` (defined in `keel-api`, which clients read it with).
+pub type StatusView = keel_api::NodeStatus;
 
-/// One member in [`StatusView`].
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct MemberView {
-    /// Its id.
-    pub id: NodeId,
-    /// Where it serves Raft traffic.
-    pub peer_addr: Option<String>,
-    /// Where it serves this API.
-    pub client_addr: Option<String>,
-    /// On the leader: highest index replicated on it.
-    pub match_index: Option<u64>,
-    /// On the leader: milliseconds since it last answered.
-    pub last_contact_ms: Option<u64>,
-}
-
-/// Builds the status view of the node behind `api`.
+/// Builds the status view of the node behind `api`: the node, and every member of the
+/// configuration in force on it.
 pub fn status_view(api: &Api) -> StatusView {
     let status = api.kv.raft().status();
     let role = match status.role {
@@ -713,14 +722,14 @@ pub fn status_view(api: &Api) -> StatusView {
         Role::Candidate => "candidate",
         Role::PreCandidate => "pre_candidate",
     };
-    let members = api
-        .directory
+    let membership = &status.membership.membership;
+    let members = membership
         .members()
         .into_iter()
         .map(|id| {
             let follower = status.followers.iter().find(|f| f.id == id);
             let is_self_leader = id == status.id && status.role == Role::Leader;
-            MemberView {
+            keel_api::MemberStatus {
                 id,
                 peer_addr: api.directory.peer_addr(id),
                 client_addr: api.directory.client_addr(id),
@@ -730,6 +739,7 @@ pub fn status_view(api: &Api) -> StatusView {
                 last_contact_ms: follower
                     .map(|f| f.last_contact_ms)
                     .or(is_self_leader.then_some(0)),
+                role: Some(crate::members::role_name(membership, id).to_string()),
             }
         })
         .collect();
@@ -744,6 +754,10 @@ pub fn status_view(api: &Api) -> StatusView {
         last_log_index: status.last_log_index,
         snapshot_index: status.snapshot_index,
         members,
+        joint: membership.is_joint(),
+        membership_index: status.membership.index,
+        membership_committed: status.membership.committed,
+        transfer_to: status.transfer_to,
     }
 }
 

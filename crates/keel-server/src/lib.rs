@@ -4,7 +4,9 @@
 #![warn(missing_docs)]
 
 pub mod http;
+mod join;
 pub mod listener;
+pub mod members;
 pub mod metrics;
 pub mod node;
 

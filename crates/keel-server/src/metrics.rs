@@ -59,6 +59,12 @@ pub struct Metrics {
     peer_bytes_sent: IntCounterVec,
     peer_bytes_received: IntCounterVec,
     peer_errors: IntCounterVec,
+    voters: IntGauge,
+    learners: IntGauge,
+    configuration_joint: IntGauge,
+    configuration_index: IntGauge,
+    configuration_committed: IntGauge,
+    transfer_target: IntGauge,
     traffic: Mutex<Option<Arc<dyn TrafficSource>>>,
 }
 
@@ -138,6 +144,27 @@ impl Metrics {
                 "Bytes received from a peer.",
             ),
             peer_errors: per_peer("peer_errors_total", "RPCs to a peer that failed."),
+            voters: gauge(
+                "voters",
+                "Voters of the configuration in force (of both halves, when joint).",
+            ),
+            learners: gauge("learners", "Learners of the configuration in force."),
+            configuration_joint: gauge(
+                "configuration_joint",
+                "1 while the configuration is the joint one of a membership change.",
+            ),
+            configuration_index: gauge(
+                "configuration_index",
+                "Log index of the configuration in force (0: the one the cluster started with).",
+            ),
+            configuration_committed: gauge(
+                "configuration_committed",
+                "1 if the configuration in force is committed.",
+            ),
+            transfer_target: gauge(
+                "leadership_transfer_target",
+                "On a leader handing leadership over, the node taking over; else 0.",
+            ),
             traffic: Mutex::new(None),
             registry,
         })
@@ -201,6 +228,19 @@ impl Metrics {
         self.applied_index.set(applied as i64);
         self.apply_lag
             .set(status.commit_index.saturating_sub(applied) as i64);
+        let membership = &status.membership.membership;
+        let voters = membership
+            .members()
+            .into_iter()
+            .filter(|&m| membership.is_voter(m));
+        self.voters.set(voters.count() as i64);
+        self.learners.set(membership.learners().len() as i64);
+        self.configuration_joint.set(membership.is_joint() as i64);
+        self.configuration_index.set(status.membership.index as i64);
+        self.configuration_committed
+            .set(status.membership.committed as i64);
+        self.transfer_target
+            .set(status.transfer_to.unwrap_or(0) as i64);
         let source = self.traffic.lock().clone();
         if let Some(source) = source {
             for t in source.traffic() {

@@ -34,8 +34,20 @@ pub struct NodeConfig {
     pub client_listen: SocketAddr,
     /// The HTTP address other nodes forward clients to (default: `client_listen`).
     pub client_advertise: Option<String>,
-    /// Every member's id and peer address, this node included.
+    /// The peer address other nodes dial (default: `peer_listen`); what a node that joins a
+    /// cluster gives the others.
+    pub peer_advertise: Option<SocketAddr>,
+    /// Every member's id and peer address, this node included, for a new cluster; empty for a
+    /// node that joins one (`join`). Once the cluster's configuration has changed, the data
+    /// dir's configuration is the one in force and this only supplies addresses of the
+    /// original members.
     pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// Join a running cluster through these client endpoints (`host:port` of members' HTTP
+    /// API): ask to be added as a learner, then catch up. Asking again after a restart is
+    /// harmless: a node that is a member already asks nothing.
+    pub join: Vec<String>,
+    /// With `join`: once caught up, ask to be promoted to voter.
+    pub join_as_voter: bool,
     /// The secret every member proves it holds when connecting to another (see
     /// [`keel_net::auth`]); `None` accepts any peer that names the cluster and a member's id.
     pub peer_secret: Option<keel_net::PeerSecret>,
@@ -121,6 +133,8 @@ pub fn cluster_id(name: &str) -> u64 {
 
 /// A running node.
 pub struct Node {
+    /// Asking the cluster to add this node, when it joins one.
+    join_task: Option<JoinHandle<()>>,
     raft: Raft,
     kv: KvService,
     disk: Arc<DiskStorage>,
@@ -132,17 +146,15 @@ pub struct Node {
     peer_addr: SocketAddr,
 }
 
+/// Members' addresses, as the transport knows them (from the configuration and handshakes).
 struct NetDirectory {
     id: NodeId,
     own_client_addr: String,
-    peers: BTreeMap<NodeId, SocketAddr>,
+    own_peer_addr: SocketAddr,
     transport: Arc<TcpTransport>,
 }
 
 impl Directory for NetDirectory {
-    fn members(&self) -> Vec<NodeId> {
-        self.peers.keys().copied().collect()
-    }
     fn client_addr(&self, id: NodeId) -> Option<String> {
         if id == self.id {
             return Some(self.own_client_addr.clone());
@@ -150,7 +162,10 @@ impl Directory for NetDirectory {
         self.transport.peer_client_addr(id)
     }
     fn peer_addr(&self, id: NodeId) -> Option<String> {
-        self.peers.get(&id).map(ToString::to_string)
+        if id == self.id {
+            return Some(self.own_peer_addr.to_string());
+        }
+        self.transport.peer_addr(id).map(|a| a.to_string())
     }
 }
 
@@ -177,10 +192,25 @@ impl Node {
     /// API. Fails with an error that says what to fix.
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
         let id = config.id;
-        if !config.peers.contains_key(&id) {
+        let joining = !config.join.is_empty();
+        if !joining && !config.peers.contains_key(&id) {
             return Err(NodeError::Config(format!(
                 "node {id} is not in the peer list {:?}; add {id}=HOST:PORT to --peers",
                 config.peers.keys().collect::<Vec<_>>()
+            )));
+        }
+        if joining && config.peers.keys().any(|&p| p != id) {
+            return Err(NodeError::Config(
+                "a node that joins a cluster learns the members from it: give --join, not \
+                 --peers"
+                    .into(),
+            ));
+        }
+        let peer_advertise = config.peer_advertise.unwrap_or(config.peer_listen);
+        if joining && (peer_advertise.ip().is_unspecified() || peer_advertise.port() == 0) {
+            return Err(NodeError::Config(format!(
+                "the other members must be able to dial this node, and {peer_advertise} is no \
+                 address to dial: give --advertise-peer-addr"
             )));
         }
         if config.client_idle_timeout.is_zero() {
@@ -215,12 +245,14 @@ impl Node {
             Err(e) => return Err(e.into()),
         };
 
+        let mut peers = config.peers.clone();
+        peers.insert(id, peer_advertise);
         let mut net = NetConfig::new(
             cluster_id,
             id,
             config.peer_listen,
             client_advertise.clone(),
-            config.peers.clone(),
+            peers,
         );
         net.peer_secret = config.peer_secret.clone();
         net.peer_secret_transition = config.peer_secret_transition;
@@ -268,7 +300,12 @@ impl Node {
                 source,
             })?;
 
-        let members: Vec<NodeId> = config.peers.keys().copied().collect();
+        // A joining node starts with no configuration: the leader sends it one.
+        let members: Vec<NodeId> = if joining {
+            Vec::new()
+        } else {
+            config.peers.keys().copied().collect()
+        };
         let (raft, stream) = Raft::new(
             id,
             members,
@@ -290,8 +327,8 @@ impl Node {
         metrics.set_traffic_source(Arc::new(NetTraffic(transport.clone())));
         let directory = Arc::new(NetDirectory {
             id,
-            own_client_addr: client_advertise,
-            peers: config.peers.clone(),
+            own_client_addr: client_advertise.clone(),
+            own_peer_addr: peer_advertise,
             transport: transport.clone(),
         });
         let app = router(Api::new(kv.clone(), directory, metrics));
@@ -305,7 +342,18 @@ impl Node {
         ));
         let peer_addr = peer_server.local_addr();
         tracing::info!(node = id, %peer_addr, %client_addr, data_dir = %config.data_dir.display(), "node started");
+        let join_task = joining.then(|| {
+            let request = crate::join::JoinRequest {
+                id,
+                peer_addr: peer_advertise,
+                client_addr: client_advertise,
+                endpoints: config.join.clone(),
+                as_voter: config.join_as_voter,
+            };
+            tokio::spawn(crate::join::join(raft.clone(), request))
+        });
         Ok(Node {
+            join_task,
             raft,
             kv,
             disk,
@@ -316,6 +364,22 @@ impl Node {
             client_addr,
             peer_addr,
         })
+    }
+
+    /// If this node leads, hands leadership to the most up-to-date follower (bounded by two
+    /// election timeouts; a failure is logged, and the node stops anyway).
+    pub async fn hand_over(&self) {
+        if self.raft.status().role != keel::Role::Leader {
+            return;
+        }
+        match self.raft.transfer_leadership(None).await {
+            Ok(leader) => tracing::info!(
+                "handed leadership over to node {}",
+                leader.map_or("?".into(), |l| l.to_string())
+            ),
+            Err(keel::TransferError::NoTarget) => {}
+            Err(error) => tracing::warn!(%error, "could not hand leadership over"),
+        }
     }
 
     /// The node's Raft handle.
@@ -339,8 +403,13 @@ impl Node {
     }
 
     /// Stops serving clients, then Raft, the peer network, and finally the disk (after
-    /// everything queued is written).
+    /// everything queued is written). A leader first hands leadership to the most up-to-date
+    /// follower, so the cluster does not wait an election timeout for a new one.
     pub async fn shutdown(self) {
+        if let Some(task) = &self.join_task {
+            task.abort();
+        }
+        self.hand_over().await;
         self.http_stop.cancel();
         // In-flight requests end when Raft stops; do not wait for slow clients forever.
         self.raft.shutdown().await;

@@ -17,9 +17,6 @@ struct StaticDirectory {
 }
 
 impl Directory for StaticDirectory {
-    fn members(&self) -> Vec<NodeId> {
-        self.addrs.lock().keys().copied().collect()
-    }
     fn client_addr(&self, id: NodeId) -> Option<String> {
         self.addrs.lock().get(&id).cloned()
     }

@@ -16,9 +16,6 @@ struct StaticDirectory {
 }
 
 impl Directory for StaticDirectory {
-    fn members(&self) -> Vec<NodeId> {
-        self.addrs.lock().unwrap().keys().copied().collect()
-    }
     fn client_addr(&self, id: NodeId) -> Option<String> {
         self.addrs.lock().unwrap().get(&id).cloned()
     }
