@@ -44,9 +44,17 @@ pub(crate) fn tick(s: &mut State, config: &Config, now: Instant) {
             transfer::tick(s, config, now);
         }
         Role::Follower | Role::PreCandidate | Role::Candidate => {
-            // Learners, removed members and nodes waiting to join never campaign.
-            if s.election_due(now) && s.configs.current().is_voter(s.id) {
+            if !s.election_due(now) {
+                return;
+            }
+            if s.configs.current().is_voter(s.id) {
                 campaign(s, config, now);
+            } else {
+                // Learners, removed members and nodes waiting to join never campaign; but
+                // one that has not heard from a leader for this long no longer knows who
+                // leads, and must not send clients to a leader that may be long gone.
+                s.leader_id = None;
+                s.reset_election_timer(config, now);
             }
         }
     }

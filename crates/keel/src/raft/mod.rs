@@ -705,6 +705,9 @@ impl Raft {
                         return Ok(l.leader_id);
                     }
                     stepped_down = true;
+                } else if stepped_down {
+                    // The target did not win, and this node was elected again.
+                    return Err(TransferError::Abandoned(target));
                 }
             }
             if !stepped_down {
@@ -722,8 +725,12 @@ impl Raft {
                 _ = self.shared.cancel.cancelled() => return Err(TransferError::Shutdown),
                 _ = step => {}
             }
-            if Instant::now() >= deadline && !stepped_down {
-                return Err(TransferError::Abandoned(target));
+            if Instant::now() >= deadline {
+                let l = *leadership.borrow();
+                return match l.role {
+                    Role::Leader => Err(TransferError::Abandoned(target)),
+                    _ => Ok(l.leader_id),
+                };
             }
         }
     }

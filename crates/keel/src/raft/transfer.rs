@@ -58,9 +58,12 @@ pub(crate) fn start(
         Some(id) => return Err(TransferError::InvalidTarget(id)),
         None => most_up_to_date(s).ok_or(TransferError::NoTarget)?,
     };
-    if let Some(t) = &s.transfer
+    // A leader handing over because it was removed keeps that purpose whatever it is asked.
+    let step_down = step_down || s.transfer.as_ref().is_some_and(|t| t.step_down);
+    if let Some(t) = &mut s.transfer
         && t.target == target
     {
+        t.step_down = step_down;
         return Ok(target);
     }
     tracing::info!(
