@@ -1,12 +1,19 @@
 //! The KV cluster fixture: the simulator's cluster with a [`KvService`] on every node, and the
 //! clerks that reach the services through the simulated network, all recording into one
 //! [`History`].
+//!
+//! The cluster can grow: [`KvCluster::add_server`] starts a server that is no member until a
+//! membership change ([`KvCluster::change`]) adds it, and clerks that reach every server reach
+//! it too. A server a change removed can be retired ([`KvCluster::retire_server`]): clerks no
+//! longer reach it, as clients whose server list follows the configuration.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel::NodeId;
+use keel::{Membership, MembershipError, MembershipStatus, NodeId, Raft};
 use keel_kv::{KvOptions, KvService};
 use keel_sim::{Cluster, ClusterOptions, ServiceFactory, Sim};
 use parking_lot::Mutex;
@@ -38,8 +45,17 @@ pub const MAX_RAFT_STATE_BYTES: u64 = 1000;
 pub struct Services(Arc<Mutex<Vec<Option<KvService>>>>);
 
 impl Services {
-    fn new(servers: usize) -> Self {
-        Services(Arc::new(Mutex::new(vec![None; servers])))
+    fn new() -> Self {
+        Services(Arc::new(Mutex::new(Vec::new())))
+    }
+
+    /// Records the service node `i` runs now; the registry grows with the cluster.
+    fn register(&self, i: usize, service: KvService) {
+        let mut services = self.0.lock();
+        if services.len() <= i {
+            services.resize(i + 1, None);
+        }
+        services[i] = Some(service);
     }
 
     /// The service of node `id`, if it was ever started.
@@ -56,6 +72,12 @@ pub struct KvCluster {
     services: Services,
     history: History,
     clerks_made: Cell<u64>,
+    /// The servers each clerk endpoint reaches, to link clerks to servers added later.
+    clerk_links: RefCell<BTreeMap<NodeId, Vec<usize>>>,
+    /// Servers out of the clients' reach for good (see [`KvCluster::retire_server`]).
+    retired: RefCell<BTreeSet<usize>>,
+    /// How many servers the cluster may grow to (see [`KvCluster::growing_to`]).
+    max_servers: usize,
 }
 
 impl KvCluster {
@@ -63,7 +85,7 @@ impl KvCluster {
     /// `max_raft_state_bytes` ([`NO_SNAPSHOTS`] for never), on a reliable network where calls
     /// to an unreachable server fail within 100 ms (the course's KV setting).
     pub fn new(sim: &Sim, name: &'static str, servers: usize, max_raft_state_bytes: u64) -> Self {
-        let services = Services::new(servers);
+        let services = Services::new();
         let history = History::new();
         let options = KvOptions {
             max_raft_state_bytes,
@@ -74,7 +96,7 @@ impl KvCluster {
         let registry = services.clone();
         let factory: ServiceFactory = Arc::new(move |i, raft, stream| {
             let (service, task) = KvService::start(raft, stream, options.clone());
-            registry.0.lock()[i] = Some(service);
+            registry.register(i, service);
             task
         });
         let cluster = Cluster::new(
@@ -93,6 +115,23 @@ impl KvCluster {
             services,
             history,
             clerks_made: Cell::new(0),
+            clerk_links: RefCell::new(BTreeMap::new()),
+            retired: RefCell::new(BTreeSet::new()),
+            max_servers: servers,
+        }
+    }
+
+    /// Lets the cluster grow to `max_servers` servers with [`KvCluster::add_server`]. A clerk
+    /// tries server ids below the count it was made with, so clerks made from now on try every
+    /// id the cluster may ever have, and find the servers added after them.
+    pub fn growing_to(self, max_servers: usize) -> Self {
+        assert!(
+            max_servers >= self.n() && self.clerks_made.get() == 0,
+            "set the room to grow before making clerks, to at least the servers there are"
+        );
+        KvCluster {
+            max_servers,
+            ..self
         }
     }
 
@@ -101,9 +140,10 @@ impl KvCluster {
         self.cluster.n()
     }
 
-    /// Every server.
+    /// Every server, but those retired.
     pub fn all(&self) -> Vec<usize> {
-        (0..self.n()).collect()
+        let retired = self.retired.borrow();
+        (0..self.n()).filter(|i| !retired.contains(i)).collect()
     }
 
     /// A new clerk, with its own client id, whose endpoint reaches exactly `servers`.
@@ -118,14 +158,84 @@ impl KvCluster {
             self.services.clone(),
             self.history.clone(),
             endpoint,
-            self.n(),
+            self.max_servers,
         )
     }
 
     /// Lets the clerk at `endpoint` reach exactly `servers`.
     pub fn connect_clerk(&self, endpoint: NodeId, servers: &[usize]) {
-        let ids: Vec<NodeId> = servers.iter().map(|&i| i as NodeId).collect();
+        self.set_links(endpoint, servers);
+        self.clerk_links
+            .borrow_mut()
+            .insert(endpoint, servers.to_vec());
+    }
+
+    /// Starts a new server, connected, that is no member yet: a membership change adds it
+    /// ([`KvCluster::change`] with `Raft::add_learner`). Clerks that reach every server reach
+    /// it too. Returns its index (and node id).
+    pub fn add_server(&self) -> usize {
+        assert!(
+            self.n() < self.max_servers,
+            "the cluster may grow to {} servers only (see `KvCluster::growing_to`)",
+            self.max_servers
+        );
+        let everyone = self.all();
+        let i = self.cluster.add_node();
+        for (&endpoint, servers) in self.clerk_links.borrow_mut().iter_mut() {
+            if *servers == everyone {
+                servers.push(i);
+                self.set_links(endpoint, servers);
+            }
+        }
+        i
+    }
+
+    /// Takes server `i`, which a membership change removed, out of every clerk's reach, as a
+    /// client's server list follows the configuration; the server itself keeps running (and
+    /// may try to disrupt the others). Clerks must not keep asking removed servers: two that
+    /// never hear from the leader again can keep pointing a clerk at each other as leader.
+    pub fn retire_server(&self, i: usize) {
+        self.retired.borrow_mut().insert(i);
+        for (&endpoint, servers) in self.clerk_links.borrow_mut().iter_mut() {
+            if servers.contains(&i) {
+                servers.retain(|&s| s != i);
+                self.set_links(endpoint, servers);
+            }
+        }
+    }
+
+    fn set_links(&self, endpoint: NodeId, servers: &[usize]) {
+        let ids: Vec<NodeId> = servers.iter().map(|&s| s as NodeId).collect();
         self.cluster.net().set_client_links(endpoint, &ids);
+    }
+
+    /// Runs a membership call on whichever server leads, retrying while it may yet succeed,
+    /// for up to `patience` (see `keel_sim::Cluster::change`).
+    pub async fn change<F, Fut>(
+        &self,
+        patience: Duration,
+        call: F,
+    ) -> Result<Membership, MembershipError>
+    where
+        F: Fn(Raft) -> Fut,
+        Fut: Future<Output = Result<Membership, MembershipError>>,
+    {
+        self.cluster.change(patience, call).await
+    }
+
+    /// The configuration in force on server `i`, if it runs.
+    pub fn membership(&self, i: usize) -> Option<MembershipStatus> {
+        self.cluster.membership(i)
+    }
+
+    /// The Raft node of server `i`, if it runs.
+    pub fn raft(&self, i: usize) -> Option<Raft> {
+        self.cluster.raft(i)
+    }
+
+    /// The server that leads now, if exactly one does in the newest term; no waiting.
+    pub fn leading(&self) -> Option<usize> {
+        self.cluster.leader()
     }
 
     /// The live service of server `i`.
@@ -158,6 +268,17 @@ impl KvCluster {
         for i in 0..self.n() {
             self.cluster.crash(i).await;
         }
+    }
+
+    /// Crashes server `i`: what was not durable is lost, and it is cut off until restarted.
+    pub async fn crash(&self, i: usize) {
+        self.cluster.crash(i).await;
+    }
+
+    /// Starts server `i` again from its disk (crashing it first if it runs), and connects it.
+    pub async fn restart(&self, i: usize) {
+        self.cluster.start(i).await;
+        self.cluster.connect(i);
     }
 
     /// Starts every server again from its disk, and connects it.

@@ -16,6 +16,7 @@ mod generic;
 mod history;
 
 mod basic;
+mod membership;
 mod partitions;
 mod persistence;
 mod replay;
