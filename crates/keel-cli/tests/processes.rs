@@ -2,218 +2,16 @@
 //! while the leader and then a follower are killed with SIGKILL and restarted. The recorded
 //! history must be linearizable and no acknowledged write may be lost.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+mod support;
+
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use keel_check::{
-    AppendOutcome, CheckResult, ClientAppends, KvInput, KvModel, KvOutput, Operation,
-    RETURN_UNKNOWN, check, check_appends,
-};
+use keel_check::{CheckResult, KvModel, check, check_appends};
 use keel_client::{Client, ClientError, ClientOptions, Consistency};
-use parking_lot::Mutex;
-
-const NODES: u64 = 3;
-
-struct Cluster {
-    dir: PathBuf,
-    peer_ports: Vec<u16>,
-    client_ports: Vec<u16>,
-    children: Vec<Option<Child>>,
-    /// Each node's `--peer-secret-file`: the same file for all, unless a test says otherwise.
-    secrets: Vec<PathBuf>,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-impl Cluster {
-    fn new(name: &str) -> Cluster {
-        let dir = std::env::temp_dir().join(format!("keel-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let secret = dir.join("peer-secret");
-        std::fs::write(&secret, "a secret the test's members share\n").expect("secret file");
-        Cluster {
-            dir,
-            peer_ports: (0..NODES).map(|_| free_port()).collect(),
-            client_ports: (0..NODES).map(|_| free_port()).collect(),
-            children: (0..NODES).map(|_| None).collect(),
-            secrets: (0..NODES).map(|_| secret.clone()).collect(),
-        }
-    }
-
-    fn endpoint(&self, i: usize) -> String {
-        format!("127.0.0.1:{}", self.client_ports[i])
-    }
-
-    fn endpoints(&self) -> Vec<String> {
-        (0..NODES as usize).map(|i| self.endpoint(i)).collect()
-    }
-
-    fn start(&mut self, i: usize) {
-        let peers: Vec<String> = (0..NODES as usize)
-            .map(|j| format!("{}=127.0.0.1:{}", j + 1, self.peer_ports[j]))
-            .collect();
-        let log =
-            std::fs::File::create(self.dir.join(format!("node{}.log", i + 1))).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_keel"))
-            .arg("serve")
-            .args(["--id", &(i + 1).to_string()])
-            .args(["--cluster", "processes-test"])
-            .arg("--data-dir")
-            .arg(self.dir.join(format!("node{}", i + 1)))
-            .args(["--peer-addr", &format!("127.0.0.1:{}", self.peer_ports[i])])
-            .args(["--client-addr", &self.endpoint(i)])
-            .args(["--peers", &peers.join(",")])
-            .arg("--peer-secret-file")
-            .arg(&self.secrets[i])
-            .args(["--heartbeat-ms", "50", "--election-timeout-ms", "300"])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log)
-            .spawn()
-            .expect("start keel serve");
-        self.children[i] = Some(child);
-    }
-
-    fn kill(&mut self, i: usize) {
-        if let Some(mut child) = self.children[i].take() {
-            // Child::kill sends SIGKILL: no chance to flush anything.
-            child.kill().expect("kill");
-            child.wait().expect("reap");
-        }
-    }
-
-    fn log(&self, i: usize) -> String {
-        std::fs::read_to_string(self.dir.join(format!("node{}.log", i + 1))).unwrap_or_default()
-    }
-
-    fn logs(&self) -> String {
-        (1..=NODES)
-            .map(|i| {
-                let path = self.dir.join(format!("node{i}.log"));
-                let text = std::fs::read_to_string(&path).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(20).collect();
-                let tail: Vec<&str> = tail.into_iter().rev().collect();
-                format!("--- {} (last lines)\n{}", path.display(), tail.join("\n"))
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for i in 0..NODES as usize {
-            self.kill(i);
-        }
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-/// Waits until some node reports itself leader and returns its index.
-async fn wait_for_leader(client: &Client, cluster: &Cluster, deadline: Duration) -> usize {
-    let until = Instant::now() + deadline;
-    loop {
-        let status = client.cluster_status().await;
-        if let Some((endpoint, _)) = status.leader()
-            && let Some(i) = cluster.endpoints().iter().position(|e| e == endpoint)
-        {
-            return i;
-        }
-        assert!(
-            Instant::now() < until,
-            "no leader within {deadline:?}\n{}",
-            cluster.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-type History = Arc<Mutex<Vec<Operation<KvInput, KvOutput>>>>;
-
-fn nanos(start: Instant) -> u64 {
-    start.elapsed().as_nanos() as u64
-}
-
-/// One client: appends unique tokens to its own key, puts and gets shared keys.
-async fn client_loop(
-    id: u64,
-    client: Client,
-    start: Instant,
-    history: History,
-    stop: Arc<AtomicBool>,
-) -> ClientAppends {
-    let own_key = format!("log-{id}");
-    let mut appends = ClientAppends::new(id);
-    let mut n = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        n += 1;
-        let shared_key = format!("shared-{}", n % 3);
-        let call = nanos(start);
-        let (input, output) = match n % 3 {
-            0 => {
-                let token = format!("[{id}.{n}]");
-                let result = client.append(&own_key, token.clone()).await;
-                let outcome = match result {
-                    Ok(_) => AppendOutcome::Acknowledged,
-                    Err(_) => AppendOutcome::Unknown,
-                };
-                appends.push(token.clone(), outcome);
-                let output = if result.is_ok() {
-                    KvOutput::Ok
-                } else {
-                    KvOutput::Unknown
-                };
-                (KvInput::append(&own_key, &token), output)
-            }
-            1 => {
-                let value = format!("{id}.{n}");
-                let result = client.put(&shared_key, value.clone()).await;
-                let output = if result.is_ok() {
-                    KvOutput::Ok
-                } else {
-                    KvOutput::Unknown
-                };
-                (KvInput::put(&shared_key, &value), output)
-            }
-            _ => {
-                let result = client.get(&shared_key, Consistency::Linearizable).await;
-                let output = match result {
-                    Ok(bytes) => {
-                        KvOutput::Value(Some(String::from_utf8_lossy(&bytes).into_owned()))
-                    }
-                    Err(ClientError::NotFound { .. }) => KvOutput::Value(None),
-                    Err(_) => KvOutput::Unknown,
-                };
-                (KvInput::get(&shared_key), output)
-            }
-        };
-        let return_time = if output == KvOutput::Unknown {
-            RETURN_UNKNOWN
-        } else {
-            nanos(start)
-        };
-        history.lock().push(Operation {
-            client_id: id,
-            input,
-            call,
-            output,
-            return_time,
-        });
-    }
-    appends
-}
+use support::{Cluster, History, NODES, client_loop, free_port, wait_for_leader, wait_until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_and_a_follower_loses_no_acknowledged_write() {
@@ -385,14 +183,6 @@ async fn a_node_with_another_peer_secret_takes_no_part_in_the_cluster() {
         .await
         .expect("status");
     assert!(member.commit_index >= index);
-}
-
-async fn wait_until(done: impl Fn() -> bool, limit: Duration, what: &str) {
-    let until = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[test]

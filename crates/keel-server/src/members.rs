@@ -349,3 +349,56 @@ async fn read_body(body: Body) -> Result<Bytes, Response> {
             )
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each refusal has its status and code (the README's table).
+    #[test]
+    fn every_membership_error_has_its_status_and_code() {
+        let table = [
+            (MembershipError::UnknownMember(9), 400, "unknown_member"),
+            (MembershipError::AlreadyMember(2), 400, "already_member"),
+            (MembershipError::NoVoters, 400, "no_voters"),
+            (MembershipError::Invalid("x".into()), 400, "invalid_change"),
+            (
+                MembershipError::ChangeInProgress("x".into()),
+                409,
+                "change_in_progress",
+            ),
+            (
+                MembershipError::NotCaughtUp {
+                    id: 4,
+                    lag: 5000,
+                    max_lag: 1000,
+                },
+                412,
+                "not_caught_up",
+            ),
+            (MembershipError::NotReady, 503, "not_ready"),
+            (MembershipError::Busy("x".into()), 503, "busy"),
+            (MembershipError::LeadershipLost, 503, "leadership_lost"),
+            (MembershipError::Shutdown, 503, "shutdown"),
+        ];
+        for (e, status, code) in table {
+            let response = membership_error(&e);
+            assert_eq!(response.status().as_u16(), status, "{e:?}");
+            let body = body_text(response);
+            assert!(
+                body.contains(&format!("\"code\":\"{code}\"")),
+                "{e:?}: {body}"
+            );
+        }
+    }
+
+    fn body_text(response: Response) -> String {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let bytes = runtime
+            .block_on(axum::body::to_bytes(response.into_body(), 1 << 16))
+            .unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+}

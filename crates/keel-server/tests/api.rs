@@ -50,6 +50,8 @@ impl TestCluster {
                 election_timeout_min: Duration::from_millis(150),
                 election_timeout_max: Duration::from_millis(300),
                 heartbeat_interval: Duration::from_millis(30),
+                // A learner that is not up to date at all may not be promoted.
+                max_promotion_lag: 0,
                 ..Config::default()
             };
             let (raft, stream) = Raft::new(
@@ -101,6 +103,126 @@ impl TestCluster {
     fn url(&self, i: usize, path: &str) -> String {
         format!("http://{}{path}", self.nodes[i].1)
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_requests_follow_the_documented_api() {
+    let c = TestCluster::start(3, KvOptions::default()).await;
+    let leader = c.leader().await;
+    let follower = (leader + 1) % 3;
+    let http = reqwest::Client::new();
+    let at = |path: &str| c.url(follower, path);
+    let code = |body: serde_json::Value| body["code"].as_str().unwrap_or_default().to_string();
+
+    // Asked of a follower, answered by the leader.
+    let r = http.get(at("/v1/members")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let members: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(members["joint"], false);
+    let ids: Vec<u64> = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            assert_eq!(m["role"], "voter");
+            m["id"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(ids, [1, 2, 3]);
+
+    // Bad requests are refused with what is wrong, and change nothing.
+    let post = |body: &'static str| http.post(at("/v1/members")).body(body).send();
+    let cases = [
+        ("{", "bad_body"),
+        (
+            r#"{"id": 4, "peer_addr": "nope", "client_addr": "127.0.0.1:1"}"#,
+            "bad_member",
+        ),
+        (
+            r#"{"id": 4, "peer_addr": "0.0.0.0:7000", "client_addr": "a:1"}"#,
+            "bad_member",
+        ),
+        (
+            r#"{"id": 4, "peer_addr": "127.0.0.1:7000", "client_addr": "a"}"#,
+            "bad_member",
+        ),
+        (
+            r#"{"id": 0, "peer_addr": "127.0.0.1:7000", "client_addr": "a:1"}"#,
+            "bad_member",
+        ),
+        (
+            r#"{"id": 2, "peer_addr": "127.0.0.1:7000", "client_addr": "a:1"}"#,
+            "already_member",
+        ),
+    ];
+    for (body, expected) in cases {
+        let r = post(body).await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(code(r.json().await.unwrap()), expected, "{body}");
+    }
+    for (request, expected) in [
+        (http.delete(at("/v1/members/9")), "unknown_member"),
+        (http.delete(at("/v1/members/x")), "bad_id"),
+        (http.post(at("/v1/members/9/promote")), "unknown_member"),
+        (
+            http.post(at("/v1/leader")).body(r#"{"to": 9}"#),
+            "invalid_target",
+        ),
+        (
+            http.post(at("/v1/leader")).body(r#"{"to": "two"}"#),
+            "bad_body",
+        ),
+    ] {
+        let r = request.send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{expected}");
+        assert_eq!(code(r.json().await.unwrap()), expected);
+    }
+
+    // Node 4 (which never runs) joins as a learner, and cannot be promoted: it has nothing.
+    let r = post(r#"{"id": 4, "peer_addr": "127.0.0.1:7000", "client_addr": "127.0.0.1:1"}"#)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let members: serde_json::Value = r.json().await.unwrap();
+    let four = &members["members"][3];
+    assert_eq!(four["id"], 4);
+    assert_eq!(four["role"], "learner");
+    assert_eq!(four["peer_addr"], "127.0.0.1:7000");
+    assert_eq!(four["client_addr"], "127.0.0.1:1");
+    let r = http.post(at("/v1/members/4/promote")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(code(body.clone()), "not_caught_up");
+    assert!(
+        body["error"].as_str().unwrap().contains("entries behind"),
+        "{body}"
+    );
+    let r = http
+        .post(at("/v1/leader"))
+        .body(r#"{"to": 4}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST, "a learner cannot lead");
+    let r = http.delete(at("/v1/members/4")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let status: StatusView = http
+        .get(c.url(leader, "/v1/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status.members.len(), 3);
+    assert!(status.membership_committed && !status.joint);
+
+    // Leadership moves on request.
+    let r = http.post(at("/v1/leader")).body("{}").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let moved: serde_json::Value = r.json().await.unwrap();
+    let new = moved["leader"].as_u64().expect("the new leader is known");
+    assert_ne!(new, leader as u64 + 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
