@@ -54,6 +54,52 @@
 //! # }
 //! ```
 //!
+//! # Changing the members
+//!
+//! A node started with no members waits to be added; the leader adds it as a learner, which
+//! catches up without voting, then promotes it (see [`raft`]'s `membership` module for the
+//! rules: joint consensus, one change at a time, learners promoted once caught up).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use bytes::Bytes;
+//! use keel::{Config, LocalNetwork, MemStorage, MemberRole, Raft, Role};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let network = LocalNetwork::new();
+//! let start = |id, members: Vec<u64>| {
+//!     let (raft, _applied) = Raft::new(
+//!         id, members, Config::default(), Arc::new(MemStorage::new()), network.transport(),
+//!     )
+//!     .expect("valid configuration");
+//!     network.register(raft.clone());
+//!     raft
+//! };
+//! let nodes: Vec<Raft> = (1..=3).map(|id| start(id, vec![1, 2, 3])).collect();
+//! let newcomer = start(4, Vec::new()); // no members: it joins when added
+//! let leader = loop {
+//!     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+//!     if let Some(raft) = nodes.iter().find(|r| r.status().role == Role::Leader) {
+//!         break raft.clone();
+//!     }
+//! };
+//! // Retried while the new leader has not yet committed an entry of its term.
+//! let added = loop {
+//!     match leader.add_learner(4, Bytes::new()).await {
+//!         Ok(membership) => break membership,
+//!         Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+//!     }
+//! };
+//! assert_eq!(added.role(4), Some(MemberRole::Learner));
+//! let promoted = leader.promote(4).await.expect("node 4 caught up");
+//! assert_eq!(promoted.role(4), Some(MemberRole::Voter));
+//! leader.transfer_leadership(Some(4)).await.expect("node 4 takes over");
+//! assert_eq!(newcomer.status().role, Role::Leader);
+//! # for raft in nodes.iter().chain([&newcomer]) { raft.shutdown().await; }
+//! # }
+//! ```
+//!
 //! # How it is built
 //!
 //! See the [`raft`] module for the tasks and the lock, [`storage`] for the durability contract,
