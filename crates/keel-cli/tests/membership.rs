@@ -6,12 +6,11 @@
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use keel_check::{CheckResult, KvModel, check, check_appends};
-use keel_client::{Client, ClientError, ClientOptions, Consistency, Members};
-use support::{Cluster, History, client_loop, wait_for_leader, wait_until};
+use keel_client::{Client, ClientError, ClientOptions, Members};
+use support::{Cluster, History, check_clients, client_loop, wait_for_leader, wait_until};
 
 /// Retries `call` while the cluster refuses it for now (a learner still catching up, another
 /// change in flight, no leader) or it answers `None` (not there yet), for up to `limit`.
@@ -165,47 +164,7 @@ async fn members_join_leave_and_are_replaced_while_clients_write() {
     );
     more_load("load after the replacement").await;
 
-    stop.store(true, Ordering::Relaxed);
-    let mut all_appends = Vec::new();
-    for client in clients {
-        all_appends.push(client.await.expect("client task"));
-    }
-    // Every acknowledged append is in its key exactly once, in order.
-    for appends in &all_appends {
-        let key = format!("log-{}", appends.client_id);
-        let value = match admin.get(&key, Consistency::Linearizable).await {
-            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-            Err(ClientError::NotFound { .. }) => String::new(),
-            Err(e) => panic!("final read of {key}: {e}\n{}", cluster.logs()),
-        };
-        if let Err(e) = check_appends(&value, std::slice::from_ref(appends)) {
-            panic!("{key}: {e}");
-        }
-    }
-    // The members that remain converge on the same applied index.
-    let until = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut applied = Vec::new();
-        for &i in &live {
-            let status = admin.status(&cluster.endpoint(i)).await;
-            applied.push(status.ok().map(|s| s.applied_index));
-        }
-        if applied.iter().all(|a| a.is_some() && *a == applied[0]) {
-            break;
-        }
-        assert!(
-            Instant::now() < until,
-            "members did not converge: {applied:?}\n{}",
-            cluster.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let history = history.lock().clone();
-    let operations = history.len();
-    match check(&KvModel, &history, Duration::from_secs(60)) {
-        CheckResult::Ok => {}
-        other => panic!("history of {operations} operations is not linearizable: {other}"),
-    }
+    let operations = check_clients(&admin, &cluster, &live, &stop, clients, &history).await;
     println!("{operations} operations, linearizable");
 }
 

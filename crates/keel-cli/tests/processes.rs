@@ -6,12 +6,13 @@ mod support;
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use keel_check::{CheckResult, KvModel, check, check_appends};
-use keel_client::{Client, ClientError, ClientOptions, Consistency};
-use support::{Cluster, History, NODES, client_loop, free_port, wait_for_leader, wait_until};
+use keel_client::{Client, ClientOptions};
+use support::{
+    Cluster, History, NODES, check_clients, client_loop, free_port, wait_for_leader, wait_until,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_and_a_follower_loses_no_acknowledged_write() {
@@ -83,50 +84,9 @@ async fn killing_the_leader_and_a_follower_loses_no_acknowledged_write() {
     )
     .await;
 
-    stop.store(true, Ordering::Relaxed);
-    let mut all_appends = Vec::new();
-    for client in clients {
-        all_appends.push(client.await.expect("client task"));
-    }
-
-    // Every acknowledged append is in its key exactly once, in order.
-    for appends in &all_appends {
-        let key = format!("log-{}", appends.client_id);
-        let value = match admin.get(&key, Consistency::Linearizable).await {
-            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-            Err(ClientError::NotFound { .. }) => String::new(),
-            Err(e) => panic!("final read of {key}: {e}\n{}", cluster.logs()),
-        };
-        if let Err(e) = check_appends(&value, std::slice::from_ref(appends)) {
-            panic!("{key}: {e}");
-        }
-    }
     // The restarted nodes caught up: every node applies the same index.
-    let until = Instant::now() + Duration::from_secs(30);
-    loop {
-        let status = admin.cluster_status().await;
-        let applied: Vec<Option<u64>> = status
-            .endpoints
-            .iter()
-            .map(|e| e.status.as_ref().ok().map(|s| s.applied_index))
-            .collect();
-        if applied.iter().all(|a| a.is_some() && *a == applied[0]) {
-            break;
-        }
-        assert!(
-            Instant::now() < until,
-            "nodes did not converge: {applied:?}\n{}",
-            cluster.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-
-    let history = history.lock().clone();
-    let operations = history.len();
-    match check(&KvModel, &history, Duration::from_secs(60)) {
-        CheckResult::Ok => {}
-        other => panic!("history of {operations} operations is not linearizable: {other}"),
-    }
+    let all: Vec<usize> = (0..NODES as usize).collect();
+    let operations = check_clients(&admin, &cluster, &all, &stop, clients, &history).await;
     println!(
         "{operations} operations, linearizable; logs under {}",
         cluster.dir.display()

@@ -30,7 +30,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use keel::{MemberRole, Membership, MembershipError, NodeId, TransferError};
+use keel::{MemberRole, Membership, MembershipError, NodeId, Raft, TransferError};
 use keel_api::{AddMember, LeaderChanged, Member, Members, TransferLeader, role};
 use keel_net::{MAX_CLIENT_ADDR_BYTES, MemberAddrs};
 
@@ -136,13 +136,10 @@ pub(crate) async fn promote(
     Path(id): Path<String>,
     request: Request,
 ) -> Response {
-    let (incoming, _) = request.into_parts();
-    let Some(id) = member_id(&id) else {
-        return bad_id(&id);
-    };
-    let raft = api.kv.raft().clone();
-    let change = async move { raft.promote(id).await };
-    finish(&api, incoming, Bytes::new(), change).await
+    on_member(&api, &id, request, |raft, id| async move {
+        raft.promote(id).await
+    })
+    .await
 }
 
 /// `DELETE /v1/members/{id}`: removes a member (the leader too).
@@ -151,13 +148,24 @@ pub(crate) async fn remove(
     Path(id): Path<String>,
     request: Request,
 ) -> Response {
+    on_member(&api, &id, request, |raft, id| async move {
+        raft.remove(id).await
+    })
+    .await
+}
+
+/// A change to the member named in the path.
+async fn on_member<F, Fut>(api: &Api, id: &str, request: Request, change: F) -> Response
+where
+    F: FnOnce(Raft, NodeId) -> Fut,
+    Fut: Future<Output = Result<Membership, MembershipError>>,
+{
     let (incoming, _) = request.into_parts();
-    let Some(id) = member_id(&id) else {
-        return bad_id(&id);
+    let Some(id) = member_id(id) else {
+        return bad_id(id);
     };
     let raft = api.kv.raft().clone();
-    let change = async move { raft.remove(id).await };
-    finish(&api, incoming, Bytes::new(), change).await
+    finish(api, incoming, Bytes::new(), change(raft, id)).await
 }
 
 /// `POST /v1/leader`: hands leadership over.

@@ -9,9 +9,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use keel_check::{AppendOutcome, ClientAppends, KvInput, KvOutput, Operation, RETURN_UNKNOWN};
+use keel_check::{
+    AppendOutcome, CheckResult, ClientAppends, KvInput, KvModel, KvOutput, Operation,
+    RETURN_UNKNOWN, check, check_appends,
+};
 use keel_client::{Client, ClientError, Consistency};
 use parking_lot::Mutex;
+use tokio::task::JoinHandle;
 
 /// Nodes a cluster starts with (ids 1 to 3); more may join.
 pub const NODES: u64 = 3;
@@ -287,5 +291,57 @@ pub async fn wait_until(done: impl Fn() -> bool, limit: Duration, what: &str) {
     while !done() {
         assert!(Instant::now() < until, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Stops the clients and checks what they did: every acknowledged append is in its key exactly
+/// once and in order, the nodes of `live` converge on the same applied index, and the history
+/// is linearizable. Returns how many operations the history holds.
+pub async fn check_clients(
+    admin: &Client,
+    cluster: &Cluster,
+    live: &[usize],
+    stop: &AtomicBool,
+    clients: Vec<JoinHandle<ClientAppends>>,
+    history: &History,
+) -> usize {
+    stop.store(true, Ordering::Relaxed);
+    let mut all_appends = Vec::new();
+    for client in clients {
+        all_appends.push(client.await.expect("client task"));
+    }
+    for appends in &all_appends {
+        let key = format!("log-{}", appends.client_id);
+        let value = match admin.get(&key, Consistency::Linearizable).await {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(ClientError::NotFound { .. }) => String::new(),
+            Err(e) => panic!("final read of {key}: {e}\n{}", cluster.logs()),
+        };
+        if let Err(e) = check_appends(&value, std::slice::from_ref(appends)) {
+            panic!("{key}: {e}");
+        }
+    }
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut applied = Vec::new();
+        for &i in live {
+            let status = admin.status(&cluster.endpoint(i)).await;
+            applied.push(status.ok().map(|s| s.applied_index));
+        }
+        if applied.iter().all(|a| a.is_some() && *a == applied[0]) {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "nodes {live:?} did not converge: {applied:?}\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let history = history.lock().clone();
+    let operations = history.len();
+    match check(&KvModel, &history, Duration::from_secs(60)) {
+        CheckResult::Ok => operations,
+        other => panic!("history of {operations} operations is not linearizable: {other}"),
     }
 }
