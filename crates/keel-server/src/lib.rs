@@ -3,12 +3,15 @@
 
 #![warn(missing_docs)]
 
+mod body;
+mod forward;
 pub mod http;
 mod join;
 pub mod listener;
 pub mod members;
 pub mod metrics;
 pub mod node;
+mod status;
 
 pub use http::{Api, Directory, StatusView, default_body_budget, router};
 pub use keel_net::PeerSecret;

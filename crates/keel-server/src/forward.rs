@@ -1,0 +1,157 @@
+//! Forwarding a request a follower cannot serve to the leader, and relaying its answer within
+//! the node's body budget.
+
+// Helpers return `Result<_, Response>` so an early answer can be `?`-propagated.
+#![allow(clippy::result_large_err)]
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use keel::NodeId;
+use keel_kv::KvError;
+
+use crate::body::Held;
+use crate::http::{
+    Api, CLIENT_ID_HEADER, FORWARDED_HEADER, Incoming, REQUEST_SEQ_HEADER, error, kv_error,
+};
+
+/// Sends a request this follower cannot serve to the leader and relays the answer; answers
+/// the error itself when there is no leader to forward to.
+pub(crate) async fn forward_or_fail(
+    api: &Arc<Api>,
+    e: &KvError,
+    incoming: Incoming,
+    body: Bytes,
+) -> Response {
+    let KvError::NotLeader {
+        leader_hint: Some(leader),
+    } = e
+    else {
+        return kv_error(e);
+    };
+    forward(api, *leader, incoming, body)
+        .await
+        .unwrap_or_else(|| kv_error(e))
+}
+
+/// Sends a request this node cannot serve to `leader` and relays the answer; `None` if it
+/// cannot be forwarded (it was forwarded already, the leader is this node, or its address is
+/// unknown), for the caller to answer the error itself.
+pub(crate) async fn forward(
+    api: &Api,
+    leader: NodeId,
+    incoming: Incoming,
+    body: Bytes,
+) -> Option<Response> {
+    if incoming.headers.contains_key(FORWARDED_HEADER) || leader == api.kv.raft().id() {
+        return None;
+    }
+    let addr = api.directory.client_addr(leader)?;
+    api.metrics.forwarded.inc();
+    let path = incoming
+        .uri
+        .path_and_query()
+        .map_or(incoming.uri.path(), |p| p.as_str());
+    let mut request = api
+        .forwarder
+        .request(incoming.method.clone(), format!("http://{addr}{path}"))
+        .header(FORWARDED_HEADER, api.kv.raft().id().to_string())
+        .timeout(api.kv.options().request_timeout)
+        .body(body);
+    for name in [
+        header::CONTENT_TYPE.as_str(),
+        CLIENT_ID_HEADER,
+        REQUEST_SEQ_HEADER,
+    ] {
+        if let Some(value) = incoming.headers.get(name) {
+            request = request.header(name, value.clone());
+        }
+    }
+    match request.send().await {
+        Ok(answer) => {
+            let status = answer.status();
+            let mut headers = HeaderMap::new();
+            for name in [header::CONTENT_TYPE, header::RETRY_AFTER] {
+                if let Some(value) = answer.headers().get(&name) {
+                    headers.insert(name, value.clone());
+                }
+            }
+            // The longest answer a leader gives is a value, or an error about one. The value
+            // was admitted by the limit of whichever member led then, not this one's.
+            let limit = api
+                .kv
+                .options()
+                .max_value_bytes
+                .max(keel_kv::LARGEST_VALUE_LIMIT)
+                .saturating_add(64 << 10);
+            let mut held = Held::default();
+            Some(match read_limited(api, answer, limit, &mut held).await {
+                Ok(bytes) => (status, headers, bytes).into_response(),
+                Err(Relay::Busy(response)) => response,
+                Err(Relay::Failed(problem)) => error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "forward_failed",
+                    &format!("leader {leader} at {addr} failed mid-answer: {problem}"),
+                ),
+            })
+        }
+        Err(err) => Some(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "forward_failed",
+            &format!("cannot reach leader {leader} at {addr}: {err}"),
+        )),
+    }
+}
+
+/// The part of a forwarded answer not charged to the body budget. The leader may already have
+/// applied the request (a write), so refusing its answer would leave the client unsure of what
+/// happened; and an answer this small is bounded by the connection limit anyway. Only values
+/// read through a follower are larger, and a read is safe to retry.
+const FREE_ANSWER_BYTES: usize = 64 << 10;
+
+/// Why a forwarded answer was not relayed.
+enum Relay {
+    /// The leader's answer was cut short or too long.
+    Failed(String),
+    /// The node's body budget has no room for it.
+    Busy(Response),
+}
+
+/// Reads a forwarded answer's body into the node's body budget (`held`), refusing one longer
+/// than `limit` bytes.
+async fn read_limited(
+    api: &Api,
+    mut answer: reqwest::Response,
+    limit: usize,
+    held: &mut Held,
+) -> Result<Bytes, Relay> {
+    let too_long = || Relay::Failed(format!("its answer is longer than {limit} bytes"));
+    let known = answer.content_length();
+    if let Some(length) = known {
+        if length > limit as u64 {
+            return Err(too_long());
+        }
+        let length = length as usize;
+        held.take(api, length.saturating_sub(FREE_ANSWER_BYTES))
+            .map_err(Relay::Busy)?;
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = answer
+        .chunk()
+        .await
+        .map_err(|e| Relay::Failed(e.to_string()))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(too_long());
+        }
+        if known.is_none() {
+            let beyond_free = (body.len() + chunk.len()).saturating_sub(FREE_ANSWER_BYTES);
+            let already = body.len().saturating_sub(FREE_ANSWER_BYTES);
+            held.take(api, beyond_free - already).map_err(Relay::Busy)?;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
