@@ -129,6 +129,18 @@ async fn members_join_leave_and_are_replaced_while_clients_write() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    // By a hand-over (TimeoutNow), not an election after a timeout: the followers that
+    // committed the removal kept talking to the removed leader until it was succeeded.
+    wait_until(
+        || {
+            cluster
+                .log(new_leader)
+                .contains("hands leadership over: campaigning now")
+        },
+        Duration::from_secs(10),
+        "the new leader to have been handed leadership",
+    )
+    .await;
     cluster.terminate(old_leader);
     more_load("load after removing the leader").await;
 

@@ -35,7 +35,7 @@ pub(crate) enum Refusal {
     WrongTarget { target: NodeId, ours: NodeId },
     #[error("claims node id {0}, which is this node's own id")]
     OwnId(NodeId),
-    #[error("claims node id {0}, which was removed from the cluster")]
+    #[error("claims node id {0}, {REMOVED}")]
     Removed(NodeId),
     #[error("bad hello: {0}")]
     BadHello(ConnError),
@@ -63,6 +63,14 @@ pub(crate) enum Refusal {
     HungUp(NodeId),
     #[error("this node cannot make a random nonce: {0}")]
     NoNonce(std::io::Error),
+}
+
+/// Words of the [`Refusal::Removed`] reason, by which a removed node learns to stop dialing.
+const REMOVED: &str = "which was removed from the cluster";
+
+/// Whether a dial failed because the acceptor says this node was removed from the cluster.
+pub(crate) fn says_removed(error: &ConnError) -> bool {
+    matches!(error, ConnError::Refused(reason) if reason.contains(REMOVED))
 }
 
 /// Words of the [`Refusal::NoProof`] reason, by which a dialer in transition mode learns to
@@ -356,9 +364,12 @@ fn check(config: &NetConfig, transport: &TcpTransport, hello: &Hello) -> Result<
 mod tests {
     use super::*;
 
-    /// A dialer in transition mode reads these reasons: they must keep their words.
+    /// A dialer in transition mode, or one that was removed, reads these reasons: they must
+    /// keep their words.
     #[test]
     fn the_reasons_a_transition_dialer_reads_say_what_it_looks_for() {
+        let removed = ConnError::Refused(Refusal::Removed(4).to_string());
+        assert!(says_removed(&removed));
         assert!(Refusal::NoProof(2).to_string().contains(NO_PROOF));
         assert!(
             Refusal::UnexpectedSecret(2)

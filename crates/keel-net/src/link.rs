@@ -77,7 +77,17 @@ pub(crate) async fn run_link(peer: Arc<Peer>, config: Arc<NetConfig>, cancel: Ca
                     peer.id,
                     shown(&peer)
                 );
-                if failures == 1 {
+                if handshake::says_removed(&error) {
+                    // Final: a committed removal is never undone, and ids are never reused.
+                    // Dial again only now and then, in case this node is wrong about itself.
+                    if failures == 1 {
+                        tracing::info!(
+                            peer = peer.id,
+                            "{message}; dialing it again only every {REMOVED_BACKOFF:?}"
+                        );
+                    }
+                    backoff = REMOVED_BACKOFF;
+                } else if failures == 1 {
                     tracing::warn!(
                         peer = peer.id,
                         "{message} (retrying, further failures at debug level)"
@@ -94,10 +104,15 @@ pub(crate) async fn run_link(peer: Arc<Peer>, config: Arc<NetConfig>, cancel: Ca
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(backoff) => {}
         }
-        backoff = (backoff * 2).min(config.backoff_max);
+        if backoff < REMOVED_BACKOFF {
+            backoff = (backoff * 2).min(config.backoff_max);
+        }
         peer.set_state(LinkState::Connecting);
     }
 }
+
+/// How long a node that a peer says was removed from the cluster waits between dials of it.
+const REMOVED_BACKOFF: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A peer's address for log lines.
 fn shown(peer: &Peer) -> String {

@@ -213,6 +213,11 @@ async fn serve_connection(
             tracing::debug!("peer {addr} closed the connection before its hello");
             return;
         }
+        Err(refusal @ Refusal::Removed(_)) => {
+            // Expected while a removed node has not learned it is out; it dials rarely.
+            tracing::debug!("refused a connection: peer {addr} {refusal}");
+            return;
+        }
         Err(refusal) => {
             tracing::warn!("refused a connection: peer {addr} {refusal}");
             return;

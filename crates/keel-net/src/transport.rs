@@ -191,7 +191,7 @@ impl TcpTransport {
                         peer.set_client_addr(addrs.client_addr);
                     }
                 }
-                None if known.is_none() && book.warned.insert(id) => {
+                None if known.is_none() && membership.contains(id) && book.warned.insert(id) => {
                     tracing::warn!(
                         peer = id,
                         "no peer address is known for member {id}: it is in the configuration \

@@ -314,7 +314,10 @@ impl Drop for StateGuard<'_> {
 
 /// Publishes the configuration in force if it, or whether it is committed, changed; then
 /// returns it with every node the transport must still reach (see
-/// `Transport::members_changed`).
+/// `Transport::members_changed`): the members of the configuration in force and of the last
+/// committed one, and the leader this node knows of. A leader removed from the cluster leads
+/// until its successor takes over, and must reach it to hand over; once a new leader is
+/// known, the removed one is dropped.
 fn publish_membership(
     sender: &watch::Sender<MembershipStatus>,
     s: &mut State,
@@ -322,22 +325,28 @@ fn publish_membership(
     let generation = s.configs.generation();
     let index = s.configs.current_index();
     let committed = index <= s.commit_index;
-    if s.published_membership == (generation, committed) {
+    let leader = s.leader_id.filter(|&l| l != s.id);
+    let now = (generation, committed, leader);
+    if s.published_membership == now {
         return None;
     }
-    s.published_membership = (generation, committed);
+    let (published_generation, published_committed, _) = s.published_membership;
+    s.published_membership = now;
     let membership = s.configs.current().clone();
-    sender.send_replace(MembershipStatus {
-        membership: membership.clone(),
-        index,
-        committed,
-    });
+    if (published_generation, published_committed) != (generation, committed) {
+        sender.send_replace(MembershipStatus {
+            membership: membership.clone(),
+            index,
+            committed,
+        });
+    }
     let mut reach = membership.members();
     reach.extend(
         s.configs
             .at(s.commit_index.max(s.log.snapshot_index()))
             .members(),
     );
+    reach.extend(leader);
     reach.remove(&s.id);
     Some((membership, reach))
 }
@@ -698,10 +707,12 @@ impl Raft {
         let mut stepped_down = false;
         loop {
             {
-                let l = leadership.borrow_and_update();
+                let l = *leadership.borrow_and_update();
                 if l.role != Role::Leader {
-                    // Deposed; the new leader is known once its first AppendEntries arrives.
-                    if l.leader_id.is_some() || Instant::now() >= deadline {
+                    // Deposed; the new leader is known once its first AppendEntries arrives,
+                    // unless this node was removed (the new leader sends it nothing).
+                    let removed = !self.shared.lock().configs.current().contains(self.id());
+                    if l.leader_id.is_some() || removed || Instant::now() >= deadline {
                         return Ok(l.leader_id);
                     }
                     stepped_down = true;

@@ -1061,3 +1061,48 @@ mod membership_rules {
         assert!(propose(&mut s, &c, Payload::Noop).is_ok());
     }
 }
+
+/// What the transport is told to keep reaching: a removed leader until it is succeeded (it
+/// must reach its successor to hand over), then no longer.
+#[test]
+fn a_removed_leader_is_reached_until_a_new_leader_is_known() {
+    let c = config();
+    let now = Instant::now();
+    let mut s = node(2, &[1, 2, 3], 1, &[1]);
+    let (watch, _) = tokio::sync::watch::channel(super::MembershipStatus {
+        membership: Membership::default(),
+        index: 0,
+        committed: true,
+    });
+    let removal = AppendEntriesRequest {
+        term: 1,
+        leader_id: 1,
+        prev_log_index: 1,
+        prev_log_term: 1,
+        entries: vec![Entry {
+            index: 2,
+            term: 1,
+            payload: Payload::Config(Membership::with_voters([2, 3])),
+        }],
+        leader_commit: 2,
+    };
+    assert!(on_append_request(&mut s, &c, now, removal).success);
+    let (membership, reach) = super::publish_membership(&watch, &mut s).expect("it changed");
+    assert!(!membership.contains(1));
+    assert_eq!(reach, [1, 3].into(), "node 1 still leads");
+    let successor = AppendEntriesRequest {
+        term: 2,
+        leader_id: 3,
+        prev_log_index: 2,
+        prev_log_term: 1,
+        entries: Vec::new(),
+        leader_commit: 2,
+    };
+    assert!(on_append_request(&mut s, &c, now, successor).success);
+    let (_, reach) = super::publish_membership(&watch, &mut s).expect("the leader changed");
+    assert_eq!(reach, [3].into());
+    assert!(
+        super::publish_membership(&watch, &mut s).is_none(),
+        "nothing changed since"
+    );
+}

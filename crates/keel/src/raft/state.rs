@@ -140,8 +140,9 @@ pub(crate) struct State {
     pub id: NodeId,
     /// The configurations the log holds; the latest is in force (see `super::membership`).
     pub configs: ConfigLog,
-    /// The (generation, committed) of the configuration last published to watchers.
-    pub published_membership: (u64, bool),
+    /// The (generation, committed) of the configuration last published to watchers, and the
+    /// leader the transport was last told to keep reaching.
+    pub published_membership: (u64, bool, Option<NodeId>),
 
     // Persistent state on all servers (Figure 2); every change is staged for storage.
     pub current_term: u64,
@@ -234,7 +235,7 @@ impl State {
         let mut state = State {
             id,
             configs,
-            published_membership: (u64::MAX, false),
+            published_membership: (u64::MAX, false, None),
             current_term: recovered.hard_state.current_term,
             voted_for: recovered.hard_state.voted_for,
             // Everything in the snapshot is committed; what follows is learned from a leader.
