@@ -541,6 +541,10 @@ fn maybe_snapshot(inner: &Inner) {
 
 /// Fails pending writes as soon as this node stops leading, so clients retry elsewhere instead
 /// of waiting for their timeout.
+/// Writes proposed by a leader that stepped down wait up to the request timeout divided by this
+/// for the next leader to commit them, before they fail with `LeadershipLost`.
+const LEADERSHIP_LOSS_GRACE_DIVISOR: u32 = 5;
+
 async fn watch_leadership(inner: std::sync::Weak<Inner>) {
     let Some(mut leadership) = inner.upgrade().map(|i| i.raft.leadership()) else {
         return;
@@ -549,14 +553,35 @@ async fn watch_leadership(inner: std::sync::Weak<Inner>) {
     loop {
         let now = *leadership.borrow_and_update();
         let leading = (now.role == Role::Leader).then_some(now.term);
-        if led_term.is_some() && leading != led_term {
-            let Some(inner) = inner.upgrade() else {
+        if let Some(lost_term) = led_term
+            && leading != led_term
+        {
+            let Some(strong) = inner.upgrade() else {
                 return;
             };
-            let waiters = std::mem::take(&mut *inner.waiters.lock());
-            for (_, waiter) in waiters {
-                let _ = waiter.reply.send(Err(KvError::LeadershipLost));
-            }
+            // The next leader may still commit them: after a hand-over it holds everything
+            // this node appended (its log was caught up before it took over). The apply loop
+            // answers those that commit; what is left after the grace fails.
+            let grace = strong.options.request_timeout / LEADERSHIP_LOSS_GRACE_DIVISOR;
+            drop(strong);
+            let inner = inner.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                let Some(inner) = inner.upgrade() else {
+                    return;
+                };
+                let mut waiters = inner.waiters.lock();
+                let lost: Vec<u64> = waiters
+                    .iter()
+                    .filter(|(_, w)| w.term == lost_term)
+                    .map(|(&index, _)| index)
+                    .collect();
+                for index in lost {
+                    if let Some(waiter) = waiters.remove(&index) {
+                        let _ = waiter.reply.send(Err(KvError::LeadershipLost));
+                    }
+                }
+            });
         }
         led_term = leading;
         if leadership.changed().await.is_err() {

@@ -17,12 +17,27 @@ use crate::http::{
     Api, CLIENT_ID_HEADER, FORWARDED_HEADER, Incoming, REQUEST_SEQ_HEADER, error, kv_error,
 };
 
+/// How many times a request may be forwarded from node to node.
+const MAX_FORWARDS: usize = 2;
+
+/// The nodes a request was forwarded through (the forwarded header: their ids, comma
+/// separated; empty for a request from a client), or `None` if the header is not such a list
+/// (then it is not forwarded again).
+fn forwarded_by(headers: &HeaderMap) -> Option<Vec<NodeId>> {
+    let Some(value) = headers.get(FORWARDED_HEADER) else {
+        return Some(Vec::new());
+    };
+    let text = value.to_str().ok()?;
+    let ids: Option<Vec<NodeId>> = text.split(',').map(|id| id.trim().parse().ok()).collect();
+    ids.filter(|ids| ids.len() <= MAX_FORWARDS)
+}
+
 /// Sends a request this follower cannot serve to the leader and relays the answer; answers
 /// the error itself when there is no leader to forward to.
 pub(crate) async fn forward_or_fail(
     api: &Arc<Api>,
     e: &KvError,
-    incoming: Incoming,
+    incoming: &Incoming,
     body: Bytes,
 ) -> Response {
     let KvError::NotLeader {
@@ -42,13 +57,19 @@ pub(crate) async fn forward_or_fail(
 pub(crate) async fn forward(
     api: &Api,
     leader: NodeId,
-    incoming: Incoming,
+    incoming: &Incoming,
     body: Bytes,
 ) -> Option<Response> {
-    if incoming.headers.contains_key(FORWARDED_HEADER) || leader == api.kv.raft().id() {
+    let own = api.kv.raft().id();
+    let via = forwarded_by(&incoming.headers)?;
+    // Never back to a node the request passed, and never far: leadership that moves while a
+    // request is forwarded (a hand-over) may take it one hop more, a loop never.
+    if leader == own || via.contains(&leader) || via.len() >= MAX_FORWARDS {
         return None;
     }
     let addr = api.directory.client_addr(leader)?;
+    let mut chain: Vec<String> = via.iter().map(ToString::to_string).collect();
+    chain.push(own.to_string());
     api.metrics.forwarded.inc();
     let path = incoming
         .uri
@@ -57,7 +78,7 @@ pub(crate) async fn forward(
     let mut request = api
         .forwarder
         .request(incoming.method.clone(), format!("http://{addr}{path}"))
-        .header(FORWARDED_HEADER, api.kv.raft().id().to_string())
+        .header(FORWARDED_HEADER, chain.join(","))
         .timeout(api.kv.options().request_timeout)
         .body(body);
     for name in [

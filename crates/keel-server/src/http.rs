@@ -223,17 +223,31 @@ async fn get_key(
         }
     };
     api.metrics.reads.inc();
-    match api.kv.read(&key, consistency).await {
-        Ok(Some(value)) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/octet-stream")],
-            value,
-        )
-            .into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, "not_found", "key not found"),
-        Err(e) => {
-            let (incoming, _) = request.into_parts();
-            forward_or_fail(&api, &e, incoming, Bytes::new()).await
+    let (incoming, _) = request.into_parts();
+    let mut leadership = api.kv.raft().leadership();
+    let deadline = tokio::time::Instant::now() + api.kv.options().request_timeout;
+    loop {
+        let mut read = api.kv.read(&key, consistency).await;
+        if let Err(e) = &read
+            && awaits_leader(e)
+        {
+            read = when_led(&api, || api.kv.read(&key, consistency)).await;
+        }
+        let e = match read {
+            Ok(Some(value)) => {
+                return (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "application/octet-stream")],
+                    value,
+                )
+                    .into_response();
+            }
+            Ok(None) => return error(StatusCode::NOT_FOUND, "not_found", "key not found"),
+            Err(e) => e,
+        };
+        let response = forward_or_fail(&api, &e, &incoming, Bytes::new()).await;
+        if !leader_moved(&response, &incoming, &mut leadership, deadline) {
+            return response;
         }
     }
 }
@@ -363,17 +377,27 @@ async fn write(api: &Arc<Api>, incoming: Incoming, body: Bytes, write_op: Write)
     };
     let is_cas = matches!(write_op, Write::Cas { .. });
     api.metrics.writes.inc();
-    let pending = match api.kv.submit(session, write_op.clone()) {
-        Ok(pending) => pending,
-        Err(KvError::TransferringLeadership { .. }) => {
-            // The leader hands over within milliseconds: wait for it, then write (or forward)
-            // as usual, rather than fail the client.
-            match after_transfer(api, session, write_op).await {
-                Ok(pending) => pending,
-                Err(e) => return forward_or_fail(api, &e, incoming, body).await,
+    let mut leadership = api.kv.raft().leadership();
+    let deadline = tokio::time::Instant::now() + api.kv.options().request_timeout;
+    let pending = loop {
+        let e = match api.kv.submit(session, write_op.clone()) {
+            Ok(pending) => break pending,
+            Err(e) if awaits_leader(&e) => {
+                // A leader hands over within milliseconds, and an election takes a few round
+                // trips: wait for the next leader (within the request timeout), then write or
+                // forward as usual, rather than fail the client.
+                let submit = || std::future::ready(api.kv.submit(session, write_op.clone()));
+                match when_led(api, submit).await {
+                    Ok(pending) => break pending,
+                    Err(e) => e,
+                }
             }
+            Err(e) => e,
+        };
+        let response = forward_or_fail(api, &e, &incoming, body.clone()).await;
+        if !leader_moved(&response, &incoming, &mut leadership, deadline) {
+            return response;
         }
-        Err(e) => return forward_or_fail(api, &e, incoming, body).await,
     };
     // Kept only to forward the request; freed now, while still in cache, rather than after
     // the wait for the commit (under load, that drop alone cost 3% of the leader's CPU).
@@ -384,26 +408,53 @@ async fn write(api: &Arc<Api>, incoming: Incoming, body: Bytes, write_op: Write)
     }
 }
 
-/// Submits a write refused during a leadership transfer again once the transfer has ended
-/// (leadership moved, or the transfer was abandoned), within the request timeout.
-async fn after_transfer(
-    api: &Api,
-    session: Option<(u64, u64)>,
-    write_op: Write,
-) -> Result<keel_kv::PendingWrite, KvError> {
-    let raft = api.kv.raft();
-    let mut leadership = raft.leadership();
+/// Whether a request that was forwarded to the leader, or refused, should be tried again on
+/// this node: it failed for want of a leader (503), it came from a client (not another node:
+/// only the first node retries), this node's view of leadership changed since (the leader it
+/// forwarded to handed over, perhaps to this node), and the request timeout has not passed.
+fn leader_moved(
+    response: &Response,
+    incoming: &Incoming,
+    leadership: &mut tokio::sync::watch::Receiver<keel::Leadership>,
+    deadline: tokio::time::Instant,
+) -> bool {
+    let retry = response.status() == StatusCode::SERVICE_UNAVAILABLE
+        && !incoming.headers.contains_key(FORWARDED_HEADER)
+        && leadership.has_changed().unwrap_or(false)
+        && tokio::time::Instant::now() < deadline;
+    if retry {
+        leadership.mark_unchanged();
+    }
+    retry
+}
+
+/// Whether a request refused with `e` may succeed once a leader is known: the leader is
+/// handing over, or this node knows of no leader (an election is under way).
+fn awaits_leader(e: &KvError) -> bool {
+    matches!(
+        e,
+        KvError::TransferringLeadership { .. } | KvError::NotLeader { leader_hint: None }
+    )
+}
+
+/// Tries `attempt` again each time leadership changes (and every 10 ms: an abandoned transfer
+/// changes no leadership) until it is no longer refused for want of a leader, or the request
+/// timeout passes (then `Timeout`: no leader within it).
+async fn when_led<T, Fut>(api: &Api, mut attempt: impl FnMut() -> Fut) -> Result<T, KvError>
+where
+    Fut: Future<Output = Result<T, KvError>>,
+{
+    let mut leadership = api.kv.raft().leadership();
     let deadline = tokio::time::Instant::now() + api.kv.options().request_timeout;
     loop {
-        // A short step too: an abandoned transfer changes no leadership.
         let step = tokio::time::sleep(std::time::Duration::from_millis(10));
         tokio::select! {
             _ = leadership.changed() => {}
             _ = step => {}
             _ = tokio::time::sleep_until(deadline) => return Err(KvError::Timeout),
         }
-        match api.kv.submit(session, write_op.clone()) {
-            Err(KvError::TransferringLeadership { .. }) => continue,
+        match attempt().await {
+            Err(e) if awaits_leader(&e) => continue,
             other => return other,
         }
     }

@@ -249,7 +249,7 @@ async fn not_leader(
     body: Bytes,
 ) -> Response {
     if let Some(leader) = leader_hint
-        && let Some(response) = forward(api, leader, incoming, body).await
+        && let Some(response) = forward(api, leader, &incoming, body).await
     {
         return response;
     }

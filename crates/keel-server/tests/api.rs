@@ -225,6 +225,67 @@ async fn membership_requests_follow_the_documented_api() {
     assert_ne!(new, leader as u64 + 1);
 }
 
+/// Writes and reads sent while leadership moves (to any node, without retrying) all succeed:
+/// a request that meets a leader handing over, or a node that does not know the new leader
+/// yet, waits for it instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_during_a_leadership_transfer_wait_for_the_new_leader() {
+    let c = Arc::new(TestCluster::start(3, KvOptions::default()).await);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..6)
+        .map(|w| {
+            let (c, stop) = (c.clone(), stop.clone());
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                let mut failures = Vec::new();
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    n += 1;
+                    let node = (w + n as usize) % 3;
+                    let key = format!("/v1/kv/k{w}");
+                    let r = if n.is_multiple_of(2) {
+                        http.put(c.url(node, &key)).body(n.to_string()).send().await
+                    } else {
+                        http.get(c.url(node, &key)).send().await
+                    };
+                    let r = r.expect("the node answers");
+                    let status = r.status();
+                    if status != StatusCode::OK && status != StatusCode::NOT_FOUND {
+                        failures.push(format!("{status}: {}", r.text().await.unwrap()));
+                    }
+                }
+                (n, failures)
+            })
+        })
+        .collect();
+    let http = reqwest::Client::new();
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let leader = c.leader().await;
+        let r = http
+            .post(c.url(leader, "/v1/leader"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut requests = 0;
+    for worker in workers {
+        let (n, failures) = worker.await.unwrap();
+        requests += n;
+        assert!(
+            failures.is_empty(),
+            "{} failed, e.g. {}",
+            failures.len(),
+            failures[0]
+        );
+    }
+    assert!(requests > 100, "only {requests} requests");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_and_reads_follow_the_documented_api() {
     let c = TestCluster::start(1, KvOptions::default()).await;
