@@ -36,6 +36,7 @@ pub enum Payload {
 
 impl Entry {
     /// The command bytes, or an empty slice for a no-op or a configuration.
+    #[inline]
     pub fn command(&self) -> &[u8] {
         match &self.payload {
             Payload::Noop | Payload::Config(_) => &[],
@@ -44,6 +45,7 @@ impl Entry {
     }
 
     /// Bytes this entry takes in the wire encoding; used for batch limits and size accounting.
+    #[inline]
     pub fn encoded_len(&self) -> usize {
         // term (8) + kind (1) + length (4) + data; the index is implied by the position.
         13 + match &self.payload {
@@ -240,6 +242,7 @@ impl Membership {
     }
 
     /// Bytes of [`crate::codec::encode_membership`]'s encoding.
+    #[cold]
     pub fn encoded_len(&self) -> usize {
         let inner = &self.0;
         let ids = inner.voters.len() + inner.outgoing.len() + inner.learners.len();

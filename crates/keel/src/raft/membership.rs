@@ -110,11 +110,13 @@ impl ConfigLog {
     }
 
     /// The configuration in force: the latest in the log.
+    #[inline]
     pub(crate) fn current(&self) -> &Membership {
         self.entries.back().map_or(&self.base, |(_, m)| m)
     }
 
     /// The log index of the configuration in force (0: the one the node started with).
+    #[inline]
     pub(crate) fn current_index(&self) -> u64 {
         self.entries.back().map_or(self.base_index, |&(i, _)| i)
     }
@@ -134,6 +136,7 @@ impl ConfigLog {
     }
 
     /// Counts changes of the configuration in force.
+    #[inline]
     pub(crate) fn generation(&self) -> u64 {
         self.generation
     }
@@ -360,11 +363,19 @@ fn append_config(
     Ok(proposed.index)
 }
 
-/// What the leader does once its commit index moved: leave a committed joint configuration,
-/// stop replicating to members the committed configuration removed, and hand leadership over
-/// if that configuration no longer makes it a voter.
-pub(crate) fn on_commit(s: &mut State, config: &Config, now: Instant) {
-    if s.role != Role::Leader || s.configs.current_index() > s.commit_index {
+/// What the leader does once its commit index moved past `previous`, if that committed its
+/// configuration (or, for a joint one inherited from an earlier term, its own first entry):
+/// leave a committed joint configuration, stop replicating to members the committed
+/// configuration removed, and hand leadership over if that configuration no longer makes it a
+/// voter. Runs on every commit, so it looks at nothing more unless one of those happened (or
+/// a committed joint configuration is still to be left: leaving it may have had to wait).
+pub(crate) fn on_commit(s: &mut State, config: &Config, now: Instant, previous: u64) {
+    let index = s.configs.current_index();
+    let committed_now = previous < index && index <= s.commit_index;
+    let joint_to_leave = s.configs.current().is_joint()
+        && index <= s.commit_index
+        && s.commit_index >= s.term_start_index;
+    if s.role != Role::Leader || !(committed_now || joint_to_leave) {
         return;
     }
     let current = s.configs.current().clone();

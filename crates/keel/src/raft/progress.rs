@@ -62,6 +62,7 @@ pub(crate) struct Progress {
 
 impl Progress {
     /// A follower a new leader knows nothing about yet: probe from just past the leader's log.
+    #[inline]
     pub(crate) fn new(next_index: u64, now: Instant) -> Progress {
         assert!(next_index >= 1, "log indexes start at 1");
         Progress {
@@ -77,14 +78,17 @@ impl Progress {
         }
     }
 
+    #[inline]
     pub(crate) fn next_index(&self) -> u64 {
         self.next_index
     }
 
+    #[inline]
     pub(crate) fn match_index(&self) -> u64 {
         self.match_index
     }
 
+    #[inline]
     pub(crate) fn mode(&self) -> ReplicationMode {
         self.mode
     }
@@ -94,28 +98,34 @@ impl Progress {
         self.inflight_appends
     }
 
+    #[inline]
     pub(crate) fn last_sent(&self) -> Instant {
         self.last_sent
     }
 
+    #[inline]
     pub(crate) fn last_ack(&self) -> Instant {
         self.last_ack
     }
 
+    #[inline]
     pub(crate) fn read_round_sent(&self) -> u64 {
         self.read_round_sent
     }
 
+    #[inline]
     pub(crate) fn read_round_acked(&self) -> u64 {
         self.read_round_acked
     }
 
     /// Nothing may be sent: a snapshot transfer runs, or `max_inflight_rpcs` are out.
+    #[inline]
     pub(crate) fn is_paused(&self, max_inflight_rpcs: usize) -> bool {
         self.mode == ReplicationMode::Snapshot || self.inflight_rpcs >= max_inflight_rpcs
     }
 
     /// The follower needs entries the leader's log no longer holds.
+    #[inline]
     pub(crate) fn needs_snapshot(&self, snapshot_index: u64) -> bool {
         self.next_index <= snapshot_index
     }
@@ -124,6 +134,7 @@ impl Progress {
     /// `next_index`, and fewer than the window's worth are in flight. A probed follower gets
     /// one at a time; `new_entries_only` (a proposal, not a reply or tick, is looking) also
     /// allows one, so that under load replies, not proposals, carry the batches.
+    #[inline]
     pub(crate) fn may_send_entries(
         &self,
         last_log_index: u64,
@@ -139,6 +150,7 @@ impl Progress {
 
     /// Sending more right after this request would pipeline (the follower is replicated to and
     /// the request carried entries).
+    #[inline]
     pub(crate) fn pipelining(&self, entries: u64) -> bool {
         entries > 0 && self.mode == ReplicationMode::Replicate
     }
@@ -146,6 +158,7 @@ impl Progress {
     /// An AppendEntries carrying `entries` entries from `next_index` (none: a heartbeat) and
     /// read round `read_round` goes out. `next_index` moves past them at once, so the next
     /// request carries what follows.
+    #[inline]
     pub(crate) fn sent(&mut self, entries: u64, read_round: u64, now: Instant) {
         assert!(
             self.mode != ReplicationMode::Snapshot,
@@ -163,6 +176,7 @@ impl Progress {
 
     /// An AppendEntries sent under this term came back, with a reply or without; `carried_entries`
     /// says whether it counted toward `inflight_appends`.
+    #[inline]
     pub(crate) fn returned(&mut self, carried_entries: bool) {
         self.inflight_rpcs = self
             .inflight_rpcs
@@ -178,6 +192,7 @@ impl Progress {
 
     /// The follower answered (anything, in this term): it is alive, and it has seen the read
     /// round the request carried.
+    #[inline]
     pub(crate) fn heard(&mut self, read_round: u64, now: Instant) {
         self.last_ack = now;
         self.read_round_acked = self.read_round_acked.max(read_round);
@@ -185,6 +200,7 @@ impl Progress {
 
     /// The follower's log now matches the leader's through `last_index` (the request's
     /// `prev_log_index` plus its entries). Returns whether `match_index` moved.
+    #[inline]
     pub(crate) fn accepted(&mut self, last_index: u64) -> bool {
         let advanced = last_index > self.match_index;
         if advanced {
@@ -201,6 +217,7 @@ impl Progress {
     /// The follower found no entry matching `prev_log_index`; `hint` is where its answer says the
     /// logs may agree (see the conflict fields of the reply). A rejection at or below
     /// `match_index` is stale (reordered) and changes nothing.
+    #[inline]
     pub(crate) fn rejected(&mut self, prev_log_index: u64, hint: u64) {
         if prev_log_index <= self.match_index || self.mode == ReplicationMode::Snapshot {
             return;
@@ -214,6 +231,7 @@ impl Progress {
     /// A request carrying `entries` entries after `prev_log_index` got no reply: they may never
     /// have arrived. Probe again from there (on the next tick, not at once: a peer that fails fast
     /// would make that a busy loop).
+    #[inline]
     pub(crate) fn lost(&mut self, prev_log_index: u64, entries: u64) {
         if entries > 0
             && self.mode != ReplicationMode::Snapshot
@@ -226,6 +244,7 @@ impl Progress {
     }
 
     /// A snapshot transfer to the follower starts; nothing else goes to it until it ends.
+    #[inline]
     pub(crate) fn snapshot_started(&mut self) {
         assert!(
             self.mode != ReplicationMode::Snapshot,
@@ -238,6 +257,7 @@ impl Progress {
     /// The snapshot transfer ended; with `Some(index)` the follower holds everything through
     /// `index`. Either way the follower is probed next (on failure, from where it was: the next
     /// tick starts a new transfer, since `next_index` is still covered by the snapshot).
+    #[inline]
     pub(crate) fn snapshot_done(&mut self, installed_through: Option<u64>) {
         assert_eq!(
             self.mode,

@@ -305,9 +305,10 @@ pub(crate) fn advance_commit(s: &mut State, config: &Config, now: Instant) {
         }
     });
     if n > s.commit_index && s.log.term_at(n) == Some(s.current_term) {
+        let previous = s.commit_index;
         s.commit_index = n;
         s.wake_applier = true;
-        membership::on_commit(s, config, now);
+        membership::on_commit(s, config, now, previous);
     }
 }
 
