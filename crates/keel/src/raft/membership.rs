@@ -53,8 +53,10 @@
 //! where it is a voter, and once C_new commits it hands leadership to the most up-to-date voter
 //! of C_new (section 3.10, see `transfer.rs`) and steps down, to a node that is no voter and
 //! never campaigns again. A removed node cannot disrupt the others: it stops campaigning as soon
-//! as it appends a configuration without itself, and one that never learned of its removal has
-//! an older log and meets the others' pre-vote and leader lease.
+//! as it appends a configuration without itself, and one that never learned of its removal (it
+//! was down while it was removed) has an older log and meets the others' pre-vote and leader
+//! lease. With pre-vote and check-quorum both turned off, only the transport keeps it out
+//! (keel-net refuses removed nodes' connections), so keep at least one of them on.
 //!
 //! # Snapshots and restarts
 //!
@@ -412,22 +414,31 @@ pub(crate) fn on_commit(s: &mut State, config: &Config, now: Instant, previous: 
         return;
     }
     sync_progress(s, now);
-    if !current.is_voter(s.id) && s.transfer.is_none() {
-        tracing::info!(
-            node = s.id,
-            "removed from the voters by {current}; handing leadership over"
-        );
-        if transfer::start(s, config, now, None, true).is_err() {
-            // No voter to hand over to, ever: step down.
-            let term = s.current_term;
-            s.become_follower(term, None);
-        }
+    if current.is_voter(s.id) {
+        return;
+    }
+    if let Some(t) = &mut s.transfer {
+        // A transfer already running (an operator's, or shutdown's) now ends in stepping
+        // down whether or not its target takes over: this commit happens only once.
+        t.step_down = true;
+        return;
+    }
+    tracing::info!(
+        node = s.id,
+        "removed from the voters by {current}; handing leadership over"
+    );
+    if transfer::start(s, config, now, None, true).is_err() {
+        // No voter to hand over to, ever: step down.
+        let term = s.current_term;
+        s.become_follower(term, None);
     }
 }
 
 /// Keeps the leader's replication progress to the members it must send to: those of the
-/// configuration in force, and those of the last committed one (a member being removed still
-/// gets the entries that remove it, so it learns it is out).
+/// configuration in force, and those of the last committed one. A member being removed gets
+/// the entries that remove it while they are uncommitted, and learns it is out if it is up;
+/// once its removal commits it gets nothing more (a member that was down then never learns it,
+/// see the module docs). A member added back later gets a new progress (a new generation).
 pub(crate) fn sync_progress(s: &mut State, now: Instant) {
     let mut wanted = s.configs.current().members();
     wanted.extend(
@@ -439,9 +450,11 @@ pub(crate) fn sync_progress(s: &mut State, now: Instant) {
     let next_index = s.log.last_index() + 1;
     s.progress.retain(|id, _| wanted.contains(id));
     for id in wanted {
-        s.progress
-            .entry(id)
-            .or_insert_with(|| Progress::new(next_index, now));
+        if !s.progress.contains_key(&id) {
+            s.progress_generations += 1;
+            let progress = Progress::new(next_index, now, s.progress_generations);
+            s.progress.insert(id, progress);
+        }
     }
 }
 

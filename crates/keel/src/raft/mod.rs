@@ -391,8 +391,10 @@ impl Shared {
                 peer,
                 request,
                 read_round,
+                generation,
             } => {
-                let task = replication::send_append(self.clone(), peer, request, read_round);
+                let task =
+                    replication::send_append(self.clone(), peer, request, read_round, generation);
                 self.spawn(task);
             }
             Outgoing::Votes {
@@ -419,13 +421,21 @@ impl Shared {
             }
             Outgoing::Snapshot {
                 peer,
+                generation,
                 term,
                 meta,
                 membership,
                 data,
             } => {
-                let task =
-                    snapshot::send_snapshot(self.clone(), peer, term, meta, membership, data);
+                let task = snapshot::send_snapshot(
+                    self.clone(),
+                    peer,
+                    generation,
+                    term,
+                    meta,
+                    membership,
+                    data,
+                );
                 self.spawn(task);
             }
             Outgoing::TimeoutNow { peer, request } => {

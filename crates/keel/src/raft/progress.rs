@@ -25,7 +25,11 @@
 //! moves forward (replies arrive in any order). This type is the only writer of both, and every
 //! method checks that `match_index < next_index` still holds when it returns.
 
+use std::collections::BTreeMap;
+
 use tokio::time::Instant;
+
+use crate::types::NodeId;
 
 /// How the leader currently sends to one follower.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +45,10 @@ pub(crate) enum ReplicationMode {
 /// The leader's view of one follower (Figure 2, "Volatile state on leaders", plus flow control).
 #[derive(Debug)]
 pub(crate) struct Progress {
+    /// Tells this progress apart from earlier ones of the same follower: a reply counts only
+    /// toward the progress its request was sent under. (A member removed and added back gets a
+    /// new progress while requests sent under the old one may still be out.)
+    generation: u64,
     /// Index of the next log entry to send to the follower.
     next_index: u64,
     /// Highest index known to be replicated on the follower.
@@ -62,10 +70,12 @@ pub(crate) struct Progress {
 
 impl Progress {
     /// A follower a new leader knows nothing about yet: probe from just past the leader's log.
+    /// `generation` must differ from that of any earlier progress of this follower.
     #[inline]
-    pub(crate) fn new(next_index: u64, now: Instant) -> Progress {
+    pub(crate) fn new(next_index: u64, now: Instant, generation: u64) -> Progress {
         assert!(next_index >= 1, "log indexes start at 1");
         Progress {
+            generation,
             next_index,
             match_index: 0,
             mode: ReplicationMode::Probe,
@@ -76,6 +86,11 @@ impl Progress {
             read_round_sent: 0,
             read_round_acked: 0,
         }
+    }
+
+    #[inline]
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
     }
 
     #[inline]
@@ -286,13 +301,26 @@ impl Progress {
     }
 }
 
+/// The progress of `peer` that an RPC sent under `generation` updates: none if the leader has
+/// since dropped it, or replaced it (the member was removed and added back).
+#[inline]
+pub(crate) fn sent_under(
+    progress: &mut BTreeMap<NodeId, Progress>,
+    peer: NodeId,
+    generation: u64,
+) -> Option<&mut Progress> {
+    progress
+        .get_mut(&peer)
+        .filter(|p| p.generation() == generation)
+}
+
 #[cfg(test)]
 mod tests {
     use super::ReplicationMode::{Probe, Replicate, Snapshot};
     use super::*;
 
     fn at(next_index: u64, match_index: u64, mode: ReplicationMode) -> Progress {
-        let mut p = Progress::new(next_index, Instant::now());
+        let mut p = Progress::new(next_index, Instant::now(), 1);
         p.match_index = match_index;
         p.mode = mode;
         p.check();

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::progress::ReplicationMode;
+use super::progress::{self, ReplicationMode};
 use super::state::{Inbound, Outgoing, PendingRead, Role, State, TermCheck};
 use super::{Proposed, Shared, membership, quorum, snapshot, transfer};
 use crate::config::Config;
@@ -179,6 +179,7 @@ pub(crate) fn replicate(s: &mut State, config: &Config, peer: NodeId, mut trigge
         let read_round = *read_round_sent;
         p.sent(count, read_round, *now.get_or_insert_with(Instant::now));
         let pipelining = p.pipelining(count);
+        let generation = p.generation();
         let request = AppendEntriesRequest {
             term: *current_term,
             leader_id: *id,
@@ -192,6 +193,7 @@ pub(crate) fn replicate(s: &mut State, config: &Config, peer: NodeId, mut trigge
             peer,
             request,
             read_round,
+            generation,
         });
         trigger = Trigger::NewEntries;
         if !pipelining {
@@ -207,6 +209,7 @@ pub(super) async fn send_append(
     peer: NodeId,
     request: AppendEntriesRequest,
     read_round: u64,
+    generation: u64,
 ) {
     let term = request.term;
     let prev_log_index = request.prev_log_index;
@@ -226,6 +229,7 @@ pub(super) async fn send_append(
         prev_log_index,
         entries: count,
         read_round,
+        generation,
     };
     on_append_reply(&mut s, &shared.config, now, peer, sent, response);
 }
@@ -237,6 +241,8 @@ pub(crate) struct SentAppend {
     pub prev_log_index: u64,
     pub entries: u64,
     pub read_round: u64,
+    /// The generation of the follower's progress it was sent under.
+    pub generation: u64,
 }
 
 /// Handles the reply to an AppendEntries (`None`: lost or timed out), after checking that the
@@ -260,7 +266,7 @@ pub(crate) fn on_append_reply(
         return;
     }
     let st: &mut State = s;
-    let Some(p) = st.progress.get_mut(&peer) else {
+    let Some(p) = progress::sent_under(&mut st.progress, peer, sent.generation) else {
         return;
     };
     p.returned(sent.entries > 0);

@@ -405,6 +405,7 @@ fn a_proposal_is_appended_and_sent_from_next_index() {
         prev_log_index: 1,
         entries: 1,
         read_round: 0,
+        generation: s.progress[&2].generation(),
     };
     on_append_reply(&mut s, &config(), Instant::now(), 2, sent, Some(success(2)));
     assert_eq!(appends(&s), vec![(2, 2, 1)]);
@@ -432,6 +433,7 @@ fn success_moves_match_index_and_failure_moves_next_index_back_and_retries() {
         prev_log_index: 4,
         entries: 1,
         read_round: 0,
+        generation: s.progress[&2].generation(),
     };
     on_append_reply(&mut s, &config(), now, 2, sent, Some(success(3)));
     let p = &s.progress[&2];
@@ -445,6 +447,10 @@ fn success_moves_match_index_and_failure_moves_next_index_back_and_retries() {
         conflict_term: Some(1),
     };
     s.outbox.clear();
+    let sent = SentAppend {
+        generation: s.progress[&3].generation(),
+        ..sent
+    };
     on_append_reply(&mut s, &config(), now, 3, sent, Some(refused));
     // The leader's last entry of term 1 is index 2, so it retries at once from index 3.
     assert_eq!(appends(&s), vec![(3, 2, 3)]);
@@ -464,12 +470,14 @@ fn the_leader_commits_what_a_majority_holds_but_only_by_counting_its_own_terms_e
         prev_log_index: 1,
         entries: 1,
         read_round: 0,
+        generation: s.progress[&2].generation(),
     };
     // A majority holds index 2, of term 1: not committed by counting (Figure 8).
     on_append_reply(&mut s, &config(), now, 2, old, Some(success(3)));
     assert_eq!(s.commit_index, 0);
     let new = SentAppend {
         prev_log_index: 2,
+        generation: s.progress[&3].generation(),
         ..old
     };
     on_append_reply(&mut s, &config(), now, 3, new, Some(success(3)));
@@ -477,7 +485,12 @@ fn the_leader_commits_what_a_majority_holds_but_only_by_counting_its_own_terms_e
     // The leader's own copy counts only once durable.
     let mut s = leader(3, &[1, 1]);
     s.persisted_index = 2;
+    let new = SentAppend {
+        generation: s.progress[&2].generation(),
+        ..new
+    };
     on_append_reply(&mut s, &config(), now, 2, new, Some(success(3)));
+    assert_eq!(s.progress[&2].match_index(), 3, "the reply counted");
     assert_eq!(s.commit_index, 0);
     s.persisted_index = 3;
     advance_commit(&mut s, &config(), Instant::now());
@@ -680,6 +693,7 @@ fn a_read_waits_for_a_quorum_to_confirm_leadership() {
         prev_log_index: 2,
         entries: 0,
         read_round: round,
+        generation: s.progress[&3].generation(),
     };
     on_append_reply(
         &mut s,
@@ -718,6 +732,7 @@ fn a_leader_cut_off_from_its_quorum_steps_down() {
         prev_log_index: 1,
         entries: 1,
         read_round: 0,
+        generation: s.progress[&2].generation(),
     };
     on_append_reply(&mut s, &c, later, 2, heartbeat, Some(success(2)));
     tick(&mut s, &c, later + Duration::from_millis(10));
@@ -759,6 +774,45 @@ mod membership_rules {
         }
     }
 
+    /// Takes the AppendEntries the leader queued for `peer` out of its outbox, as the records
+    /// their replies are handled with.
+    fn take_appends(s: &mut State, peer: NodeId) -> Vec<SentAppend> {
+        let mut sent = Vec::new();
+        s.outbox.retain(|out| match out {
+            Outgoing::Append {
+                peer: p,
+                request,
+                read_round,
+                generation,
+            } if *p == peer => {
+                sent.push(SentAppend {
+                    term: request.term,
+                    prev_log_index: request.prev_log_index,
+                    entries: request.entries.len() as u64,
+                    read_round: *read_round,
+                    generation: *generation,
+                });
+                false
+            }
+            _ => true,
+        });
+        sent
+    }
+
+    /// Answers every AppendEntries the leader sent `peer` with success, and those the answers
+    /// made it send, until it sends `peer` nothing more.
+    fn deliver(s: &mut State, c: &Config, now: Instant, peer: NodeId) {
+        loop {
+            let sent = take_appends(s, peer);
+            if sent.is_empty() {
+                return;
+            }
+            for one in sent {
+                on_append_reply(s, c, now, peer, one, Some(success(s.current_term)));
+            }
+        }
+    }
+
     /// A leader of {1, 2, 3} that has committed its term's no-op.
     fn settled_leader() -> State {
         let mut s = leader(2, &[1]);
@@ -768,6 +822,7 @@ mod membership_rules {
             prev_log_index: 1,
             entries: 1,
             read_round: 0,
+            generation: s.progress[&2].generation(),
         };
         on_append_reply(&mut s, &config(), Instant::now(), 2, noop, Some(success(2)));
         assert_eq!(s.commit_index, 2);
@@ -838,35 +893,8 @@ mod membership_rules {
             ..config()
         };
         let now = Instant::now();
-        // Answers every AppendEntries the leader sent `peer` with success, and those the
-        // answers made it send, until it sends `peer` nothing more.
-        let deliver = |s: &mut State, peer: NodeId| loop {
-            let mut sent = Vec::new();
-            s.outbox.retain(|out| match out {
-                Outgoing::Append {
-                    peer: p,
-                    request,
-                    read_round,
-                } if *p == peer => {
-                    sent.push(SentAppend {
-                        term: request.term,
-                        prev_log_index: request.prev_log_index,
-                        entries: request.entries.len() as u64,
-                        read_round: *read_round,
-                    });
-                    false
-                }
-                _ => true,
-            });
-            if sent.is_empty() {
-                break;
-            }
-            for one in sent {
-                on_append_reply(s, &c, now, peer, one, Some(success(2)));
-            }
-        };
         let mut s = settled_leader();
-        deliver(&mut s, 3);
+        deliver(&mut s, &c, now, 3);
         let learner = propose_change(
             &mut s,
             &c,
@@ -878,7 +906,7 @@ mod membership_rules {
         )
         .unwrap();
         s.persisted_index = learner;
-        deliver(&mut s, 2);
+        deliver(&mut s, &c, now, 2);
         assert_eq!(s.commit_index, learner);
         // Promote 4 and remove 2 and 3 at once: new voters {1, 4}.
         let change = Change::Set {
@@ -914,19 +942,20 @@ mod membership_rules {
             prev_log_index: probe,
             entries: s.log.last_index() - probe,
             read_round: 0,
+            generation: s.progress[&4].generation(),
         };
         on_append_reply(&mut s, &c, now, 4, sent, Some(empty));
-        deliver(&mut s, 4);
+        deliver(&mut s, &c, now, 4);
         assert_eq!(s.progress[&4].match_index(), learner);
         let joint = propose_change(&mut s, &c, now, change).unwrap();
         assert!(s.configs.current().is_joint());
         s.persisted_index = joint;
         // The new half alone (1 and 4) is not enough ...
-        deliver(&mut s, 4);
+        deliver(&mut s, &c, now, 4);
         assert_eq!(s.commit_index, learner);
         // ... with a majority of the old half too, it commits, and the leader appends the final
         // configuration by itself.
-        deliver(&mut s, 3);
+        deliver(&mut s, &c, now, 3);
         assert_eq!(s.commit_index, joint);
         let last = s.log.last_index();
         assert_eq!(last, joint + 1);
@@ -936,7 +965,7 @@ mod membership_rules {
         // Members being removed still get the entries that remove them.
         assert!(s.progress.contains_key(&2) && s.progress.contains_key(&3));
         s.persisted_index = last;
-        deliver(&mut s, 4);
+        deliver(&mut s, &c, now, 4);
         assert_eq!(
             s.commit_index, last,
             "the new configuration commits with 1 and 4"
@@ -1048,6 +1077,7 @@ mod membership_rules {
             prev_log_index: 1,
             entries: 2,
             read_round: 0,
+            generation: s.progress[&3].generation(),
         };
         on_append_reply(&mut s, &c, now, 3, caught_up, Some(success(2)));
         assert!(
@@ -1059,6 +1089,103 @@ mod membership_rules {
         tick(&mut s, &c, now + c.election_timeout_max);
         assert_eq!((s.role, s.transfer.is_none()), (Role::Leader, true));
         assert!(propose(&mut s, &c, Payload::Noop).is_ok());
+    }
+
+    /// A member removed and added back gets a new progress, and the replies to requests sent
+    /// under the old one change nothing: they would count toward the wrong requests.
+    #[test]
+    fn replies_to_requests_sent_before_a_member_was_removed_do_not_count_once_it_is_back() {
+        let c = config();
+        let now = Instant::now();
+        let mut s = settled_leader();
+        let add = Change::AddLearner {
+            id: 4,
+            info: Bytes::new(),
+        };
+        let added = propose_change(&mut s, &c, now, add.clone()).unwrap();
+        s.persisted_index = added;
+        deliver(&mut s, &c, now, 2);
+        assert_eq!(s.commit_index, added);
+        // The learner's log is empty: it refuses the probe, and is sent everything.
+        let probe = take_appends(&mut s, 4);
+        let empty = AppendEntriesResponse {
+            term: 2,
+            success: false,
+            conflict_index: 1,
+            conflict_term: None,
+        };
+        on_append_reply(&mut s, &c, now, 4, probe[0], Some(empty.clone()));
+        let mut old = take_appends(&mut s, 4);
+        assert!(old.len() == 1 && old[0].entries > 0, "{old:?}");
+        // Removed (the append still out), then added back.
+        let removed = propose_change(&mut s, &c, now, Change::Remove(4)).unwrap();
+        s.persisted_index = removed;
+        deliver(&mut s, &c, now, 2);
+        assert_eq!(s.commit_index, removed);
+        assert!(
+            !s.progress.contains_key(&4),
+            "dropped once its removal committed"
+        );
+        // The entry removing it went out to it too.
+        old.extend(take_appends(&mut s, 4));
+        let again = propose_change(&mut s, &c, now, add).unwrap();
+        let new = take_appends(&mut s, 4);
+        assert_eq!(new.len(), 1, "a new probe");
+        assert_ne!(new[0].generation, old[0].generation);
+        let before = |s: &State| {
+            let p = &s.progress[&4];
+            (
+                p.next_index(),
+                p.match_index(),
+                p.inflight_appends(),
+                p.mode(),
+            )
+        };
+        let fresh = before(&s);
+        // The old requests' answers arrive, or their losses are reported: none counts.
+        for &sent in &old {
+            on_append_reply(&mut s, &c, now, 4, sent, Some(success(2)));
+            on_append_reply(&mut s, &c, now, 4, sent, None);
+        }
+        assert_eq!(before(&s), fresh);
+        assert!(take_appends(&mut s, 4).is_empty());
+        // The new probe's answer does.
+        on_append_reply(&mut s, &c, now, 4, new[0], Some(empty));
+        let resent = take_appends(&mut s, 4);
+        assert_eq!(resent.len(), 1);
+        assert_eq!(
+            (resent[0].prev_log_index, resent[0].entries),
+            (0, again),
+            "everything, from the start"
+        );
+    }
+
+    /// The configuration that removes the leader commits while a transfer it was asked for
+    /// runs: that transfer now ends in stepping down, taken over or not.
+    #[test]
+    fn a_removed_leader_steps_down_even_if_a_transfer_was_already_running() {
+        let c = config();
+        let now = Instant::now();
+        let mut s = settled_leader();
+        deliver(&mut s, &c, now, 3);
+        let joint = propose_change(&mut s, &c, now, Change::Remove(1)).unwrap();
+        assert!(s.configs.current().is_joint());
+        // Shutdown's hand-over, or an operator, asks for a transfer meanwhile.
+        assert_eq!(transfer::start(&mut s, &c, now, Some(2), false), Ok(2));
+        for _ in 0..2 {
+            s.persisted_index = s.log.last_index();
+            deliver(&mut s, &c, now, 2);
+            deliver(&mut s, &c, now, 3);
+        }
+        assert!(s.commit_index > joint);
+        assert!(!s.configs.current().is_joint());
+        assert!(!s.configs.current().is_voter(1));
+        assert_eq!(s.commit_index, s.configs.current_index(), "out, committed");
+        assert_eq!(s.role, Role::Leader, "until its successor takes over");
+        assert!(s.transfer.as_ref().is_some_and(|t| t.step_down));
+        // Node 2 never takes over: the leader steps down anyway.
+        tick(&mut s, &c, now + c.election_timeout_max);
+        assert_eq!(s.role, Role::Follower);
     }
 }
 

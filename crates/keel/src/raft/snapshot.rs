@@ -6,9 +6,9 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
-use super::Shared;
 use super::replication::{Trigger, advance_commit, replicate};
 use super::state::{Inbound, IncomingSnapshot, Outgoing, Role, State, TermCheck};
+use super::{Shared, progress};
 use crate::config::Config;
 use crate::error::RaftError;
 use crate::message::{InstallSnapshotRequest, InstallSnapshotResponse, Request, Response};
@@ -55,6 +55,7 @@ pub(crate) fn start_transfer(s: &mut State, peer: NodeId) {
         return;
     };
     p.snapshot_started();
+    let generation = p.generation();
     tracing::debug!(
         node = s.id,
         peer,
@@ -64,6 +65,7 @@ pub(crate) fn start_transfer(s: &mut State, peer: NodeId) {
     );
     s.outbox.push(Outgoing::Snapshot {
         peer,
+        generation,
         term,
         meta,
         membership,
@@ -75,6 +77,7 @@ pub(crate) fn start_transfer(s: &mut State, peer: NodeId) {
 pub(super) async fn send_snapshot(
     shared: Arc<Shared>,
     peer: NodeId,
+    generation: u64,
     term: u64,
     meta: SnapshotMeta,
     membership: Membership,
@@ -118,8 +121,10 @@ pub(super) async fn send_snapshot(
             if s.role != Role::Leader || s.current_term != term {
                 return;
             }
-            if let Some(p) = s.progress.get_mut(&peer) {
-                p.heard(0, now);
+            match progress::sent_under(&mut s.progress, peer, generation) {
+                Some(p) => p.heard(0, now),
+                // The member was removed (and perhaps added back): this transfer is moot.
+                None => return,
             }
         }
         if response.done {
@@ -137,7 +142,7 @@ pub(super) async fn send_snapshot(
     if s.shutdown || s.role != Role::Leader || s.current_term != term {
         return;
     }
-    let Some(p) = s.progress.get_mut(&peer) else {
+    let Some(p) = progress::sent_under(&mut s.progress, peer, generation) else {
         return;
     };
     p.snapshot_done(installed.then_some(meta.last_included_index));

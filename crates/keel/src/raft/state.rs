@@ -67,6 +67,8 @@ pub(crate) enum Outgoing {
         request: AppendEntriesRequest,
         /// The read-confirmation round the request carries.
         read_round: u64,
+        /// The generation of the progress it was sent under.
+        generation: u64,
     },
     /// A (pre-)vote request to each of `peers`. A real vote goes out only once this node's own
     /// vote for itself is durable: a candidate that crashed and forgot it could vote again in
@@ -80,6 +82,8 @@ pub(crate) enum Outgoing {
     /// A transfer of the current snapshot, chunk by chunk.
     Snapshot {
         peer: NodeId,
+        /// The generation of the progress it is sent under.
+        generation: u64,
         term: u64,
         meta: SnapshotMeta,
         membership: Membership,
@@ -169,6 +173,8 @@ pub(crate) struct State {
 
     // Leaders.
     pub progress: BTreeMap<NodeId, Progress>,
+    /// Progresses created so far: the next one's generation (see `Progress::generation`).
+    pub progress_generations: u64,
     pub leader_since: Instant,
     /// Index of the no-op this leader appended when elected.
     pub term_start_index: u64,
@@ -250,6 +256,7 @@ impl State {
             campaign: 0,
             votes: BTreeMap::new(),
             progress: BTreeMap::new(),
+            progress_generations: 0,
             leader_since: now,
             term_start_index: 0,
             read_round_open: 1,
