@@ -8,8 +8,9 @@
 //!
 //! - dials members at the peer address their information gives (members without information,
 //!   the ones a cluster started with, keep the address from [`crate::NetConfig::peers`]);
-//! - closes the connections, both ways, of nodes that are no longer to be reached (removed, and
-//!   the removal committed), and refuses their handshakes from then on;
+//! - closes the connections, both ways, of members that are no longer to be reached (removed,
+//!   and the removal committed), and refuses their handshakes from then on (a node that was
+//!   reached only as the leader, named by no configuration this node held, is not refused);
 //! - accepts a dialer of its cluster that it does not know yet (with the peer secret's proof, if
 //!   there is one): a node that is joining hears from the leader before it knows the
 //!   configuration, and a member that lags hears from a new member before it appends the entry

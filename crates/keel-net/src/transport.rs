@@ -37,9 +37,14 @@ pub struct TcpTransport {
 struct Reach {
     /// The nodes of the last `members_changed` (at first, the configured peers).
     now: BTreeSet<NodeId>,
-    /// Nodes that left it: their handshakes are refused. (Ids are never reused; a removal that
-    /// is undone brings the node back.)
+    /// Members that left it: their handshakes are refused. (Ids are never reused; a removal
+    /// that is undone brings the node back.)
     removed: BTreeSet<NodeId>,
+    /// Every node that was a member of a configuration this node followed (and the configured
+    /// peers). Only these can be removed: a node that was reached only as the leader Raft knew
+    /// of (a joining node hears from a leader that no configuration it holds yet names) is
+    /// just no longer reached when it is no longer known as the leader, not refused.
+    members: BTreeSet<NodeId>,
     /// Members without an address this node has warned about.
     warned: BTreeSet<NodeId>,
 }
@@ -60,6 +65,7 @@ impl TcpTransport {
             .collect();
         let reach = Reach {
             now: peers.keys().copied().collect(),
+            members: peers.keys().copied().collect(),
             ..Reach::default()
         };
         Ok(Arc::new(TcpTransport {
@@ -137,8 +143,12 @@ impl TcpTransport {
     fn follow(&self, membership: &Membership, reach: &BTreeSet<NodeId>) {
         let mut book = self.reach.lock();
         let mut peers = self.peers.write();
+        book.members.extend(membership.members());
         let left: Vec<NodeId> = book.now.difference(reach).copied().collect();
         for id in left {
+            if !book.members.contains(&id) {
+                continue;
+            }
             if let Some(peer) = peers.remove(&id) {
                 tracing::info!(
                     peer = id,

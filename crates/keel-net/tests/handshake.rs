@@ -49,6 +49,18 @@ async fn wrong_claims_are_refused_with_their_reason_and_real_peers_are_still_ser
         reason,
         "claims node id 3, which was removed from the cluster"
     );
+    // A node reached only as the leader, never a member of a configuration this node held (it
+    // is joining and has not received one naming the leader), is not taken for removed when
+    // it is no longer known as the leader.
+    let members = Membership::with_voters([1, 2]);
+    pair.server_transport
+        .members_changed(&members, &BTreeSet::from([2, 9]));
+    pair.server_transport
+        .members_changed(&members, &BTreeSet::from([2]));
+    let mut raw = Raw::handshake(pair.addr(), 9, 1).await;
+    raw.send(&wire::encode_request(2, &common::vote(1))).await;
+    let frame = raw.frame().await.expect("an answer");
+    assert_eq!(frame.kind, FrameKind::Response, "{frame:?}");
 
     let reason = refusal(&pair, hello(CLUSTER, 1, 1)).await;
     assert_eq!(reason, "claims node id 1, which is this node's own id");
