@@ -14,7 +14,8 @@ use keel_kv::KvError;
 
 use crate::body::Held;
 use crate::http::{
-    Api, CLIENT_ID_HEADER, FORWARDED_HEADER, Incoming, REQUEST_SEQ_HEADER, error, kv_error,
+    Api, CLIENT_ID_HEADER, ErrorCode, FORWARDED_HEADER, Incoming, REQUEST_SEQ_HEADER, error,
+    kv_error,
 };
 
 /// How many times a request may be forwarded from node to node.
@@ -109,7 +110,7 @@ pub(crate) async fn forward(
                 .saturating_add(64 << 10);
             let mut held = Held::default();
             Some(match read_limited(api, answer, limit, &mut held).await {
-                Ok(bytes) => (status, headers, bytes).into_response(),
+                Ok(bytes) => relayed(status, headers, bytes),
                 Err(Relay::Busy(response)) => response,
                 Err(Relay::Failed(problem)) => error(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -124,6 +125,20 @@ pub(crate) async fn forward(
             &format!("cannot reach leader {leader} at {addr}: {err}"),
         )),
     }
+}
+
+/// The leader's answer as this node relays it. An error's code is kept with it (see
+/// [`ErrorCode`]), read from the body of a 503 only: that is the one a forwarding node acts on.
+pub(crate) fn relayed(status: StatusCode, headers: HeaderMap, bytes: Bytes) -> Response {
+    let code = (status == StatusCode::SERVICE_UNAVAILABLE)
+        .then(|| serde_json::from_slice::<keel_api::ErrorBody>(&bytes).ok())
+        .flatten()
+        .map(|body| ErrorCode(body.code));
+    let mut response = (status, headers, bytes).into_response();
+    if let Some(code) = code {
+        response.extensions_mut().insert(code);
+    }
+    response
 }
 
 /// The part of a forwarded answer not charged to the body budget. The leader may already have

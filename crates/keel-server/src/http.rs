@@ -149,6 +149,9 @@ pub fn error(status: StatusCode, code: &str, message: &str) -> Response {
         code: code.to_string(),
     };
     let mut response = (status, axum::Json(body)).into_response();
+    response
+        .extensions_mut()
+        .insert(ErrorCode(code.to_string()));
     if status == StatusCode::SERVICE_UNAVAILABLE {
         response
             .headers_mut()
@@ -176,6 +179,11 @@ pub(crate) fn kv_error(e: &KvError) -> Response {
     };
     error(status, code, &e.to_string())
 }
+
+/// The code of an error answer (`keel_api::ErrorBody::code`), kept with the response for this
+/// node's own use (it is not sent): it says whether the request may be tried again.
+#[derive(Clone, Debug)]
+pub(crate) struct ErrorCode(pub String);
 
 /// The request as received (without its body), kept for forwarding it unchanged.
 pub(crate) type Incoming = axum::http::request::Parts;
@@ -246,7 +254,8 @@ async fn get_key(
             Err(e) => e,
         };
         let response = forward_or_fail(&api, &e, &incoming, Bytes::new()).await;
-        if !leader_moved(&response, &incoming, &mut leadership, deadline) {
+        // A read changes nothing: it may always be tried again.
+        if !leader_moved(&response, true, &incoming, &mut leadership, deadline) {
             return response;
         }
     }
@@ -395,7 +404,9 @@ async fn write(api: &Arc<Api>, incoming: Incoming, body: Bytes, write_op: Write)
             Err(e) => e,
         };
         let response = forward_or_fail(api, &e, &incoming, body.clone()).await;
-        if !leader_moved(&response, &incoming, &mut leadership, deadline) {
+        // With a session, the state machine applies a write once however often it is proposed.
+        let repeatable = session.is_some();
+        if !leader_moved(&response, repeatable, &incoming, &mut leadership, deadline) {
             return response;
         }
     };
@@ -409,16 +420,17 @@ async fn write(api: &Arc<Api>, incoming: Incoming, body: Bytes, write_op: Write)
 }
 
 /// Whether a request that was forwarded to the leader, or refused, should be tried again on
-/// this node: it failed for want of a leader (503), it came from a client (not another node:
-/// only the first node retries), this node's view of leadership changed since (the leader it
-/// forwarded to handed over, perhaps to this node), and the request timeout has not passed.
+/// this node: it may be tried again ([`may_try_again`]), it came from a client (not another
+/// node: only the first node retries), this node's view of leadership changed since (the leader
+/// it forwarded to handed over, perhaps to this node), and the request timeout has not passed.
 fn leader_moved(
     response: &Response,
+    repeatable: bool,
     incoming: &Incoming,
     leadership: &mut tokio::sync::watch::Receiver<keel::Leadership>,
     deadline: tokio::time::Instant,
 ) -> bool {
-    let retry = response.status() == StatusCode::SERVICE_UNAVAILABLE
+    let retry = may_try_again(response, repeatable)
         && !incoming.headers.contains_key(FORWARDED_HEADER)
         && leadership.has_changed().unwrap_or(false)
         && tokio::time::Instant::now() < deadline;
@@ -426,6 +438,28 @@ fn leader_moved(
         leadership.mark_unchanged();
     }
     retry
+}
+
+/// Whether a request that got `response` may be sent again: it failed for want of a leader
+/// (503), and either sending it twice does no harm (`repeatable`: a read, or a write with a
+/// session) or the answer says it was never proposed. A write that was proposed may already be
+/// in the log, and commit, after its leader failed to answer it (`timeout`,
+/// `leadership_lost`, `forward_failed`, `shutdown`): proposing it again would apply it twice.
+fn may_try_again(response: &Response, repeatable: bool) -> bool {
+    /// Refusals before the write reached the log (`KvService::submit`'s errors, and the budget
+    /// of request bodies).
+    const NEVER_PROPOSED: [&str; 4] = [
+        "no_leader",
+        "not_leader",
+        "transferring_leadership",
+        "overloaded",
+    ];
+    response.status() == StatusCode::SERVICE_UNAVAILABLE
+        && (repeatable
+            || response
+                .extensions()
+                .get::<ErrorCode>()
+                .is_some_and(|ErrorCode(code)| NEVER_PROPOSED.contains(&code.as_str())))
 }
 
 /// Whether a request refused with `e` may succeed once a leader is known: the leader is
@@ -476,4 +510,54 @@ fn write_answer(is_cas: bool, result: WriteResult) -> Response {
         body,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn relayed(code: &str) -> Response {
+        let body = keel_api::ErrorBody {
+            error: "from the leader".to_string(),
+            code: code.to_string(),
+        };
+        let bytes = Bytes::from(serde_json::to_vec(&body).unwrap());
+        crate::forward::relayed(StatusCode::SERVICE_UNAVAILABLE, HeaderMap::new(), bytes)
+    }
+
+    /// A write without a session is proposed again only if its first try never reached a log:
+    /// one that did may commit after its leader failed to answer, and would apply twice.
+    #[test]
+    fn a_write_is_tried_again_only_if_it_was_never_proposed_or_has_a_session() {
+        let refused = |code| error(StatusCode::SERVICE_UNAVAILABLE, code, "here");
+        for code in [
+            "no_leader",
+            "not_leader",
+            "transferring_leadership",
+            "overloaded",
+        ] {
+            assert!(may_try_again(&refused(code), false), "{code}");
+            assert!(may_try_again(&relayed(code), false), "{code}, relayed");
+        }
+        for code in ["timeout", "leadership_lost", "forward_failed", "shutdown"] {
+            assert!(!may_try_again(&refused(code), false), "{code}");
+            assert!(!may_try_again(&relayed(code), false), "{code}, relayed");
+            assert!(
+                may_try_again(&refused(code), true),
+                "{code}: a read, or a session"
+            );
+        }
+        assert!(!may_try_again(
+            &error(StatusCode::CONFLICT, "stale_request", "here"),
+            true
+        ));
+        // A 503 that is not keel's (a proxy's page, say) says nothing of the write.
+        let foreign = crate::forward::relayed(
+            StatusCode::SERVICE_UNAVAILABLE,
+            HeaderMap::new(),
+            Bytes::from_static(b"<html>busy</html>"),
+        );
+        assert!(!may_try_again(&foreign, false));
+        assert!(may_try_again(&foreign, true));
+    }
 }
