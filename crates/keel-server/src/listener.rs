@@ -224,7 +224,8 @@ async fn serve_connection(
             }
         },
     };
-    let io = TokioIo::new(stream);
+    let (io, returned) = GiveBack::new(stream);
+    let io = TokioIo::new(io);
     let service = TowerToHyperService::new(app);
     let served = match protocol {
         Protocol::Http1 => {
@@ -245,6 +246,29 @@ async fn serve_connection(
         // Header timeouts, resets and the like: the client's business, not the operator's.
         tracing::debug!(%error, "client connection ended");
     }
+    // hyper has dropped the connection, and with it the stream, which comes back here.
+    if let Ok(mut stream) = returned.await {
+        linger(&mut stream, idle_timeout.min(MAX_LINGER)).await;
+    }
+}
+
+/// The longest a connection hyper is done with waits for its client to close it too.
+const MAX_LINGER: Duration = Duration::from_secs(1);
+
+/// Closes a connection hyper is done with gently: ends the writing half (the client reads a
+/// clean end), then reads and drops whatever the client still sends until it closes its half,
+/// for at most `limit`. A socket closed while data still arrives for it is answered with a
+/// reset, and a client that gets one loses what it has not read yet: an HTTP/2 client still
+/// acknowledging (with window updates) the last answer of a connection closing for idleness
+/// would lose that answer's end.
+async fn linger(stream: &mut BoundedStream, limit: Duration) {
+    use tokio::io::AsyncWriteExt;
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = [0u8; 1024];
+    let drained = async { while let Ok(1..) = stream.read(&mut sink).await {} };
+    let _ = tokio::time::timeout(limit, drained).await;
 }
 
 /// Drives `connection`; on shutdown, or once `idle` says it had no request in progress for its
@@ -279,6 +303,78 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Lends a stream to hyper, which wants to own it, and sends it back when hyper drops it.
+struct GiveBack<T> {
+    io: Option<T>,
+    back: Option<tokio::sync::oneshot::Sender<T>>,
+}
+
+impl<T> GiveBack<T> {
+    fn new(io: T) -> (GiveBack<T>, tokio::sync::oneshot::Receiver<T>) {
+        let (back, returned) = tokio::sync::oneshot::channel();
+        let lent = GiveBack {
+            io: Some(io),
+            back: Some(back),
+        };
+        (lent, returned)
+    }
+
+    fn io(&mut self) -> Pin<&mut T>
+    where
+        T: Unpin,
+    {
+        Pin::new(self.io.as_mut().expect("only taken on drop"))
+    }
+}
+
+impl<T> Drop for GiveBack<T> {
+    fn drop(&mut self) {
+        if let (Some(io), Some(back)) = (self.io.take(), self.back.take()) {
+            let _ = back.send(io);
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for GiveBack<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.io().poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for GiveBack<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.io().poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.io().poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.as_ref().is_some_and(T::is_write_vectored)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.io().poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.io().poll_shutdown(cx)
     }
 }
 
