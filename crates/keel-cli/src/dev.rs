@@ -180,14 +180,20 @@ fn terminate(node: &NodeProcess) {
     }
 }
 
-/// Stops the nodes that say they were removed from the cluster (a committed configuration
-/// without them), and marks them not to be restarted.
+/// Stops the nodes that were removed from the cluster, and marks them not to be restarted.
+/// A node is out once any node reports a committed configuration without it. Its own report
+/// is not enough: a removed follower gets the entry that removes it but is never told that it
+/// committed, since the leader stops sending to it then.
 fn stop_removed(nodes: &mut [NodeProcess], statuses: &[(u64, Option<Status>)]) {
-    for (id, status) in statuses {
-        let Some(status) = status else {
-            continue;
-        };
-        let out = status.membership_committed && status.own_member().is_none();
+    let committed: Vec<&Status> = statuses
+        .iter()
+        .filter_map(|(_, s)| s.as_ref())
+        .filter(|s| s.membership_committed && !s.joint)
+        .collect();
+    for (id, _) in statuses {
+        let out = committed
+            .iter()
+            .any(|s| s.members.iter().all(|m| m.id != *id));
         let Some(node) = nodes.iter_mut().find(|n| n.id == *id) else {
             continue;
         };
