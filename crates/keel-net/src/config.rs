@@ -3,11 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use keel::NodeId;
 
 use crate::auth::PeerSecret;
+use crate::tls::PeerTls;
 use crate::wire;
 
 /// Smallest `max_frame_bytes` accepted: room for any handshake frame and a small RPC.
@@ -44,6 +46,10 @@ pub struct NetConfig {
     /// both hold the secret still prove it to each other. Meant for one round of restarts;
     /// then restart every member without it.
     pub peer_secret_transition: bool,
+    /// Mutual TLS between members (see [`crate::tls`]): every connection is encrypted, and each
+    /// side proves with a certificate of the cluster's CA which node it is. Every member must
+    /// have it, or none.
+    pub tls: Option<Arc<PeerTls>>,
     /// Largest frame accepted or sent, counting everything after the length field. Must exceed
     /// the largest RPC Raft sends; see [`NetConfig::check_raft_config`].
     pub max_frame_bytes: usize,
@@ -88,6 +94,7 @@ impl NetConfig {
             peers,
             peer_secret: None,
             peer_secret_transition: false,
+            tls: None,
             max_frame_bytes: 64 << 20,
             max_pending_per_peer: 1024,
             max_handlers_per_connection: 256,

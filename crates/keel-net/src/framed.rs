@@ -22,6 +22,11 @@ const BATCH_MAX_BYTES: usize = 1 << 20;
 /// memory, in the same vectored write: copying them would cost more than the extra iovec.
 const DIRECT_WRITE_BYTES: usize = 64 << 10;
 
+/// The reading half of a connection, plain TCP or TLS.
+pub(crate) type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+/// The writing half of a connection, plain TCP or TLS.
+pub(crate) type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
+
 /// Why a connection ended.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ConnError {
@@ -57,6 +62,9 @@ pub(crate) enum ConnError {
     /// The acceptor did not prove it holds the peer secret.
     #[error("peer authentication failed: {0}")]
     Auth(String),
+    /// The TLS handshake failed (no certificate, another CA, another node's name...).
+    #[error("TLS handshake failed: {0}")]
+    Tls(io::Error),
     /// A newer connection from the same peer replaced it.
     #[error("replaced by a newer connection from the same peer")]
     Superseded,

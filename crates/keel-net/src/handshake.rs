@@ -9,13 +9,13 @@
 use std::sync::Arc;
 
 use keel::NodeId;
+use rustls::pki_types::CertificateDer;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::auth::{self, Role, Transcript};
 use crate::config::NetConfig;
-use crate::framed::{ConnError, FrameReader};
+use crate::framed::{ConnError, FrameReader, ReadHalf, WriteHalf};
 use crate::peer::Peer;
 use crate::transport::TcpTransport;
 use crate::wire::{self, Challenge, FrameKind, Hello, HelloAck, ProofFrame};
@@ -63,6 +63,10 @@ pub(crate) enum Refusal {
     HungUp(NodeId),
     #[error("this node cannot make a random nonce: {0}")]
     NoNonce(std::io::Error),
+    #[error("failed the TLS handshake: {0}")]
+    Tls(std::io::Error),
+    #[error("claims to be node {0}, but its certificate does not name that node of this cluster")]
+    NotCertified(NodeId),
 }
 
 /// Words of the [`Refusal::Removed`] reason, by which a removed node learns to stop dialing.
@@ -98,8 +102,58 @@ impl Refusal {
 
 /// A connection whose handshake succeeded.
 pub(crate) struct Connected {
-    pub reader: FrameReader<OwnedReadHalf>,
-    pub writer: OwnedWriteHalf,
+    pub reader: FrameReader<ReadHalf>,
+    pub writer: WriteHalf,
+}
+
+/// Opens a dialed connection: with TLS, the TLS handshake, in which the acceptor must prove it
+/// is node `to` of this cluster and this node presents its own certificate.
+async fn open_dialed(
+    stream: TcpStream,
+    to: NodeId,
+    config: &NetConfig,
+) -> Result<(ReadHalf, WriteHalf), ConnError> {
+    match &config.tls {
+        None => {
+            let (read, write) = stream.into_split();
+            Ok((Box::new(read), Box::new(write)))
+        }
+        Some(tls) => {
+            let connector = tokio_rustls::TlsConnector::from(tls.client_config());
+            let stream = connector
+                .connect(tls.server_name(to), stream)
+                .await
+                .map_err(ConnError::Tls)?;
+            let (read, write) = tokio::io::split(stream);
+            Ok((Box::new(read), Box::new(write)))
+        }
+    }
+}
+
+/// Opens an accepted connection: with TLS, the TLS handshake, in which the dialer must present
+/// a certificate of the cluster's CA (returned, to be checked against the id it claims).
+pub(crate) async fn open_accepted(
+    stream: TcpStream,
+    config: &NetConfig,
+) -> Result<(ReadHalf, WriteHalf, Option<CertificateDer<'static>>), Refusal> {
+    match &config.tls {
+        None => {
+            let (read, write) = stream.into_split();
+            Ok((Box::new(read), Box::new(write), None))
+        }
+        Some(tls) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
+            let stream = acceptor.accept(stream).await.map_err(Refusal::Tls)?;
+            let cert = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|cert| cert.clone().into_owned());
+            let (read, write) = tokio::io::split(stream);
+            Ok((Box::new(read), Box::new(write), cert))
+        }
+    }
 }
 
 /// Sets the socket options every connection uses; failures only cost performance or dead-peer
@@ -131,7 +185,7 @@ pub(crate) async fn dial(peer: &Peer, config: &NetConfig) -> Result<Connected, C
     })?;
     let stream = TcpStream::connect(addr).await?;
     tune(&stream, config);
-    let (read, mut writer) = stream.into_split();
+    let (read, mut writer) = open_dialed(stream, peer.id, config).await?;
     let nonce = match &config.peer_secret {
         Some(_) if !peer.plain_hello() => Some(auth::nonce()?),
         _ => None,
@@ -229,12 +283,18 @@ fn refused(peer: &Peer, config: &NetConfig, offered_proof: bool, body: &[u8]) ->
 pub(crate) async fn accept(
     config: &NetConfig,
     transport: &TcpTransport,
-    reader: &mut FrameReader<OwnedReadHalf>,
-    writer: &mut OwnedWriteHalf,
+    cert: Option<&CertificateDer<'_>>,
+    reader: &mut FrameReader<ReadHalf>,
+    writer: &mut WriteHalf,
 ) -> Result<Arc<Peer>, Refusal> {
     let checked = async {
         let hello = read_hello(reader).await.map_err(Refusal::BadHello)?;
         check(config, transport, &hello)?;
+        if let Some(tls) = &config.tls
+            && !cert.is_some_and(|cert| tls.names(cert, hello.from))
+        {
+            return Err(Refusal::NotCertified(hello.from));
+        }
         authenticate(config, &hello, reader, writer).await?;
         // Only now, proven: a node this one does not know yet gets an entry of its own.
         let peer = transport.accepted_peer(hello.from);
@@ -269,8 +329,8 @@ pub(crate) async fn accept(
 async fn authenticate(
     config: &NetConfig,
     hello: &Hello,
-    reader: &mut FrameReader<OwnedReadHalf>,
-    writer: &mut OwnedWriteHalf,
+    reader: &mut FrameReader<ReadHalf>,
+    writer: &mut WriteHalf,
 ) -> Result<(), Refusal> {
     let (secret, dialer_nonce) = match (&config.peer_secret, hello.nonce) {
         (None, None) => return Ok(()),
@@ -324,7 +384,7 @@ async fn authenticate(
     Ok(())
 }
 
-async fn read_hello(reader: &mut FrameReader<OwnedReadHalf>) -> Result<Hello, ConnError> {
+async fn read_hello(reader: &mut FrameReader<ReadHalf>) -> Result<Hello, ConnError> {
     let frame = reader.next_frame().await?;
     if frame.kind != FrameKind::Hello {
         return Err(ConnError::Unexpected(frame.kind));

@@ -19,12 +19,11 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use keel::TransportError;
 use keel::codec;
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::NetConfig;
-use crate::framed::{self, ConnError, FrameReader};
+use crate::framed::{self, ConnError, FrameReader, ReadHalf};
 use crate::handshake::{self, Connected};
 use crate::peer::{LinkState, Peer};
 use crate::wire::FrameKind;
@@ -138,7 +137,7 @@ async fn run_connection(
     }
 }
 
-async fn read_replies(peer: &Peer, reader: &mut FrameReader<OwnedReadHalf>) -> ConnError {
+async fn read_replies(peer: &Peer, reader: &mut FrameReader<ReadHalf>) -> ConnError {
     loop {
         let frame = match reader.next_frame().await {
             Ok(frame) => frame,

@@ -19,13 +19,12 @@ use keel::codec;
 use keel::{BoxFuture, NodeId, Raft, RaftError, Request, Response};
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::framed::{self, ConnError, FrameReader};
+use crate::framed::{self, ConnError, FrameReader, ReadHalf, WriteHalf};
 use crate::handshake::{self, Refusal};
 use crate::peer::Peer;
 use crate::transport::TcpTransport;
@@ -198,17 +197,27 @@ async fn serve_connection(
 ) {
     let config = shared.transport.shared_config().clone();
     handshake::tune(&stream, &config);
-    let (read, mut writer) = stream.into_split();
-    let mut reader = FrameReader::new(read, handshake::HANDSHAKE_MAX_FRAME_BYTES);
-    let handshake = handshake::accept(&config, &shared.transport, &mut reader, &mut writer);
+    let handshake = async {
+        let (read, mut writer, cert) = handshake::open_accepted(stream, &config).await?;
+        let mut reader = FrameReader::new(read, handshake::HANDSHAKE_MAX_FRAME_BYTES);
+        let peer = handshake::accept(
+            &config,
+            &shared.transport,
+            cert.as_ref(),
+            &mut reader,
+            &mut writer,
+        )
+        .await?;
+        Ok((peer, reader, writer))
+    };
     let accepted = tokio::select! {
         _ = shared.cancel.cancelled() => return,
         accepted = tokio::time::timeout(config.handshake_timeout, handshake) => {
             accepted.unwrap_or(Err(Refusal::BadHello(ConnError::HandshakeTimeout)))
         }
     };
-    let peer = match accepted {
-        Ok(peer) => peer,
+    let (peer, reader, writer) = match accepted {
+        Ok(accepted) => accepted,
         Err(Refusal::BadHello(ConnError::Closed)) => {
             tracing::debug!("peer {addr} closed the connection before its hello");
             return;
@@ -272,8 +281,8 @@ async fn serve_requests(
     shared: &Shared,
     handler: &Arc<dyn RpcHandler>,
     peer: &Arc<Peer>,
-    mut reader: FrameReader<OwnedReadHalf>,
-    mut writer: OwnedWriteHalf,
+    mut reader: FrameReader<ReadHalf>,
+    mut writer: WriteHalf,
     cancel: &CancellationToken,
 ) -> ConnError {
     let max_handlers = shared.transport.config().max_handlers_per_connection;

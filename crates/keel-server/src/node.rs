@@ -120,16 +120,7 @@ pub const DEFAULT_SEGMENT_SIZE_BYTES: u64 = DiskOptions::DEFAULT_SEGMENT_SIZE_BY
 /// frees its permits within a minute.
 pub const DEFAULT_CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A cluster name as the 64-bit id the transport and the data dir carry (FNV-1a, stable across
-/// versions and platforms).
-pub fn cluster_id(name: &str) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in name.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
-}
+pub use keel_net::cluster_id;
 
 /// A running node.
 pub struct Node {
@@ -420,17 +411,5 @@ impl Node {
             tracing::error!(%error, "storage had failed before shutdown");
         }
         tracing::info!("node stopped");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::cluster_id;
-
-    #[test]
-    fn cluster_ids_are_stable_and_distinct() {
-        assert_eq!(cluster_id(""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(cluster_id("a"), 0xaf63_dc4c_8601_ec8c);
-        assert_ne!(cluster_id("keel"), cluster_id("keel-dev"));
     }
 }
