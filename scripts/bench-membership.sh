@@ -440,7 +440,7 @@ run_keel() {
   event "node4-start"
   "$KEEL" serve --id 4 --cluster keel-dev --data-dir "$data/node4" \
     --peer-addr 127.0.0.1:7084 --client-addr 127.0.0.1:8084 \
-    --join "$keel_all" --peer-secret-file "$data/peer-secret" \
+    --join "$keel_all" --certs "$data/certs" \
     >"$run_dir/node4.log" 2>&1 &
   local node4=$!
   pids+=("$node4")

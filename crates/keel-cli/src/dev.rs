@@ -1,7 +1,6 @@
 //! `keel dev`: a local cluster on loopback, each node its own `keel serve` process, so that
 //! killing one shows a real failover.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -13,6 +12,9 @@ use tokio::sync::mpsc;
 
 use crate::CliError;
 use crate::serve::wait_for_signal;
+
+/// The local cluster's name.
+const CLUSTER: &str = "keel-dev";
 
 /// Flags of `keel dev`.
 #[derive(Args, Debug)]
@@ -68,7 +70,7 @@ pub async fn dev(args: DevArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::Start(format!("cannot find the keel executable: {e}")))?;
     std::fs::create_dir_all(&args.data_dir)
         .map_err(|e| CliError::Start(format!("cannot create {}: {e}", args.data_dir.display())))?;
-    let secret = peer_secret_file(&args.data_dir)?;
+    let certs = dev_certs(&args.data_dir)?;
     let mut nodes: Vec<NodeProcess> = (1..=args.nodes)
         .map(|id| NodeProcess {
             id,
@@ -86,7 +88,7 @@ pub async fn dev(args: DevArgs) -> Result<(), CliError> {
     let peers = peers.join(",");
     let (exited_tx, mut exited) = mpsc::channel::<(u64, String)>(16);
     for node in &mut nodes {
-        spawn_node(&exe, node, &peers, &secret, exited_tx.clone())?;
+        spawn_node(&exe, node, &peers, &certs, exited_tx.clone())?;
     }
 
     let http = reqwest_like_client();
@@ -111,7 +113,7 @@ pub async fn dev(args: DevArgs) -> Result<(), CliError> {
                 } else {
                     eprintln!("[dev] node {id} exited ({how}); restarting it in 1 s");
                     tokio::time::sleep(Duration::from_secs(1)).await;
-                    spawn_node(&exe, node, &peers, &secret, exited_tx.clone())?;
+                    spawn_node(&exe, node, &peers, &certs, exited_tx.clone())?;
                 }
             }
             _ = poll.tick() => {
@@ -233,55 +235,37 @@ fn configuration_line(statuses: &[(u64, Option<Status>)]) -> Option<String> {
     Some(line)
 }
 
-/// The nodes' peer secret: `DIR/peer-secret`, made (readable by this user only) on the first
-/// run, so that even a local cluster takes no traffic from processes that do not hold it. It is
-/// written under another name and renamed, so an interrupted first run leaves no empty secret.
-fn peer_secret_file(data_dir: &Path) -> Result<PathBuf, CliError> {
-    let path = data_dir.join("peer-secret");
-    if path.exists() {
-        return Ok(path);
-    }
-    let failed = |e: std::io::Error| {
-        CliError::Start(format!(
-            "cannot write the peer secret {}: {e}",
-            path.display()
-        ))
-    };
-    let tmp = data_dir.join("peer-secret.tmp");
-    // A leftover from an interrupted run would keep its mode: start afresh.
-    let _ = std::fs::remove_file(&tmp);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let secret = keel_server::PeerSecret::generate().map_err(failed)?;
-    let mut file = options.open(&tmp).map_err(failed)?;
-    file.write_all(format!("{secret}\n").as_bytes())
-        .and_then(|()| file.sync_all())
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .map_err(failed)?;
-    Ok(path)
+/// The cluster's certificates: `DIR/certs`, made by `keel certs` on the first run (a throwaway
+/// CA, and certificates for nodes 1 to 9, so that nodes added by hand have theirs, and for a
+/// client called `keel-dev`), so that even a local cluster's members talk over mutual TLS and
+/// take no traffic from other processes.
+fn dev_certs(data_dir: &Path) -> Result<PathBuf, CliError> {
+    let dir = data_dir.join("certs");
+    let hosts = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+    let nodes: Vec<(u64, Vec<String>)> = (1..=9).map(|id| (id, hosts.clone())).collect();
+    crate::certs::ensure(&dir, CLUSTER, &nodes, &["keel-dev".to_string()], false)?;
+    Ok(dir)
 }
 
 fn spawn_node(
     exe: &std::path::Path,
     node: &mut NodeProcess,
     peers: &str,
-    secret: &Path,
+    certs: &Path,
     exited: mpsc::Sender<(u64, String)>,
 ) -> Result<(), CliError> {
     let mut command = Command::new(exe);
     command
         .arg("serve")
         .args(["--id", &node.id.to_string()])
-        .args(["--cluster", "keel-dev"])
+        .args(["--cluster", CLUSTER])
         .arg("--data-dir")
         .arg(&node.data_dir)
         .args(["--peer-addr", &node.peer])
         .args(["--client-addr", &node.client])
         .args(["--peers", peers])
-        .arg("--peer-secret-file")
-        .arg(secret)
+        .arg("--certs")
+        .arg(certs)
         // The nodes share this machine: one runtime thread each keeps them from contending.
         .args(["--threads", "1"])
         .stdin(Stdio::null())

@@ -1,5 +1,6 @@
 //! The `keel` command.
 
+mod certs;
 mod client;
 mod dev;
 mod serve;
@@ -51,6 +52,9 @@ enum Command {
     /// Print a new random peer secret (64 hex digits) for `keel serve --peer-secret-file`:
     /// `(umask 077; keel secret > peer-secret)`, then copy that file to every member.
     Secret,
+    /// Make a cluster's CA and certificates for its members (`--node`) and clients
+    /// (`--client`) under --dir, for `keel serve --certs DIR`. Existing files are kept.
+    Certs(certs::CertsArgs),
     #[command(flatten)]
     Client(client::ClientCommand),
 }
@@ -71,7 +75,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_filter = match cli.command {
         Command::Serve(_) | Command::Dev(_) => "info",
-        Command::Client(_) | Command::Secret => "warn",
+        Command::Client(_) | Command::Secret | Command::Certs(_) => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
@@ -106,6 +110,7 @@ fn main() -> ExitCode {
             Command::Secret => keel_server::PeerSecret::generate()
                 .map(|secret| println!("{secret}"))
                 .map_err(|e| CliError::Start(format!("cannot make a random secret: {e}"))),
+            Command::Certs(args) => certs::certs(args),
             Command::Client(command) => client::run(command, &cli.endpoints).await,
         }
     });

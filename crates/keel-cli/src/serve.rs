@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::Args;
 use keel::NodeId;
 use keel_kv::KvOptions;
+use keel_net::TlsFiles;
 use keel_server::{Node, NodeConfig, PeerSecret};
 use serde::Deserialize;
 
@@ -72,6 +73,24 @@ pub struct ServeArgs {
     /// secret and this flag, one at a time; then restart each again without the flag.
     #[arg(long)]
     pub peer_secret_transition: bool,
+    /// A directory made by `keel certs`: mutual TLS with the other members, with DIR/ca.pem,
+    /// DIR/node-ID.pem and DIR/node-ID-key.pem (the flags below name other files). Every member
+    /// must have TLS, or none. The files are read again when they change, and on SIGHUP.
+    #[arg(long, value_name = "DIR")]
+    pub certs: Option<PathBuf>,
+    /// The cluster CA's certificate (PEM), for peer TLS.
+    #[arg(long, value_name = "FILE")]
+    pub peer_ca: Option<PathBuf>,
+    /// This node's certificate (PEM), naming it as node-ID.<cluster>.keel (see `keel certs`).
+    #[arg(long, value_name = "FILE")]
+    pub peer_cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub peer_key: Option<PathBuf>,
+    /// Start even though the peer port listens beyond loopback with neither TLS nor a peer
+    /// secret, so that anyone who reaches it can take part in the cluster.
+    #[arg(long)]
+    pub insecure: bool,
     /// Leader heartbeat interval, in milliseconds.
     #[arg(long, value_name = "MS")]
     pub heartbeat_ms: Option<u64>,
@@ -119,6 +138,11 @@ struct FileConfig {
     cluster: Option<String>,
     peer_secret_file: Option<PathBuf>,
     peer_secret_transition: Option<bool>,
+    certs: Option<PathBuf>,
+    peer_ca: Option<PathBuf>,
+    peer_cert: Option<PathBuf>,
+    peer_key: Option<PathBuf>,
+    insecure: Option<bool>,
     peers: Option<BTreeMap<String, String>>,
     heartbeat_ms: Option<u64>,
     election_timeout_ms: Option<u64>,
@@ -278,6 +302,30 @@ pub fn node_config(args: ServeArgs) -> Result<NodeConfig, CliError> {
             "--peer-secret-transition needs --peer-secret-file: the secret to move to".into(),
         ));
     }
+    let certs = args.certs.or(file.certs);
+    let peer_files = [
+        args.peer_ca.or(file.peer_ca),
+        args.peer_cert.or(file.peer_cert),
+        args.peer_key.or(file.peer_key),
+    ];
+    let peer_tls = match (certs, peer_files) {
+        (None, [None, None, None]) => None,
+        (Some(dir), [ca, cert, key]) => {
+            let default = crate::certs::node_files(&dir, id);
+            Some(TlsFiles {
+                ca: ca.unwrap_or(default.ca),
+                cert: cert.unwrap_or(default.cert),
+                key: key.unwrap_or(default.key),
+            })
+        }
+        (None, [Some(ca), Some(cert), Some(key)]) => Some(TlsFiles { ca, cert, key }),
+        (None, _) => {
+            return Err(CliError::Config(
+                "peer TLS needs --peer-ca, --peer-cert and --peer-key together (or --certs DIR)"
+                    .into(),
+            ));
+        }
+    };
     let client_idle_timeout = match args.client_idle_timeout_ms.or(file.client_idle_timeout_ms) {
         Some(ms) => millis("--client-idle-timeout-ms", ms)?,
         None => keel_server::node::DEFAULT_CLIENT_IDLE_TIMEOUT,
@@ -298,6 +346,8 @@ pub fn node_config(args: ServeArgs) -> Result<NodeConfig, CliError> {
         join_as_voter,
         peer_secret,
         peer_secret_transition,
+        peer_tls,
+        insecure: args.insecure || file.insecure.unwrap_or(false),
         raft,
         kv,
         segment_size_bytes: keel_server::DEFAULT_SEGMENT_SIZE_BYTES,
@@ -360,10 +410,31 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let node = Node::start(config)
         .await
         .map_err(|e| CliError::Start(e.to_string()))?;
-    wait_for_signal().await;
+    wait_for_signal_reloading(&node).await;
     tracing::info!("shutting down");
     node.shutdown().await;
     Ok(())
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM; reloads the node's certificates on SIGHUP.
+async fn wait_for_signal_reloading(node: &Node) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        return wait_for_signal().await;
+    };
+    let stop = wait_for_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: reloading certificates");
+                if let Err(error) = node.reload_certificates() {
+                    tracing::error!("cannot reload the certificates, keeping the old ones: {error}");
+                }
+            }
+        }
+    }
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.
@@ -414,6 +485,17 @@ mod tests {
             node_config(quick).unwrap().client_idle_timeout,
             Duration::from_millis(1500)
         );
+        assert_eq!(node_config(args()).unwrap().peer_tls, None);
+        // --certs DIR names node ID's files in DIR; a flag names another file.
+        let tls = ServeArgs {
+            certs: Some("/etc/keel/certs".into()),
+            peer_key: Some("/secure/key.pem".into()),
+            ..args()
+        };
+        let files = node_config(tls).unwrap().peer_tls.unwrap();
+        assert_eq!(files.ca, Path::new("/etc/keel/certs/ca.pem"));
+        assert_eq!(files.cert, Path::new("/etc/keel/certs/node-1.pem"));
+        assert_eq!(files.key, Path::new("/secure/key.pem"));
     }
 
     #[test]

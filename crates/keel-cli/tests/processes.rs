@@ -145,6 +145,52 @@ async fn a_node_with_another_peer_secret_takes_no_part_in_the_cluster() {
     assert!(member.commit_index >= index);
 }
 
+/// A node whose certificates come from another CA (a stranger who copied the cluster's name
+/// and a member's id) cannot connect to the members, nor they to it: both sides log the failed
+/// TLS handshake, and it learns nothing of the cluster's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_certificates_of_another_ca_takes_no_part_in_the_cluster() {
+    let mut cluster = Cluster::new("foreign-ca");
+    let other = cluster.dir.join("other-ca");
+    support::make_certs(&other, NODES as usize);
+    cluster.certs[2] = other;
+    for i in 0..NODES as usize {
+        cluster.start(i);
+    }
+    let options = ClientOptions {
+        deadline: Duration::from_secs(20),
+        ..ClientOptions::with_endpoints(cluster.endpoints()[..2].to_vec())
+    };
+    let client = Client::new(options).expect("client");
+    let leader = wait_for_leader(&client, &cluster, Duration::from_secs(30)).await;
+    assert!(leader < 2, "node 3 cannot lead without its peers' votes");
+    let index = client
+        .put("k", b"v".to_vec())
+        .await
+        .expect("two of three members commit")
+        .index;
+    wait_until(
+        || {
+            cluster.log(2).contains("TLS handshake failed")
+                && cluster.log(leader).contains("failed the TLS handshake")
+        },
+        Duration::from_secs(30),
+        "both sides to log the failed TLS handshakes",
+    )
+    .await;
+    let status = client
+        .status(&cluster.endpoint(2))
+        .await
+        .expect("node 3 answers");
+    assert_eq!(status.leader_id, None, "node 3 learned of a leader");
+    assert_eq!(status.commit_index, 0, "node 3 learned of a commit");
+    let member = client
+        .status(&cluster.endpoint(leader))
+        .await
+        .expect("status");
+    assert!(member.commit_index >= index);
+}
+
 #[test]
 fn a_node_refuses_the_data_dir_of_another_cluster() {
     let dir = std::env::temp_dir().join(format!("keel-foreign-{}", std::process::id()));
@@ -293,6 +339,39 @@ fn config_errors_exit_with_code_2_and_one_line() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.starts_with("keel: --election-timeout-ms 18446744073709551615 is too long"),
+        "{stderr}"
+    );
+    // A peer port beyond loopback without TLS or a peer secret is refused, and says how to
+    // fix it (before the data dir is touched).
+    let exposed = [
+        "serve",
+        "--id",
+        "1",
+        "--data-dir",
+        "/nonexistent/keel-data",
+        "--peer-addr",
+        "0.0.0.0:1",
+        "--client-addr",
+        "127.0.0.1:2",
+        "--peers",
+        "1=127.0.0.1:1",
+    ];
+    let (code, stderr) = run(&exposed);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("peers are not authenticated") && stderr.contains("--insecure"),
+        "{stderr}"
+    );
+    let (code, stderr) = run(&serve_with(&["--peer-cert", "/x.pem"]));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--peer-ca, --peer-cert and --peer-key together"),
+        "{stderr}"
+    );
+    let (code, stderr) = run(&serve_with(&["--certs", "/nonexistent/certs"]));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("keel: peer TLS: /nonexistent/certs/ca.pem: cannot read it"),
         "{stderr}"
     );
     let (code, stderr) = run(&["dev", "--client-port", "65535"]);

@@ -107,7 +107,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             let missing = wire::missing_bytes(&self.buf);
             self.buf
                 .reserve(missing.clamp(READ_MIN_BYTES, READ_STEP_BYTES));
-            if self.io.read_buf(&mut self.buf).await? == 0 {
+            let read = match self.io.read_buf(&mut self.buf).await {
+                // TLS reports a peer that closed without a close_notify (killed, say) this
+                // way; frames carry their length, so between frames it is a plain close.
+                Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => 0,
+                read => read?,
+            };
+            if read == 0 {
                 return Err(match self.buf.len() {
                     0 => ConnError::Closed,
                     n => ConnError::Truncated(n),

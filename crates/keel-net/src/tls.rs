@@ -20,6 +20,8 @@ use std::time::SystemTime;
 
 use keel::NodeId;
 use parking_lot::Mutex;
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
@@ -201,6 +203,27 @@ fn load(files: &TlsFiles, cluster_id: u64, node_id: NodeId) -> Result<Loaded, Tl
         ));
     }
     let roots = Arc::new(roots);
+    // The certificate must chain to the CA peers trust, or every peer would refuse it.
+    let own = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider())
+        .build()
+        .map_err(|e| {
+            fail(
+                &files.ca,
+                format!("cannot verify certificates with it: {e}"),
+            )
+        })?;
+    let now = rustls::pki_types::UnixTime::now();
+    let name = ServerName::try_from(node_name(cluster_id, node_id)).expect("a DNS name");
+    own.verify_server_cert(&chain[0], &chain[1..], &name, &[], now)
+        .map_err(|e| {
+            fail(
+                &files.cert,
+                format!(
+                    "not a valid certificate of the CA in {}: {e}",
+                    files.ca.display()
+                ),
+            )
+        })?;
     let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
         .build()
         .map_err(|e| fail(&files.ca, format!("cannot verify peers with it: {e}")))?;

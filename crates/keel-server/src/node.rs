@@ -10,7 +10,7 @@ use std::time::Duration;
 use keel::{NodeId, Raft};
 use keel_disk::{DiskError, DiskOptions, DiskStorage};
 use keel_kv::{KvOptions, KvService};
-use keel_net::{NetConfig, TcpServer, TcpTransport};
+use keel_net::{NetConfig, PeerTls, TcpServer, TcpTransport};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -54,6 +54,11 @@ pub struct NodeConfig {
     /// With a `peer_secret`, also connect with peers that have none (see
     /// [`keel_net::NetConfig::peer_secret_transition`]).
     pub peer_secret_transition: bool,
+    /// Mutual TLS with the other members (see [`keel_net::tls`]): the CA, this node's
+    /// certificate and key.
+    pub peer_tls: Option<keel_net::TlsFiles>,
+    /// Start even if the peer port listens beyond loopback with neither TLS nor a peer secret.
+    pub insecure: bool,
     /// Raft timing and limits.
     pub raft: keel::Config,
     /// KV service limits.
@@ -179,6 +184,15 @@ impl TrafficSource for NetTraffic {
 }
 
 impl Node {
+    /// Reads the TLS certificate files again now (they are also read again when they change,
+    /// before the next connection). On an error the certificates in use stay.
+    pub fn reload_certificates(&self) -> Result<(), keel_net::TlsError> {
+        match &self.transport.config().tls {
+            Some(tls) => tls.reload(),
+            None => Ok(()),
+        }
+    }
+
     /// Opens the data dir, binds both addresses, and starts Raft, the KV service and the HTTP
     /// API. Fails with an error that says what to fix.
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
@@ -217,6 +231,34 @@ impl Node {
             .clone()
             .unwrap_or_else(|| config.client_listen.to_string());
 
+        let peer_tls = if let Some(files) = &config.peer_tls {
+            let tls = PeerTls::load(files.clone(), cluster_id, id)
+                .map_err(|e| NodeError::Config(format!("peer TLS: {e}")))?;
+            Some(Arc::new(tls))
+        } else {
+            None
+        };
+        if peer_tls.is_none()
+            && config.peer_secret.is_none()
+            && !config.peer_listen.ip().is_loopback()
+        {
+            if !config.insecure {
+                return Err(NodeError::Config(format!(
+                    "the peer port {} is reachable beyond this machine, and peers are not \
+                     authenticated: anyone who reaches it could vote, replicate and forge \
+                     writes. Give every member certificates (keel certs, then --certs DIR), or \
+                     at least the same --peer-secret-file; or --insecure to run like this anyway",
+                    config.peer_listen
+                )));
+            }
+            tracing::warn!(
+                "INSECURE: peer connections are neither encrypted nor authenticated (--insecure): \
+                 anyone who can reach {} can take part in this cluster's elections and \
+                 replication",
+                config.peer_listen
+            );
+        }
+
         let mut disk_options = DiskOptions::new(id, cluster_id);
         disk_options.segment_size_bytes = config.segment_size_bytes;
         let disk = match DiskStorage::open(&config.data_dir, disk_options) {
@@ -247,14 +289,7 @@ impl Node {
         );
         net.peer_secret = config.peer_secret.clone();
         net.peer_secret_transition = config.peer_secret_transition;
-        if net.peer_secret.is_none() && !config.peer_listen.ip().is_loopback() {
-            tracing::warn!(
-                "peer connections are not authenticated: anyone who can reach {} and knows the \
-                 cluster name can take part in this cluster's elections and replication; give \
-                 every member the same --peer-secret-file",
-                config.peer_listen
-            );
-        }
+        net.tls = peer_tls;
         net.max_frame_bytes = net.max_frame_bytes.max(
             config
                 .raft

@@ -45,6 +45,8 @@ async fn start_node(max_client_connections: usize) -> (Node, tempfile::TempDir) 
         peers: BTreeMap::from([(1, peer)]),
         peer_secret: None,
         peer_secret_transition: false,
+        peer_tls: None,
+        insecure: false,
         raft: keel::Config::default(),
         kv: keel_kv::KvOptions {
             // The body of a request must arrive within it.

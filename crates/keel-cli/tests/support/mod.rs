@@ -28,6 +28,27 @@ pub struct Cluster {
     pub children: Vec<Option<Child>>,
     /// Each node's `--peer-secret-file`: the same file for all, unless a test says otherwise.
     pub secrets: Vec<PathBuf>,
+    /// Each node's `--certs` directory (made by `keel certs`): the same CA for all, unless a
+    /// test says otherwise. Members talk over mutual TLS, as in production.
+    pub certs: Vec<PathBuf>,
+}
+
+/// Runs `keel certs` for cluster `processes-test` into `dir`, with certificates for nodes 1 to
+/// `nodes`.
+pub fn make_certs(dir: &std::path::Path, nodes: usize) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_keel"));
+    command
+        .args(["certs", "--cluster", "processes-test", "--dir"])
+        .arg(dir);
+    for id in 1..=nodes {
+        command.args(["--node", &id.to_string()]);
+    }
+    let output = command.output().expect("run keel certs");
+    assert!(
+        output.status.success(),
+        "keel certs failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// A port free now, for a node to listen on later. Taken below the kernel's range for
@@ -68,12 +89,15 @@ impl Cluster {
         let secret = dir.join("peer-secret");
         std::fs::write(&secret, "a secret the test's members share\n").expect("secret file");
         let n = NODES as usize + joining;
+        let certs = dir.join("certs");
+        make_certs(&certs, n);
         Cluster {
             dir,
             peer_ports: (0..n).map(|_| free_port()).collect(),
             client_ports: (0..n).map(|_| free_port()).collect(),
             children: (0..n).map(|_| None).collect(),
             secrets: (0..n).map(|_| secret.clone()).collect(),
+            certs: (0..n).map(|_| certs.clone()).collect(),
         }
     }
 
@@ -125,6 +149,8 @@ impl Cluster {
             .args(extra)
             .arg("--peer-secret-file")
             .arg(&self.secrets[i])
+            .arg("--certs")
+            .arg(&self.certs[i])
             .args(["--heartbeat-ms", "50", "--election-timeout-ms", "300"])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
