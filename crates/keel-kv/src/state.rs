@@ -22,6 +22,14 @@ const REPLY_TOO_LARGE: u8 = 2;
 /// Sessions are checked for expiry once per this many applied commands.
 const EXPIRY_CHECK_EVERY: u64 = 1024;
 
+/// The most one command moves the log's clock forward. The clock is the leaders' wall clocks
+/// as their commands carry them; a leader whose clock is far ahead would otherwise expire every
+/// idle session with its first command. Bounded, the log's clock trails real time after an
+/// idle spell and catches up a second per command, so a session lives at least its TTL by any
+/// correct clock; the session count stays bounded by `max_sessions` either way. (The first
+/// command of a new store sets the clock wherever its time says.)
+pub const MAX_CLOCK_STEP_MS: u64 = 1_000;
+
 /// The result of a write, as the client sees it (and sees again if it retries).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WriteResult {
@@ -132,9 +140,13 @@ impl Sessions {
         }
     }
 
-    /// Forgets the least recently seen session (the lowest id among equals).
-    fn evict_oldest(&mut self) {
-        if let Some((_, id)) = self.by_age.pop_first() {
+    /// Forgets the least recently seen session (the lowest id among equals) other than
+    /// `keep`: the session just written must survive, or its client's retry would apply the
+    /// write again.
+    fn evict_oldest_except(&mut self, keep: u64) {
+        let oldest = self.by_age.iter().find(|(_, id)| *id != keep).copied();
+        if let Some(entry @ (_, id)) = oldest {
+            self.by_age.remove(&entry);
             self.by_id.remove(&id);
         }
     }
@@ -153,6 +165,15 @@ impl Sessions {
     fn iter(&self) -> impl Iterator<Item = (&u64, &Session)> {
         self.by_id.iter()
     }
+}
+
+/// The log's clock after a command stamped `time_ms`: never backwards, at most
+/// [`MAX_CLOCK_STEP_MS`] forwards (but set outright by the first command).
+fn advance_clock(log_time_ms: u64, time_ms: u64) -> u64 {
+    if log_time_ms == 0 {
+        return time_ms;
+    }
+    time_ms.clamp(log_time_ms, log_time_ms.saturating_add(MAX_CLOCK_STEP_MS))
 }
 
 /// The key-value map and the sessions.
@@ -218,7 +239,7 @@ impl KvState {
             Ok(command) => command,
             Err(invalid) => return Outcome::Invalid(invalid),
         };
-        self.log_time_ms = self.log_time_ms.max(command.time_ms);
+        self.log_time_ms = advance_clock(self.log_time_ms, command.time_ms);
         self.applied_since_expiry += 1;
         if self.applied_since_expiry >= EXPIRY_CHECK_EVERY {
             self.applied_since_expiry = 0;
@@ -247,10 +268,16 @@ impl KvState {
                 },
             );
             if self.sessions.len() > self.policy.max_sessions {
-                self.sessions.evict_oldest();
+                self.sessions.evict_oldest_except(command.client_id);
             }
         }
         reply.into()
+    }
+
+    /// The log's clock: the latest leader time seen, each command moving it at most
+    /// [`MAX_CLOCK_STEP_MS`].
+    pub fn log_time_ms(&self) -> u64 {
+        self.log_time_ms
     }
 
     fn advance(&mut self, index: u64) {
@@ -610,18 +637,70 @@ mod tests {
     fn sessions_expire_by_log_time_and_are_bounded() {
         let mut s = KvState::new(POLICY);
         s.apply(1, &command(1, 1, 1_000, put("a", "1")));
-        // EXPIRY_CHECK_EVERY commands later, by the log's clock an hour later.
+        // EXPIRY_CHECK_EVERY commands later, by the log's clock more than a TTL later.
         let mut index = 1;
         for i in 0..EXPIRY_CHECK_EVERY {
             index += 1;
-            s.apply(index, &command(0, 0, 3_600_000 + i, put("b", "2")));
+            s.apply(
+                index,
+                &command(0, 0, 1_000 + (i + 1) * MAX_CLOCK_STEP_MS, put("b", "2")),
+            );
         }
+        assert!(s.log_time_ms() > 1_000 + POLICY.ttl_ms);
         assert_eq!(s.session_count(), 0, "idle session should have expired");
         for client in 10..20 {
             index += 1;
             s.apply(index, &command(client, 1, 3_700_000, put("c", "3")));
         }
         assert_eq!(s.session_count(), POLICY.max_sessions);
+    }
+
+    /// A leader whose clock is a year ahead moves the log's clock by a bounded step per
+    /// command, so its commands do not expire every idle session at once; the clock never goes
+    /// back for a leader whose clock is behind.
+    #[test]
+    fn a_leader_clock_far_ahead_cannot_expire_every_session_at_once() {
+        let policy = SessionPolicy {
+            ttl_ms: 3_600_000,
+            max_sessions: 3,
+        };
+        let mut s = KvState::new(policy);
+        s.apply(1, &command(1, 1, 1_000, put("a", "1")));
+        s.apply(2, &command(2, 1, 1_500, put("a", "1")));
+        let year = 365 * 24 * 3_600_000;
+        let mut index = 2;
+        for _ in 0..EXPIRY_CHECK_EVERY {
+            index += 1;
+            s.apply(index, &command(0, 0, year, put("b", "2")));
+        }
+        assert!(
+            s.log_time_ms() <= 1_500 + EXPIRY_CHECK_EVERY * MAX_CLOCK_STEP_MS,
+            "{}",
+            s.log_time_ms()
+        );
+        let before = s.log_time_ms();
+        index += 1;
+        s.apply(index, &command(0, 0, 5, put("b", "2")));
+        assert_eq!(s.log_time_ms(), before, "the clock went back");
+        // Idle for less than the TTL by the bounded clock: both sessions are kept.
+        assert!(before - 1_500 < policy.ttl_ms);
+        assert_eq!(s.session_count(), 2);
+    }
+
+    /// With every session seen at the same moment, the one just written is still kept when
+    /// the limit is passed: its client may retry and must get its reply back.
+    #[test]
+    fn the_session_just_written_is_never_the_one_evicted() {
+        let mut s = KvState::new(POLICY);
+        for (index, client) in [(1, 5), (2, 6), (3, 7)] {
+            s.apply(index, &command(client, 1, 100, put("a", "1")));
+        }
+        // Client 1 has the lowest id, and the same time as everyone.
+        let first = s.apply(4, &command(1, 1, 100, put("k", "v")));
+        assert!(s.sessions.iter().any(|(id, _)| *id == 1), "evicted at once");
+        assert_eq!(s.session_count(), POLICY.max_sessions);
+        let retry = s.apply(5, &command(1, 1, 100, put("k", "v")));
+        assert_eq!(retry, first, "the retry was applied again");
     }
 
     #[test]
@@ -662,10 +741,17 @@ mod tests {
             rng
         };
         let mut time = 0;
+        let mut clock = 0;
         for index in 1..=20_000u64 {
             let r = next();
-            // Mostly small steps, sometimes a gap longer than the TTL.
+            // Mostly small steps, sometimes a gap longer than the TTL (which the log's clock
+            // takes a step at a time).
             time += if r % 500 == 0 { 6_000 } else { r % 7 };
+            clock = if clock == 0 {
+                time
+            } else {
+                time.clamp(clock, clock + MAX_CLOCK_STEP_MS)
+            };
             let client = 1 + (r >> 8) % 60;
             let known = model.get(&client).map_or(0, |m| m.0);
             let seq = match (r >> 16) % 4 {
@@ -677,19 +763,24 @@ mod tests {
 
             // The model: the state's rules, scanning everything.
             if index % EXPIRY_CHECK_EVERY == 0 {
-                model.retain(|_, m| m.1.saturating_add(POLICY.ttl_ms) >= time);
+                model.retain(|_, m| m.1.saturating_add(POLICY.ttl_ms) >= clock);
             }
             let applies = match model.get_mut(&client) {
                 Some(m) => {
-                    m.1 = time;
+                    m.1 = clock;
                     seq > m.0
                 }
                 None => true,
             };
             if applies {
-                model.insert(client, (seq, time));
+                model.insert(client, (seq, clock));
                 if model.len() > POLICY.max_sessions {
-                    let oldest = *model.iter().min_by_key(|(id, m)| (m.1, **id)).unwrap().0;
+                    let oldest = *model
+                        .iter()
+                        .filter(|(id, _)| **id != client)
+                        .min_by_key(|(id, m)| (m.1, **id))
+                        .unwrap()
+                        .0;
                     model.remove(&oldest);
                 }
             }
