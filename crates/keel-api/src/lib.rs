@@ -38,7 +38,8 @@ pub struct ErrorBody {
 pub struct NodeStatus {
     /// The node's id.
     pub node_id: u64,
-    /// `leader`, `follower`, `candidate` or `pre_candidate`.
+    /// `leader`, `follower`, `candidate`, `pre_candidate`, or `stopped` for a node that serves
+    /// nothing any more (see `stopped`).
     pub role: String,
     /// The node's current term.
     pub term: u64,
@@ -68,6 +69,10 @@ pub struct NodeStatus {
     /// On a leader handing leadership over: the node taking over.
     #[serde(default)]
     pub transfer_to: Option<u64>,
+    /// Why the node serves nothing any more, if so (its role is then `stopped`): data it cannot
+    /// apply, which also shows in its log, or a shutdown.
+    #[serde(default)]
+    pub stopped: Option<String>,
 }
 
 impl NodeStatus {

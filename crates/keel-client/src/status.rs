@@ -257,6 +257,7 @@ mod tests {
             membership_index: 9,
             membership_committed: true,
             transfer_to: None,
+            stopped: None,
         }
     }
 

@@ -159,6 +159,8 @@ struct Inner {
     latency: Mutex<Option<LatencyObserver>>,
     /// This node's point for snapshots: `snapshot_threshold(max_raft_state_bytes, id)`.
     snapshot_at_bytes: u64,
+    /// Why the service stopped on data it cannot apply, once it has.
+    stopped: Mutex<Option<String>>,
 }
 
 struct Waiter {
@@ -187,10 +189,20 @@ impl KvService {
             applied,
             counters: KvCounters::default(),
             latency: Mutex::new(None),
+            stopped: Mutex::new(None),
         });
         let task = tokio::spawn(apply_loop(inner.clone(), stream));
         tokio::spawn(watch_leadership(Arc::downgrade(&inner)));
         (KvService { inner }, task)
+    }
+
+    /// Why the service stopped serving, if it has: data it cannot apply (then its Raft node is
+    /// stopped too), or the node shutting down. `None` while it serves.
+    pub fn stopped_reason(&self) -> Option<String> {
+        if let Some(reason) = self.inner.stopped.lock().clone() {
+            return Some(reason);
+        }
+        (!self.inner.raft.is_running()).then(|| "the node is shut down".to_string())
     }
 
     /// The Raft node under the service.
@@ -383,7 +395,7 @@ async fn apply_loop(inner: Arc<Inner>, mut stream: ApplyStream) {
     let mut outcomes = Vec::new();
     while let Some(batch) = stream.next_batch().await {
         let mut installed = None;
-        let mut corrupt = false;
+        let mut corrupt = None;
         let applied = {
             let mut state = inner.state.lock();
             for item in batch {
@@ -401,12 +413,13 @@ async fn apply_loop(inner: Arc<Inner>, mut stream: ApplyStream) {
                                 // Skipping it would leave this replica's data different from
                                 // the newer replicas', silently. Stop until this node is
                                 // upgraded.
-                                tracing::error!(
-                                    index = entry.index,
-                                    "the log holds a command of a newer keel; stopping the \
-                                     service: upgrade this node"
+                                let reason = format!(
+                                    "the log holds a command of a newer keel at index {}; \
+                                     stopped the service: upgrade this node",
+                                    entry.index
                                 );
-                                corrupt = true;
+                                tracing::error!(index = entry.index, "{reason}");
+                                corrupt = Some(reason);
                                 break;
                             }
                             tracing::warn!(index = entry.index, %invalid, "skipped an invalid log entry");
@@ -428,8 +441,12 @@ async fn apply_loop(inner: Arc<Inner>, mut stream: ApplyStream) {
                                 // The snapshot passed Raft's checks but not ours: its bytes are
                                 // not a state this service wrote. Stop rather than serve wrong
                                 // data.
-                                tracing::error!(index, %error, "cannot restore snapshot; stopping the service");
-                                corrupt = true;
+                                let reason = format!(
+                                    "cannot restore the snapshot at index {index}: {error}; \
+                                     stopped the service"
+                                );
+                                tracing::error!(index, "{reason}");
+                                corrupt = Some(reason);
                                 break;
                             }
                         }
@@ -438,7 +455,8 @@ async fn apply_loop(inner: Arc<Inner>, mut stream: ApplyStream) {
             }
             state.applied_index()
         };
-        if corrupt {
+        if let Some(reason) = corrupt {
+            *inner.stopped.lock() = Some(reason);
             inner.raft.shutdown().await;
             break;
         }

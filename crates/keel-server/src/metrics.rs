@@ -47,6 +47,7 @@ pub struct Metrics {
     leader_changes: IntCounter,
     term: IntGauge,
     is_leader: IntGauge,
+    serving: IntGauge,
     commit_index: IntGauge,
     applied_index: IntGauge,
     apply_lag: IntGauge,
@@ -120,6 +121,10 @@ impl Metrics {
             ),
             term: gauge("term", "Current Raft term."),
             is_leader: gauge("is_leader", "1 if this node is the leader."),
+            serving: gauge(
+                "serving",
+                "1 while the node serves; 0 once it stopped (on data it cannot apply: see its log and /v1/status).",
+            ),
             commit_index: gauge("commit_index", "Highest log index known committed."),
             applied_index: gauge("applied_index", "Highest log index applied to the store."),
             apply_lag: gauge("apply_lag", "Committed entries not yet applied."),
@@ -222,7 +227,10 @@ impl Metrics {
         self.snapshot_bytes
             .set(counters.last_snapshot_bytes.load(Ordering::Relaxed) as i64);
         self.term.set(status.current_term as i64);
-        self.is_leader.set((status.role == Role::Leader) as i64);
+        let serving = kv.stopped_reason().is_none();
+        self.serving.set(serving as i64);
+        self.is_leader
+            .set((serving && status.role == Role::Leader) as i64);
         self.commit_index.set(status.commit_index as i64);
         let applied = kv.applied_index();
         self.applied_index.set(applied as i64);

@@ -16,7 +16,9 @@ pub type StatusView = keel_api::NodeStatus;
 /// configuration in force on it.
 pub fn status_view(api: &Api) -> StatusView {
     let status = api.kv.raft().status();
+    let stopped = api.kv.stopped_reason();
     let role = match status.role {
+        _ if stopped.is_some() => "stopped",
         Role::Leader => "leader",
         Role::Follower => "follower",
         Role::Candidate => "candidate",
@@ -58,6 +60,7 @@ pub fn status_view(api: &Api) -> StatusView {
         membership_index: status.membership.index,
         membership_committed: status.membership.committed,
         transfer_to: status.transfer_to,
+        stopped,
     }
 }
 

@@ -716,7 +716,8 @@ async fn a_follower_does_not_buffer_or_follow_what_a_false_leader_answers() {
 /// A command this build cannot read came from a newer build, whose replicas apply it: skipping
 /// it would leave this node's data silently different. A node that applies one stops instead
 /// (here the leader, which committed it; a follower that never learns of the commit before the
-/// others stop keeps running, without a quorum).
+/// others stop keeps running, without a quorum), and says so in `/v1/status` and `/metrics`
+/// instead of reporting its last role.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_from_a_newer_build_stops_the_service_instead_of_being_skipped() {
     let c = TestCluster::start(3, KvOptions::default()).await;
@@ -755,6 +756,28 @@ async fn a_command_from_a_newer_build_stops_the_service_instead_of_being_skipped
         StatusCode::SERVICE_UNAVAILABLE,
         "stale reads too"
     );
+    // The stopped node says so, rather than its last role.
+    let status: serde_json::Value = http
+        .get(c.url(leader, "/v1/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["role"], "stopped", "{status}");
+    let reason = status["stopped"].as_str().unwrap_or_default();
+    assert!(reason.contains("a command of a newer keel"), "{status}");
+    let metrics = http
+        .get(c.url(leader, "/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("keel_serving 0"), "{metrics}");
+    assert!(metrics.contains("keel_is_leader 0"), "{metrics}");
 }
 
 /// Request bodies share one bounded budget: while a slow upload holds most of it (taken when
