@@ -13,6 +13,7 @@ use super::quorum::{self, VoteResult};
 use super::replication::{self, Trigger};
 use super::state::{Inbound, Outgoing, Role, State, TermCheck};
 use super::{membership, transfer};
+use crate::codec::MAX_TERM;
 use crate::config::Config;
 use crate::error::RaftError;
 use crate::message::{Request, Response, VoteRequest, VoteResponse};
@@ -60,8 +61,27 @@ pub(crate) fn tick(s: &mut State, config: &Config, now: Instant) {
     }
 }
 
+/// True (and logged) if this node's term is the last one there is, so that it cannot campaign:
+/// the term gate never adopts such a term, but a data dir written by an older build might hold
+/// one. The node still follows a leader of its term, and restarts its election timer.
+fn terms_exhausted(s: &mut State, config: &Config, now: Instant) -> bool {
+    if s.current_term < MAX_TERM {
+        return false;
+    }
+    tracing::error!(
+        node = s.id,
+        term = s.current_term,
+        "this node's term is the last there is, so it cannot campaign"
+    );
+    s.reset_election_timer(config, now);
+    true
+}
+
 /// Starts a pre-vote round, or an election when pre-vote is off.
 pub(crate) fn campaign(s: &mut State, config: &Config, now: Instant) {
+    if terms_exhausted(s, config, now) {
+        return;
+    }
     if !config.pre_vote {
         start_election(s, config, now, false);
         return;
@@ -90,6 +110,9 @@ pub(crate) fn campaign(s: &mut State, config: &Config, now: Instant) {
 /// timer, send RequestVote RPCs to all other servers." `transfer`: the leader handed leadership
 /// to this node (TimeoutNow), which the vote requests tell the voters.
 pub(crate) fn start_election(s: &mut State, config: &Config, now: Instant, transfer: bool) {
+    if terms_exhausted(s, config, now) {
+        return;
+    }
     let term = s.current_term + 1;
     let id = s.id;
     s.set_hard_state(term, Some(id));

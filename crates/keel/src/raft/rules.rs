@@ -14,7 +14,8 @@ use super::replication::{
     self, SentAppend, advance_commit, on_append_reply, on_append_request, propose,
 };
 use super::snapshot::on_install_request;
-use super::state::{Inbound, Outgoing, Role, State, TermCheck};
+use super::state::{Inbound, MAX_TERM_STEP, Outgoing, Role, State, TermCheck};
+use crate::codec::MAX_TERM;
 use crate::config::Config;
 use crate::message::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest, VoteResponse,
@@ -218,6 +219,61 @@ fn a_stale_term_is_refused_and_changes_nothing() {
             TermCheck::Stale
         );
         assert_eq!((s.current_term, s.role), (5, Role::Follower));
+    }
+}
+
+/// A term far ahead of this node's, or one no election could get past, comes only from a
+/// forged or corrupted message: it is refused like a stale one. (Adopted, a term of 2^63 - 1
+/// ended every election for good: nobody could campaign past it.)
+#[test]
+fn a_term_too_far_ahead_or_at_the_end_of_the_range_is_refused() {
+    let now = Instant::now();
+    let messages = [
+        Inbound::FromLeader(2),
+        Inbound::Vote { transfer: true },
+        Inbound::Reply,
+        Inbound::PreVoteReply { granted: false },
+    ];
+    for (current, term) in [
+        (5, MAX_TERM),
+        (5, 5 + MAX_TERM_STEP + 1),
+        (MAX_TERM - 10, MAX_TERM),
+    ] {
+        for message in messages {
+            let mut s = node(1, &[1, 2, 3], current, &[1]);
+            let check = s.check_term(&config(), now, term, message);
+            assert_eq!(check, TermCheck::Stale, "{current} -> {term}, {message:?}");
+            assert_eq!((s.current_term, s.role), (current, Role::Follower));
+        }
+    }
+    // Up to the bound, and short of the end, terms are adopted as usual; the node can still
+    // campaign past them.
+    for (current, term) in [(5, 5 + MAX_TERM_STEP), (MAX_TERM - 10, MAX_TERM - 1)] {
+        let mut s = node(1, &[1, 2, 3], current, &[1]);
+        let check = s.check_term(&config(), now, term, Inbound::Reply);
+        assert_eq!(check, TermCheck::Newer, "{current} -> {term}");
+        start_election(&mut s, &config(), now, false);
+        assert_eq!((s.role, s.current_term), (Role::Candidate, term + 1));
+    }
+}
+
+/// A node whose stored term is the last there is (written by a build without the bound above)
+/// starts, follows a leader of its term, and never campaigns into a term no peer could decode.
+#[test]
+fn a_node_at_the_last_term_starts_and_never_campaigns_past_it() {
+    let no_pre_vote = Config {
+        pre_vote: false,
+        ..config()
+    };
+    for c in [config(), no_pre_vote] {
+        let mut s = node(1, &[1, 2, 3], MAX_TERM, &[1]);
+        tick(&mut s, &c, later(c.election_timeout_max * 3));
+        assert_eq!((s.role, s.current_term), (Role::Follower, MAX_TERM));
+        assert!(s.outbox.is_empty(), "sent {:?}", s.outbox);
+        start_election(&mut s, &c, Instant::now(), true);
+        assert_eq!((s.role, s.current_term), (Role::Follower, MAX_TERM));
+        on_append_request(&mut s, &c, Instant::now(), append(MAX_TERM, (1, 1), &[], 0));
+        assert_eq!(s.leader_id, Some(2));
     }
 }
 

@@ -17,6 +17,7 @@ use super::log::{LogReset, RaftLog};
 use super::membership::ConfigLog;
 use super::progress::Progress;
 use super::transfer::Transfer;
+use crate::codec::MAX_TERM;
 use crate::config::Config;
 use crate::error::ReadIndexError;
 use crate::message::{AppendEntriesRequest, TimeoutNowRequest, VoteRequest};
@@ -111,6 +112,18 @@ pub(crate) enum Inbound {
     PreVoteReply { granted: bool },
     /// Any other reply.
     Reply,
+}
+
+/// The most a message may raise a node's term. A member's term rises by one per election it
+/// takes part in; a node cut off without pre-vote campaigns once per election timeout, and
+/// would take centuries to get this far ahead. A forged message can raise the term at most this
+/// much per (persisted) message, 2^31 of them before the terms run out.
+pub(crate) const MAX_TERM_STEP: u64 = 1 << 32;
+
+/// Whether a node at `current` may adopt `term` (> `current`): not too far ahead, and with
+/// room to campaign past it.
+pub(crate) fn adoptable(current: u64, term: u64) -> bool {
+    term < MAX_TERM && term - current <= MAX_TERM_STEP
 }
 
 /// What the term of a message means for this node (see [`State::check_term`]).
@@ -316,6 +329,11 @@ impl State {
     ///   working leader when it comes back. A candidate sent by its leader to take over
     ///   (leadership transfer) passes.
     ///
+    /// And one bound: a term more than [`MAX_TERM_STEP`] above this node's, or one past which
+    /// no election could go (at [`MAX_TERM`]), is refused like a stale one. Members reach terms
+    /// one election at a time, so only a forged or corrupted message carries such a term; adopted,
+    /// it would end every election for good (every node at 2^63 - 1 can campaign nowhere).
+    ///
     /// A message from the leader of the current term also makes a candidate or pre-candidate
     /// its follower (Figure 2 "Candidates": "If AppendEntries RPC received from new leader:
     /// convert to follower").
@@ -336,6 +354,16 @@ impl State {
                 self.become_follower(term, Some(leader));
             }
             return TermCheck::Current;
+        }
+        if !adoptable(self.current_term, term) {
+            // Not a term any member reached by campaigning: a forged or corrupted message.
+            tracing::warn!(
+                node = self.id,
+                term,
+                current_term = self.current_term,
+                "refused a message of a term too far ahead of this node's"
+            );
+            return TermCheck::Stale;
         }
         match message {
             Inbound::PreVote if self.in_lease(config, now) => TermCheck::Lease,
