@@ -9,6 +9,7 @@ use keel::codec::{decode_membership, encode_entry_body, encode_membership};
 use keel::{HardState, Membership, SnapshotMeta, WriteBatch};
 
 use crate::bounds::LogBounds;
+use crate::crcscan::CrcIndex;
 
 /// The format this build writes, and the newest it reads. Version 2 added the group start to
 /// records (`HAS_GROUP`); records of version 1 have none, and are read as before. Version 3
@@ -405,11 +406,15 @@ pub(crate) fn encode_record(
 /// The checksum covers the length field too, so a damaged length is caught like damaged data;
 /// it starts from the seal's salt, if any.
 fn record_crc(seal: Seal, len: &[u8], body: &[u8]) -> u32 {
-    let seed = match seal.0 {
+    crc32c::crc32c_append(crc_seed(seal, len), body)
+}
+
+/// The checksum of what a record's checksum covers before its body: the salt and the length.
+fn crc_seed(seal: Seal, len: &[u8]) -> u32 {
+    match seal.0 {
         None => crc32c::crc32c(len),
         Some(salt) => crc32c::crc32c_append(crc32c::crc32c(&salt.to_le_bytes()), len),
-    };
-    crc32c::crc32c_append(seed, body)
+    }
 }
 
 /// Reads the frame at `offset`: returns the record body and where the next frame starts, or
@@ -450,19 +455,47 @@ pub(crate) fn read_frame(
 /// The valid frames that start in `data` after `offset`, as (where it starts, its body): the
 /// test that tells damage in the middle of a log (valid records of later writes follow) from a
 /// torn write at its end. After a frame is found, the search goes on where it ends.
+///
+/// Every offset is a candidate, and each claims a length: checking each candidate's bytes
+/// would take time quadratic in `data`'s length when values are crafted to hold plausible
+/// lengths everywhere. The candidates' checksums come from a [`CrcIndex`] instead, in time
+/// independent of their lengths, and only a frame whose checksum matches is read.
 pub(crate) fn valid_frames_after(data: &Bytes, offset: usize, seal: Seal) -> Vec<(usize, Bytes)> {
+    let index = CrcIndex::new(data);
     let mut found = Vec::new();
     let mut start = offset + 1;
     while start + RECORD_HEADER_LEN <= data.len() {
-        match read_frame(data, start, seal) {
-            Ok((body, next)) => {
-                found.push((start, body));
-                start = next;
-            }
-            Err(_) => start += 1,
+        if checksum_matches(data, start, seal, &index)
+            && let Ok((body, next)) = read_frame(data, start, seal)
+        {
+            #[cfg(test)]
+            FRAMES_READ.with(|n| n.set(n.get() + 1));
+            found.push((start, body));
+            start = next;
+            continue;
         }
+        start += 1;
     }
     found
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Frames `valid_frames_after` read whole (each costs its length), for the tests.
+    static FRAMES_READ: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether a frame with a matching checksum starts at `start`, by `index`: no more than a few
+/// dozen bytes looked at, however long the frame claims to be.
+fn checksum_matches(data: &[u8], start: usize, seal: Seal, index: &CrcIndex<'_>) -> bool {
+    let rest = &data[start..];
+    let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+    if len == 0 || RECORD_HEADER_LEN + len > rest.len() {
+        return false;
+    }
+    let stored = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
+    let body = start + RECORD_HEADER_LEN;
+    index.append(crc_seed(seal, &rest[..4]), body, body + len) == stored
 }
 
 /// Marks the record that starts at `record_start` in `buf` as the last of its write, and
@@ -683,6 +716,26 @@ mod tests {
         assert_eq!(record.compact_through, Some(2));
         let run = record.entries.expect("entries");
         assert_eq!((run.first_index, run.count), (5, 2));
+    }
+
+    /// Junk crafted so that most offsets claim a length that fits (up to 2 MiB): no frame is
+    /// found, and none is read whole (byte by byte, each such offset cost its length, and a
+    /// damaged 64 MiB segment took days to open); a real frame after it is still found.
+    #[test]
+    fn crafted_lengths_everywhere_cost_no_frame_reads() {
+        let mut junk = BytesMut::new();
+        while junk.len() < 4 << 20 {
+            junk.put_slice(&[0x00, 0x00, 0x20, 0x00]);
+        }
+        let mut frame = BytesMut::new();
+        encode_record(&batch(), None, 0, SALTED, &mut frame).unwrap();
+        junk.put_slice(&frame);
+        let data = junk.freeze();
+        FRAMES_READ.with(|n| n.set(0));
+        let found = valid_frames_after(&data, 0, SALTED);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].0, 4 << 20);
+        assert_eq!(FRAMES_READ.with(|n| n.get()), 1, "frames read whole");
     }
 
     #[test]

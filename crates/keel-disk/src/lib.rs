@@ -191,6 +191,7 @@
 #![warn(missing_docs)]
 
 mod bounds;
+mod crcscan;
 mod dir;
 mod error;
 mod format;
