@@ -18,6 +18,36 @@ pub const MIN_FRAME_BYTES: usize = 64 << 10;
 /// Longest client address a hello or hello_ack carries.
 pub const MAX_CLIENT_ADDR_BYTES: usize = 1024;
 
+/// Whether `addr` is a client address a node may be told and forward to: `HOST:PORT` and
+/// nothing else, HOST a DNS name or IPv4 address (letters, digits, `-` and dots) or an IPv6
+/// address in brackets, PORT 1 to 65535, at most [`MAX_CLIENT_ADDR_BYTES`] in all. Peers' hellos
+/// and configuration entries carry such addresses, and a node builds URLs from them: no path,
+/// query, user or scheme may ride along.
+pub fn is_client_addr(addr: &str) -> bool {
+    if addr.len() > MAX_CLIENT_ADDR_BYTES {
+        return false;
+    }
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return false;
+    };
+    let port_ok = (1..=5).contains(&port.len())
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u16>().is_ok_and(|p| p > 0);
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            (1..=253).contains(&host.len())
+                && host.split('.').all(|label| {
+                    (1..=63).contains(&label.len())
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                })
+        }
+    };
+    port_ok && host_ok
+}
+
 /// Where a node listens, who its peers are, and the bounds of its connections.
 ///
 /// Every member of a cluster can be given the same `peers` map: the entry for the node's own id,
@@ -60,6 +90,10 @@ pub struct NetConfig {
     pub max_handlers_per_connection: usize,
     /// Incoming connections open at once; past it the server stops accepting.
     pub max_incoming_connections: usize,
+    /// Incoming connections from one IP address in their handshake at once; more from there
+    /// are closed at once, so that silent connections from one address cannot take every slot
+    /// (members on one machine share an address: leave room for them all).
+    pub max_handshakes_per_addr: usize,
     /// Time for a connection's handshake: dialing, hello and answer.
     pub handshake_timeout: Duration,
     /// First wait before redialing a peer after a failed dial or a lost connection.
@@ -99,6 +133,7 @@ impl NetConfig {
             max_pending_per_peer: 1024,
             max_handlers_per_connection: 256,
             max_incoming_connections: 64,
+            max_handshakes_per_addr: 16,
             handshake_timeout: Duration::from_secs(3),
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
@@ -122,6 +157,12 @@ impl NetConfig {
                 self.client_addr.len()
             ));
         }
+        if !self.client_addr.is_empty() && !is_client_addr(&self.client_addr) {
+            return fail(format!(
+                "client_addr {:?} is not HOST:PORT",
+                self.client_addr
+            ));
+        }
         for (name, value) in [
             ("max_pending_per_peer", self.max_pending_per_peer),
             (
@@ -129,6 +170,7 @@ impl NetConfig {
                 self.max_handlers_per_connection,
             ),
             ("max_incoming_connections", self.max_incoming_connections),
+            ("max_handshakes_per_addr", self.max_handshakes_per_addr),
         ] {
             if value == 0 {
                 return fail(format!("{name} must be positive"));
@@ -194,6 +236,38 @@ mod tests {
         config()
             .check_raft_config(&keel::Config::default())
             .unwrap();
+    }
+
+    #[test]
+    fn client_addresses_are_host_and_port_and_nothing_else() {
+        for good in [
+            "127.0.0.1:8081",
+            "node-4.example.com:443",
+            "[::1]:8081",
+            "localhost:1",
+            "a:65535",
+        ] {
+            assert!(is_client_addr(good), "{good}");
+        }
+        for bad in [
+            "",
+            "127.0.0.1",
+            "host:0",
+            "host:65536",
+            "host:+80",
+            ":80",
+            "evil.example/x?:80",
+            "user@host:80",
+            "http://host:80",
+            "host :80",
+            "ho..st:80",
+            "[::1:80",
+            "[nope]:80",
+            "host:80\r\nX: y",
+        ] {
+            assert!(!is_client_addr(bad), "{bad:?}");
+        }
+        assert!(!is_client_addr(&format!("{}:80", "a".repeat(300))));
     }
 
     #[test]

@@ -65,6 +65,10 @@ pub(crate) enum Refusal {
     NoNonce(std::io::Error),
     #[error("failed the TLS handshake: {0}")]
     Tls(std::io::Error),
+    /// A refusal whose reason the dialer is not told: it has not proven it belongs to the
+    /// cluster, and the reason would tell it about the cluster.
+    #[error(transparent)]
+    Hidden(Box<Refusal>),
     #[error("claims to be node {0}, but its certificate does not name that node of this cluster")]
     NotCertified(NodeId),
 }
@@ -85,7 +89,18 @@ const NO_PROOF: &str = "sent no proof of the peer secret this node requires";
 /// nonce as junk after the hello.
 const NO_SECRET_HERE: [&str; 2] = ["has a peer secret and this node has none", "trailing bytes"];
 
+/// What a dialer is told when the reason is [`Refusal::Hidden`].
+pub(crate) const HIDDEN_REASON: &str = "refused (the node's log says why)";
+
 impl Refusal {
+    /// The reason sent to the dialer.
+    fn public_reason(&self) -> String {
+        match self {
+            Refusal::Hidden(_) => HIDDEN_REASON.to_string(),
+            refusal => refusal.to_string(),
+        }
+    }
+
     /// Whether the dialer is gone, so that a reject would not reach it.
     fn dialer_gone(&self) -> bool {
         matches!(
@@ -289,13 +304,28 @@ pub(crate) async fn accept(
 ) -> Result<Arc<Peer>, Refusal> {
     let checked = async {
         let hello = read_hello(reader).await.map_err(Refusal::BadHello)?;
-        check(config, transport, &hello)?;
+        if config.tls.is_none() && config.peer_secret.is_some() {
+            // The dialer has proven nothing yet: tell it nothing about this cluster until it
+            // proves it holds the secret (a dialer of another cluster cannot: the proofs cover
+            // the cluster id).
+            if hello.cluster_id != config.cluster_id {
+                let refusal = Refusal::WrongCluster {
+                    claimed: hello.cluster_id,
+                    ours: config.cluster_id,
+                };
+                return Err(Refusal::Hidden(Box::new(refusal)));
+            }
+            authenticate(config, &hello, reader, writer).await?;
+            check(config, transport, &hello)?;
+        } else {
+            check(config, transport, &hello)?;
+            authenticate(config, &hello, reader, writer).await?;
+        }
         if let Some(tls) = &config.tls
             && !cert.is_some_and(|cert| tls.names(cert, hello.from))
         {
             return Err(Refusal::NotCertified(hello.from));
         }
-        authenticate(config, &hello, reader, writer).await?;
         // Only now, proven: a node this one does not know yet gets an entry of its own.
         let peer = transport.accepted_peer(hello.from);
         Ok::<_, Refusal>((peer, hello))
@@ -316,7 +346,7 @@ pub(crate) async fn accept(
         Err(refusal) => {
             if !refusal.dialer_gone() {
                 let _ = writer
-                    .write_all(&wire::encode_reject(&refusal.to_string()))
+                    .write_all(&wire::encode_reject(&refusal.public_reason()))
                     .await;
             }
             Err(refusal)

@@ -155,6 +155,7 @@
 //! | one frame | 8 KiB until the handshake completes, then `max_frame_bytes` | the connection closes |
 //! | request handlers of one incoming connection | `max_handlers_per_connection` | the server stops reading that connection |
 //! | incoming connections | `max_incoming_connections`, and one per peer (a newer one closes the older) | the server stops accepting |
+//! | connections in their handshake from one IP address | `max_handshakes_per_addr` | more from there are closed at once |
 //! | dial attempts | backoff from `backoff_min` doubling to `backoff_max`, reset by a handshake | calls fail at once while waiting |
 //! | a handshake | `handshake_timeout` | the connection closes |
 //! | unacknowledged sent data | `tcp_user_timeout` (Linux) | the kernel fails the connection; it is redialed |
@@ -192,7 +193,7 @@ pub mod wire;
 
 pub use auth::PeerSecret;
 pub use certs::{CertError, ClusterCa, Issued};
-pub use config::{ConfigError, MAX_CLIENT_ADDR_BYTES, MIN_FRAME_BYTES, NetConfig};
+pub use config::{ConfigError, MAX_CLIENT_ADDR_BYTES, MIN_FRAME_BYTES, NetConfig, is_client_addr};
 pub use members::{MemberAddrs, MemberAddrsError};
 pub use server::{RpcHandler, TcpServer};
 pub use stats::PeerStats;

@@ -45,7 +45,7 @@ pub enum MemberAddrsError {
     #[error("peer address {0:?} is not IP:PORT")]
     PeerAddr(String),
     /// The client address is too long or not printable text.
-    #[error("client address is not a printable host:port of at most {MAX_CLIENT_ADDR_BYTES} bytes")]
+    #[error("client address is not HOST:PORT of at most {MAX_CLIENT_ADDR_BYTES} bytes")]
     ClientAddr,
 }
 
@@ -78,8 +78,7 @@ impl MemberAddrs {
         let peer_addr = peer
             .parse()
             .map_err(|_| MemberAddrsError::PeerAddr(peer.to_string()))?;
-        let printable = client.chars().all(|c| c.is_ascii_graphic());
-        if client.len() > MAX_CLIENT_ADDR_BYTES || !printable {
+        if !crate::is_client_addr(client) {
             return Err(MemberAddrsError::ClientAddr);
         }
         Ok(MemberAddrs {

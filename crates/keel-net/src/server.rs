@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
@@ -64,6 +64,47 @@ struct Shared {
     /// The open connection of each peer, so that a newer one can close it.
     incoming: Mutex<HashMap<NodeId, (u64, CancellationToken)>>,
     next_connection: AtomicU64,
+    /// Connections still in their handshake, by the address they come from.
+    handshaking: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// One connection's place among those in their handshake from its address; given back when
+/// dropped (the handshake ended, either way).
+struct Handshaking {
+    from: IpAddr,
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Handshaking {
+    /// A place for a connection from `from`, unless `max` from there are in their handshake.
+    fn try_new(
+        counts: &Arc<Mutex<HashMap<IpAddr, usize>>>,
+        from: IpAddr,
+        max: usize,
+    ) -> Option<Self> {
+        let mut map = counts.lock();
+        let count = map.entry(from).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(Handshaking {
+            from,
+            counts: counts.clone(),
+        })
+    }
+}
+
+impl Drop for Handshaking {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock();
+        if let Some(count) = map.get_mut(&self.from) {
+            *count -= 1;
+            if *count == 0 {
+                map.remove(&self.from);
+            }
+        }
+    }
 }
 
 impl TcpServer {
@@ -104,6 +145,7 @@ impl TcpServer {
                 tasks: TaskTracker::new(),
                 incoming: Mutex::new(HashMap::new()),
                 next_connection: AtomicU64::new(0),
+                handshaking: Arc::new(Mutex::new(HashMap::new())),
             }),
         })
     }
@@ -172,8 +214,21 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, handler: Arc<dy
         };
         match accepted {
             Ok((stream, addr)) => {
+                let Some(place) = Handshaking::try_new(
+                    &shared.handshaking,
+                    addr.ip(),
+                    config.max_handshakes_per_addr,
+                ) else {
+                    // Silent connections from one address must not take every slot.
+                    tracing::debug!(
+                        "closed a connection from {addr} at once: {} from its address are in \
+                         their handshake already",
+                        config.max_handshakes_per_addr
+                    );
+                    continue;
+                };
                 let connection =
-                    serve_connection(shared.clone(), handler.clone(), stream, addr, slot);
+                    serve_connection(shared.clone(), handler.clone(), stream, addr, slot, place);
                 shared.tasks.spawn(connection);
             }
             Err(error) => {
@@ -194,6 +249,7 @@ async fn serve_connection(
     stream: TcpStream,
     addr: SocketAddr,
     _slot: OwnedSemaphorePermit,
+    handshaking: Handshaking,
 ) {
     let config = shared.transport.shared_config().clone();
     handshake::tune(&stream, &config);
@@ -216,6 +272,7 @@ async fn serve_connection(
             accepted.unwrap_or(Err(Refusal::BadHello(ConnError::HandshakeTimeout)))
         }
     };
+    drop(handshaking);
     let (peer, reader, writer) = match accepted {
         Ok(accepted) => accepted,
         Err(Refusal::BadHello(ConnError::Closed)) => {

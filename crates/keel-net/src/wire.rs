@@ -307,7 +307,7 @@ impl Hello {
             cluster_id: take_u64(&mut body, "cluster id")?,
             from: take_u64(&mut body, "node id")?,
             to: take_u64(&mut body, "target node id")?,
-            client_addr: take_string(&mut body, "client address")?,
+            client_addr: take_client_addr(&mut body)?,
             nonce: match body.len() {
                 0 => None,
                 _ => Some(take_array(&mut body, "nonce")?),
@@ -340,7 +340,7 @@ impl HelloAck {
     /// Decodes a hello_ack body.
     pub fn decode(mut body: Bytes) -> Result<HelloAck, DecodeError> {
         let ack = HelloAck {
-            client_addr: take_string(&mut body, "client address")?,
+            client_addr: take_client_addr(&mut body)?,
         };
         finish(&body)?;
         Ok(ack)
@@ -435,6 +435,16 @@ fn take_string(body: &mut Bytes, field: &'static str) -> Result<String, DecodeEr
     let bytes = take(body, field, len)?;
     String::from_utf8(bytes.to_vec())
         .map_err(|_| DecodeError::Invalid("client address is not UTF-8"))
+}
+
+/// A client address: empty (the node serves no clients) or `HOST:PORT`, checked by
+/// [`crate::is_client_addr`] before anything uses it.
+fn take_client_addr(body: &mut Bytes) -> Result<String, DecodeError> {
+    let addr = take_string(body, "client address")?;
+    if !addr.is_empty() && !crate::is_client_addr(&addr) {
+        return Err(DecodeError::Invalid("client address is not HOST:PORT"));
+    }
+    Ok(addr)
 }
 
 fn finish(body: &Bytes) -> Result<(), DecodeError> {

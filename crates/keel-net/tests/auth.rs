@@ -119,7 +119,35 @@ async fn a_dialer_with_another_secret_or_none_is_refused_and_real_peers_are_serv
     );
     raw.expect_closed("a request instead of a proof").await;
 
-    pair.assert_serves("five unproven dialers").await;
+    // A dialer of another cluster, or calling another node, or claiming the acceptor's own
+    // id, learns nothing about this cluster: the first is refused without a reason, the others
+    // only after they proved the secret (which they cannot).
+    let mut raw = Raw::connect(pair.addr()).await;
+    let mut foreign = hello(7, 2, 1);
+    foreign.nonce = Some([7; 32]);
+    raw.send(&foreign.encode()).await;
+    let frame = raw.frame().await.expect("a reject");
+    assert_eq!(frame.kind, FrameKind::HelloReject);
+    assert_eq!(
+        wire::decode_text(&frame.body),
+        "refused (the node's log says why)"
+    );
+    raw.expect_closed("a hello of another cluster").await;
+    for (from, to) in [(2, 5), (1, 1)] {
+        let mut raw = Raw::connect(pair.addr()).await;
+        let mut probe = hello(CLUSTER, from, to);
+        probe.nonce = Some([7; 32]);
+        raw.send(&probe.encode()).await;
+        let frame = raw.frame().await.expect("a challenge");
+        assert_eq!(frame.kind, FrameKind::Challenge, "{from} -> {to}");
+        raw.send(&ProofFrame { proof: [0; 32] }.encode()).await;
+        let frame = raw.frame().await.expect("a reject");
+        let reason = wire::decode_text(&frame.body);
+        assert!(reason.contains("wrong proof"), "{from} -> {to}: {reason}");
+        raw.expect_closed("an unproven probe").await;
+    }
+
+    pair.assert_serves("eight unproven dialers").await;
     assert_eq!(
         pair.server_transport.peer_client_addr(2),
         Some(common::client_addr(2))

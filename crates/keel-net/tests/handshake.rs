@@ -143,6 +143,60 @@ async fn a_large_frame_before_the_hello_is_refused_without_reading_it() {
     pair.stop().await;
 }
 
+/// A node forwards clients to the address a peer's hello gives, so anything but `HOST:PORT`
+/// there (a path, a query, a user, a scheme, header-breaking bytes) is refused before it is
+/// recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hello_whose_client_address_is_not_host_and_port_is_refused() {
+    let pair = Pair::start(common::Echo, |_| {});
+    for addr in [
+        "evil.example/steal?x=:80",
+        "user@evil.example:80",
+        "http://evil.example:80",
+        "evil.example:80\r\nX-Injected: 1",
+        "evil.example",
+    ] {
+        let mut bad = hello(CLUSTER, 2, 1);
+        bad.client_addr = addr.to_string();
+        let reason = refusal(&pair, bad).await;
+        assert!(
+            reason.contains("client address is not HOST:PORT"),
+            "{addr:?}: {reason}"
+        );
+    }
+    assert_eq!(pair.server_transport.peer_client_addr(2), None);
+    pair.assert_serves("bad client addresses").await;
+    pair.stop().await;
+}
+
+/// Silent connections from one address (here 127.0.0.2) cannot take every connection slot
+/// while they wait out the handshake timeout: past `max_handshakes_per_addr` from there, more are
+/// closed at once, and a member dialing from another address is served without waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_from_one_address_cannot_take_every_slot() {
+    let pair = Pair::start(common::Echo, |c| {
+        c.max_incoming_connections = 8;
+        c.max_handshakes_per_addr = 2;
+        c.handshake_timeout = std::time::Duration::from_secs(30);
+    });
+    let mut silent = Vec::new();
+    for _ in 0..20 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        silent.push(socket.connect(pair.addr()).await.unwrap());
+    }
+    // Long before the silent ones time out, node 2 (from 127.0.0.1) gets its answer.
+    let reply = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        pair.client.call(1, common::vote(1)),
+    )
+    .await
+    .expect("a member waited behind silent connections");
+    assert!(reply.is_ok(), "{reply:?}");
+    drop(silent);
+    pair.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_dialer_is_closed_after_the_handshake_timeout() {
     let pair = Pair::start(common::Echo, |c| {

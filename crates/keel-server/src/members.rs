@@ -32,7 +32,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use keel::{MemberRole, Membership, MembershipError, NodeId, Raft, TransferError};
 use keel_api::{AddMember, LeaderChanged, Member, Members, TransferLeader, role};
-use keel_net::{MAX_CLIENT_ADDR_BYTES, MemberAddrs};
+use keel_net::MemberAddrs;
 
 use crate::http::{Api, Incoming, error, forward};
 
@@ -317,13 +317,7 @@ fn checked_addrs(add: &AddMember) -> Result<MemberAddrs, String> {
         ));
     }
     let client = &add.client_addr;
-    let host_port = client
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
-    if !host_port
-        || client.len() > MAX_CLIENT_ADDR_BYTES
-        || !client.chars().all(|c| c.is_ascii_graphic())
-    {
+    if !keel_net::is_client_addr(client) {
         return Err(format!("client_addr {client:?} is not HOST:PORT"));
     }
     Ok(MemberAddrs {

@@ -226,10 +226,6 @@ impl Node {
             ));
         }
         let cluster_id = cluster_id(&config.cluster);
-        let client_advertise = config
-            .client_advertise
-            .clone()
-            .unwrap_or_else(|| config.client_listen.to_string());
 
         let peer_tls = if let Some(files) = &config.peer_tls {
             let tls = PeerTls::load(files.clone(), cluster_id, id)
@@ -278,6 +274,26 @@ impl Node {
             Err(e) => return Err(e.into()),
         };
 
+        let http_listener = tokio::net::TcpListener::bind(config.client_listen)
+            .await
+            .map_err(|source| NodeError::Bind {
+                what: "clients",
+                addr: config.client_listen,
+                source,
+            })?;
+        let client_addr = http_listener
+            .local_addr()
+            .map_err(|source| NodeError::Bind {
+                what: "clients",
+                addr: config.client_listen,
+                source,
+            })?;
+        // What peers forward clients to: the bound address (its port, if 0 was asked for).
+        let client_advertise = config
+            .client_advertise
+            .clone()
+            .unwrap_or_else(|| client_addr.to_string());
+
         let mut peers = config.peers.clone();
         peers.insert(id, peer_advertise);
         let mut net = NetConfig::new(
@@ -311,20 +327,6 @@ impl Node {
             addr: config.peer_listen,
             source,
         })?;
-        let http_listener = tokio::net::TcpListener::bind(config.client_listen)
-            .await
-            .map_err(|source| NodeError::Bind {
-                what: "clients",
-                addr: config.client_listen,
-                source,
-            })?;
-        let client_addr = http_listener
-            .local_addr()
-            .map_err(|source| NodeError::Bind {
-                what: "clients",
-                addr: config.client_listen,
-                source,
-            })?;
 
         // A joining node starts with no configuration: the leader sends it one.
         let members: Vec<NodeId> = if joining {
