@@ -5,7 +5,11 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use keel_client::bench::{self, BenchOptions, Workload};
-use keel_client::{Client, ClientError, ClientOptions, Consistency, parse_endpoints};
+use std::path::{Path, PathBuf};
+
+use keel_client::{
+    Client, ClientError, ClientOptions, ClientTls, Consistency, TlsFiles, parse_endpoints,
+};
 
 use crate::CliError;
 
@@ -25,6 +29,66 @@ pub struct Endpoints {
     /// Give up on a request (after retrying other nodes) after this many seconds.
     #[arg(long, global = true, default_value_t = 10.0, value_name = "SECONDS")]
     pub timeout: f64,
+    /// HTTPS: the CA certificate that signed the nodes' certificates. Implied (with the
+    /// `keel dev` client certificate) by https:// endpoints when ./keel-data/certs has them.
+    #[arg(
+        long,
+        id = "tls_cacert",
+        global = true,
+        env = "KEEL_CACERT",
+        value_name = "FILE"
+    )]
+    pub cacert: Option<PathBuf>,
+    /// HTTPS: this client's certificate, for nodes that require one.
+    #[arg(
+        long,
+        id = "tls_cert",
+        global = true,
+        env = "KEEL_CERT",
+        value_name = "FILE"
+    )]
+    pub cert: Option<PathBuf>,
+    /// HTTPS: this client's private key.
+    #[arg(
+        long = "key",
+        id = "tls_key",
+        global = true,
+        env = "KEEL_KEY",
+        value_name = "FILE"
+    )]
+    pub key: Option<PathBuf>,
+}
+
+/// Where `keel dev` keeps its CA and client certificate.
+const DEV_CERTS: &str = "keel-data/certs";
+
+impl Endpoints {
+    /// The TLS files to use: the flags', or for https:// endpoints without them, `keel dev`'s
+    /// when they exist; `None` for plain HTTP.
+    fn tls_files(&self) -> Option<TlsFiles> {
+        let (cert, key) = (self.cert.clone(), self.key.clone());
+        if let Some(ca) = self.cacert.clone() {
+            return Some(TlsFiles { ca, cert, key });
+        }
+        let https = self
+            .endpoints
+            .split(',')
+            .any(|e| e.trim().starts_with("https://"));
+        let dev = Path::new(DEV_CERTS);
+        if !https || !dev.join("ca.pem").exists() {
+            return None;
+        }
+        let own = |name: &str| Some(dev.join(name)).filter(|p| p.exists());
+        let (cert, key) = match (cert, key) {
+            (None, None) => (own("client-keel-dev.pem"), own("client-keel-dev-key.pem")),
+            given => given,
+        };
+        Some(TlsFiles {
+            ca: dev.join("ca.pem"),
+            cert,
+            key,
+        })
+    }
 }
 
 /// A client subcommand.
@@ -167,6 +231,9 @@ fn client(endpoints: &Endpoints) -> Result<Client, CliError> {
         ));
     }
     options.deadline = seconds("timeout", endpoints.timeout)?;
+    if let Some(files) = endpoints.tls_files() {
+        options.tls = Some(ClientTls::load(&files).map_err(|e| CliError::Config(e.to_string()))?);
+    }
     Client::new(options).map_err(|e| CliError::Config(e.to_string()))
 }
 

@@ -34,6 +34,10 @@ pub struct DevArgs {
     /// Do not restart a node process that exits (say, after you kill it).
     #[arg(long)]
     pub no_restart: bool,
+    /// Serve the HTTP API over HTTPS and admit only clients with a certificate of the
+    /// cluster's CA (the CLI finds keel-data/certs by itself for https:// endpoints).
+    #[arg(long)]
+    pub tls: bool,
 }
 
 struct NodeProcess {
@@ -88,12 +92,12 @@ pub async fn dev(args: DevArgs) -> Result<(), CliError> {
     let peers = peers.join(",");
     let (exited_tx, mut exited) = mpsc::channel::<(u64, String)>(16);
     for node in &mut nodes {
-        spawn_node(&exe, node, &peers, &certs, exited_tx.clone())?;
+        spawn_node(&exe, node, &peers, &certs, args.tls, exited_tx.clone())?;
     }
 
-    let http = reqwest_like_client();
+    let http = status_client(&certs, args.tls)?;
     let leader = wait_for_leader(&http, &nodes, Duration::from_secs(30)).await;
-    print_banner(&nodes, leader);
+    print_banner(&nodes, leader, args.tls);
 
     let mut last_leader = leader;
     let mut last_configuration: Option<String> = None;
@@ -113,7 +117,7 @@ pub async fn dev(args: DevArgs) -> Result<(), CliError> {
                 } else {
                     eprintln!("[dev] node {id} exited ({how}); restarting it in 1 s");
                     tokio::time::sleep(Duration::from_secs(1)).await;
-                    spawn_node(&exe, node, &peers, &certs, exited_tx.clone())?;
+                    spawn_node(&exe, node, &peers, &certs, args.tls, exited_tx.clone())?;
                 }
             }
             _ = poll.tick() => {
@@ -252,6 +256,7 @@ fn spawn_node(
     node: &mut NodeProcess,
     peers: &str,
     certs: &Path,
+    tls: bool,
     exited: mpsc::Sender<(u64, String)>,
 ) -> Result<(), CliError> {
     let mut command = Command::new(exe);
@@ -266,6 +271,11 @@ fn spawn_node(
         .args(["--peers", peers])
         .arg("--certs")
         .arg(certs)
+        .args(if tls {
+            &["--https", "--require-client-cert"][..]
+        } else {
+            &[]
+        })
         // The nodes share this machine: one runtime thread each keeps them from contending.
         .args(["--threads", "1"])
         .stdin(Stdio::null())
@@ -330,34 +340,32 @@ fn is_zombie(pid: u32) -> bool {
         .unwrap_or(true)
 }
 
-/// A tiny HTTP/1.1 GET over tokio, enough to poll `/v1/status` without another client stack.
-struct StatusClient;
+/// Polls the nodes' `/v1/status`, over HTTPS with the `keel dev` client certificate when the
+/// nodes serve HTTPS.
+struct StatusClient(keel_client::Client);
 
-fn reqwest_like_client() -> StatusClient {
-    StatusClient
+fn status_client(certs: &Path, tls: bool) -> Result<StatusClient, CliError> {
+    let mut options = keel_client::ClientOptions {
+        status_timeout: Duration::from_millis(500),
+        ..keel_client::ClientOptions::default()
+    };
+    if tls {
+        let files = keel_client::TlsFiles {
+            ca: certs.join("ca.pem"),
+            cert: Some(certs.join("client-keel-dev.pem")),
+            key: Some(certs.join("client-keel-dev-key.pem")),
+        };
+        let tls =
+            keel_client::ClientTls::load(&files).map_err(|e| CliError::Start(e.to_string()))?;
+        options.tls = Some(tls);
+    }
+    let client = keel_client::Client::new(options).map_err(|e| CliError::Start(e.to_string()))?;
+    Ok(StatusClient(client))
 }
 
 impl StatusClient {
     async fn status(&self, addr: &str) -> Option<Status> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let fetch = async {
-            let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-            let request =
-                format!("GET /v1/status HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-            stream.write_all(request.as_bytes()).await.ok()?;
-            let mut response = Vec::new();
-            stream.read_to_end(&mut response).await.ok()?;
-            let text = String::from_utf8(response).ok()?;
-            let (head, body) = text.split_once("\r\n\r\n")?;
-            if !head.starts_with("HTTP/1.1 200") {
-                return None;
-            }
-            serde_json::from_str(body).ok()
-        };
-        tokio::time::timeout(Duration::from_millis(500), fetch)
-            .await
-            .ok()
-            .flatten()
+        self.0.status(addr).await.ok()
     }
 }
 
@@ -404,9 +412,10 @@ async fn wait_for_leader(
     None
 }
 
-fn print_banner(nodes: &[NodeProcess], leader: Option<(u64, u64)>) {
+fn print_banner(nodes: &[NodeProcess], leader: Option<(u64, u64)>, tls: bool) {
     let first = &nodes[0].client;
     let second = nodes.get(1).map_or(first, |n| &n.client);
+    let scheme = if tls { "https" } else { "http" };
     println!("keel dev: {} nodes on loopback", nodes.len());
     for node in nodes {
         let pid = node
@@ -419,7 +428,7 @@ fn print_banner(nodes: &[NodeProcess], leader: Option<(u64, u64)>) {
             _ => "",
         };
         println!(
-            "  node {}  http://{}  peers {}  pid {:<7} data {}{}",
+            "  node {}  {scheme}://{}  peers {}  pid {:<7} data {}{}",
             node.id,
             node.client,
             node.peer,
@@ -428,20 +437,35 @@ fn print_banner(nodes: &[NodeProcess], leader: Option<(u64, u64)>) {
             role
         );
     }
-    let endpoints: Vec<&str> = nodes.iter().map(|n| n.client.as_str()).collect();
+    let endpoints: Vec<String> = if tls {
+        nodes
+            .iter()
+            .map(|n| format!("https://{}", n.client))
+            .collect()
+    } else {
+        nodes.iter().map(|n| n.client.clone()).collect()
+    };
     let endpoints = endpoints.join(",");
     let custom = endpoints != "127.0.0.1:8081,127.0.0.1:8082,127.0.0.1:8083";
-    let flag = if custom {
+    let flag = if custom && !tls {
         format!(" --endpoints {endpoints}")
     } else {
         String::new()
     };
+    let curl = if tls {
+        "curl --cacert keel-data/certs/ca.pem --cert keel-data/certs/client-keel-dev.pem \\\n      --key keel-data/certs/client-keel-dev-key.pem"
+    } else {
+        "curl"
+    };
     println!();
     println!("Try, in another terminal:");
+    if tls {
+        println!("  export KEEL_ENDPOINTS={endpoints}   # HTTPS: the CLI finds keel-data/certs");
+    }
     println!("  keel{flag} put greeting hello");
     println!("  keel{flag} get greeting");
-    println!("  curl -X PUT --data-binary hello http://{first}/v1/kv/greeting");
-    println!("  curl http://{second}/v1/kv/greeting");
+    println!("  {curl} -X PUT --data-binary hello {scheme}://{first}/v1/kv/greeting");
+    println!("  {curl} {scheme}://{second}/v1/kv/greeting");
     println!("  keel{flag} status");
     println!("  keel{flag} bench --clients 64 --duration 10");
     println!(

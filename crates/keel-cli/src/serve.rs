@@ -87,8 +87,18 @@ pub struct ServeArgs {
     /// This node's private key (PEM).
     #[arg(long, value_name = "FILE")]
     pub peer_key: Option<PathBuf>,
+    /// Serve the HTTP API over HTTPS (HTTP/2 or HTTP/1.1 by ALPN) with this node's certificate
+    /// (from --certs or --peer-cert; `keel certs --node ID=HOST` puts the host clients use in
+    /// it). Followers then forward to the leader over HTTPS.
+    #[arg(long)]
+    pub https: bool,
+    /// With --https: admit only clients that present a certificate of the cluster's CA (made by
+    /// `keel certs --client NAME`).
+    #[arg(long, requires = "https")]
+    pub require_client_cert: bool,
     /// Start even though the peer port listens beyond loopback with neither TLS nor a peer
-    /// secret, so that anyone who reaches it can take part in the cluster.
+    /// secret, or the client port with plain HTTP, so that anyone who reaches them can take
+    /// part in the cluster or read and change what clients send.
     #[arg(long)]
     pub insecure: bool,
     /// Leader heartbeat interval, in milliseconds.
@@ -143,6 +153,8 @@ struct FileConfig {
     peer_cert: Option<PathBuf>,
     peer_key: Option<PathBuf>,
     insecure: Option<bool>,
+    https: Option<bool>,
+    require_client_cert: Option<bool>,
     peers: Option<BTreeMap<String, String>>,
     heartbeat_ms: Option<u64>,
     election_timeout_ms: Option<u64>,
@@ -348,6 +360,8 @@ pub fn node_config(args: ServeArgs) -> Result<NodeConfig, CliError> {
         peer_secret_transition,
         peer_tls,
         insecure: args.insecure || file.insecure.unwrap_or(false),
+        https: args.https || file.https.unwrap_or(false),
+        https_client_certs: args.require_client_cert || file.require_client_cert.unwrap_or(false),
         raft,
         kv,
         segment_size_bytes: keel_server::DEFAULT_SEGMENT_SIZE_BYTES,

@@ -1,5 +1,6 @@
 //! `keel dev` as the README's tour drives it: a member removed from its cluster is stopped and
-//! stays down, whether it led or followed.
+//! stays down, whether it led or followed; and `keel dev --tls`, whose nodes serve HTTPS to
+//! clients with certificates only, followers forwarding to the leader over HTTPS.
 
 mod support;
 
@@ -16,7 +17,7 @@ struct Dev {
 }
 
 impl Dev {
-    fn start(name: &str, client_port: u16, peer_port: u16) -> Dev {
+    fn start(name: &str, client_port: u16, peer_port: u16, extra: &[&str]) -> Dev {
         let dir = std::env::temp_dir().join(format!("keel-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -27,6 +28,7 @@ impl Dev {
             .arg(dir.join("data"))
             .args(["--client-port", &client_port.to_string()])
             .args(["--peer-port", &peer_port.to_string()])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
@@ -105,7 +107,7 @@ fn free_ports(count: u16) -> u16 {
 async fn keel_dev_stops_a_removed_follower_and_keeps_it_down() {
     let client_port = free_ports(3);
     let peer_port = free_ports(3);
-    let mut dev = Dev::start("dev-remove", client_port, peer_port);
+    let mut dev = Dev::start("dev-remove", client_port, peer_port, &[]);
     let endpoints: Vec<String> = (0..3)
         .map(|i| format!("127.0.0.1:{}", client_port + i))
         .collect();
@@ -154,4 +156,81 @@ async fn keel_dev_stops_a_removed_follower_and_keeps_it_down() {
         !log.contains(&format!("[dev] node {follower} exited")),
         "keel dev restarted the removed node\n{log}"
     );
+}
+
+/// Runs the `keel` command and returns its exit code, stdout and stderr.
+fn keel(args: &[&str]) -> (Option<i32>, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(args)
+        .output()
+        .expect("run keel");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keel_dev_tls_serves_https_to_clients_with_certificates_only() {
+    let client_port = free_ports(3);
+    let peer_port = free_ports(3);
+    let dev = Dev::start("dev-tls", client_port, peer_port, &["--tls"]);
+    let certs = dev.dir.join("data").join("certs");
+    let file = |name: &str| certs.join(name).to_string_lossy().into_owned();
+    let (ca, cert, key) = (
+        file("ca.pem"),
+        file("client-keel-dev.pem"),
+        file("client-keel-dev-key.pem"),
+    );
+    // Every node, followers too (they forward to the leader over HTTPS), through the CLI.
+    let until = Instant::now() + Duration::from_secs(60);
+    for port in client_port..client_port + 3 {
+        let endpoint = format!("https://127.0.0.1:{port}");
+        let value = format!("v{port}");
+        let tls = ["--cacert", &ca, "--cert", &cert, "--key", &key];
+        loop {
+            let mut args = vec!["--endpoints", &endpoint, "--timeout", "5"];
+            args.extend(tls);
+            args.extend(["put", "k", &value]);
+            let (code, stdout, stderr) = keel(&args);
+            if code == Some(0) {
+                assert!(stdout.starts_with("ok (index"), "{stdout}");
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "put through {endpoint} failed: {stderr}\n{}",
+                dev.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let mut args = vec!["--endpoints", &endpoint];
+        args.extend(tls);
+        args.extend(["get", "k"]);
+        let (code, stdout, stderr) = keel(&args);
+        assert_eq!(code, Some(0), "{stderr}");
+        assert_eq!(stdout.trim(), value);
+    }
+    let endpoint = format!("https://127.0.0.1:{client_port}");
+    // Without a client certificate the TLS handshake fails; plain HTTP gets no answer either.
+    let (code, _, stderr) = keel(&[
+        "--endpoints",
+        &endpoint,
+        "--cacert",
+        &ca,
+        "--timeout",
+        "2",
+        "get",
+        "k",
+    ]);
+    assert_ne!(code, Some(0), "served without a client certificate");
+    assert!(!stderr.is_empty());
+    let plain = format!("127.0.0.1:{client_port}");
+    let (code, _, _) = keel(&["--endpoints", &plain, "--timeout", "2", "get", "k"]);
+    assert_ne!(code, Some(0), "served plain HTTP");
+    // An https:// endpoint without a CA is a usage error, saying what is missing.
+    let (code, _, stderr) = keel(&["--endpoints", &endpoint, "get", "k"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--cacert"), "{stderr}");
 }

@@ -606,7 +606,8 @@ async fn worker(
     };
     // HTTP/1.1 requests go out on a connection of the worker's own (see `direct`); HTTP/2 ones
     // through the client, whose one connection per node all workers share.
-    let mut direct = (!client.options().http2).then(|| Direct::new(client.current_endpoint()));
+    let mut direct = (!client.options().http2)
+        .then(|| Direct::new(client.current_endpoint(), client.options().tls.clone()));
     // This worker's writes are this session's only ones, so it numbers them itself.
     let mut next_seq = 1;
     let mut retries_at_start = None;

@@ -36,6 +36,7 @@ use keel_api::{AddMember, LeaderChanged, Members, TransferLeader};
 
 use crate::error::{ClientError, Failure, Secs};
 use crate::status::{ClusterStatus, EndpointStatus, NodeStatus};
+use crate::tls::ClientTls;
 
 /// The local development cluster: where a client looks when given no endpoints.
 pub const DEFAULT_ENDPOINTS: [&str; 3] = ["127.0.0.1:8081", "127.0.0.1:8082", "127.0.0.1:8083"];
@@ -104,8 +105,10 @@ pub struct ClientOptions {
     pub max_idle_connections: usize,
     /// Speak HTTP/2 (cleartext, with prior knowledge) instead of HTTP/1.1: every request to an
     /// endpoint then shares one connection, so concurrent requests share system calls.
-    /// Default false.
+    /// Default false. (Over HTTPS, HTTP/2 is chosen by ALPN.)
     pub http2: bool,
+    /// HTTPS to every node, with these settings; `None` for plain HTTP. Default `None`.
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for ClientOptions {
@@ -120,6 +123,7 @@ impl Default for ClientOptions {
             backoff_max: Duration::from_secs(1),
             max_idle_connections: 32,
             http2: false,
+            tls: None,
         }
     }
 }
@@ -224,6 +228,8 @@ struct Shared {
     http: reqwest::Client,
     endpoints: Vec<String>,
     options: ClientOptions,
+    /// `http`, or `https` with [`ClientOptions::tls`].
+    scheme: &'static str,
 }
 
 /// What one request is: everything needed to send it again.
@@ -289,14 +295,27 @@ impl Client {
                 "no endpoints given; expected host:port[,host:port...]".into(),
             ));
         }
+        for endpoint in &options.endpoints {
+            if endpoint.trim().starts_with("https://") && options.tls.is_none() {
+                return Err(ClientError::InvalidInput(format!(
+                    "endpoint {endpoint:?} is HTTPS: give the CA that signed the nodes' \
+                     certificates (--cacert)"
+                )));
+            }
+        }
         let endpoints = options
             .endpoints
             .iter()
             .map(|e| normalize_endpoint(e))
             .collect::<Result<Vec<_>, _>>()?;
         let mut builder = reqwest::Client::builder();
-        if options.http2 {
-            builder = builder.http2_prior_knowledge();
+        if let Some(tls) = &options.tls {
+            builder = builder.tls_backend_preconfigured((*tls.config).clone());
+        } else {
+            builder = builder.tls_backend_preconfigured(crate::tls::plain_http_only());
+            if options.http2 {
+                builder = builder.http2_prior_knowledge();
+            }
         }
         let http = builder
             .pool_max_idle_per_host(options.max_idle_connections)
@@ -307,10 +326,16 @@ impl Client {
             .no_proxy()
             .build()
             .map_err(|e| ClientError::InvalidInput(format!("cannot build an HTTP client: {e}")))?;
+        let scheme = if options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let shared = Arc::new(Shared {
             http,
             endpoints,
             options,
+            scheme,
         });
         Ok(Client::with_shared(shared, 0))
     }
@@ -439,6 +464,7 @@ impl Client {
         let endpoint = normalize_endpoint(endpoint)?;
         fetch_status(
             self.shared.http.clone(),
+            self.shared.scheme,
             endpoint,
             self.shared.options.status_timeout,
         )
@@ -482,7 +508,7 @@ impl Client {
             .map(|endpoint| {
                 let http = self.shared.http.clone();
                 let endpoint = endpoint.clone();
-                tokio::spawn(fetch_status(http, endpoint, timeout))
+                tokio::spawn(fetch_status(http, self.shared.scheme, endpoint, timeout))
             })
             .collect();
         let mut answers = Vec::with_capacity(tasks.len());
@@ -722,7 +748,7 @@ impl Client {
             .http
             .request(
                 call.method.clone(),
-                format!("http://{endpoint}{}", call.path),
+                format!("{}://{endpoint}{}", self.shared.scheme, call.path),
             )
             .timeout(timeout)
             .body(call.body.clone());
@@ -742,10 +768,14 @@ impl Client {
     }
 }
 
-/// `host:port` from `host:port`, `http://host:port` or `http://host:port/`.
+/// `host:port` from `host:port`, `http://host:port` or `https://host:port/` (the scheme is
+/// the client's: see [`ClientOptions::tls`]).
 fn normalize_endpoint(endpoint: &str) -> Result<String, ClientError> {
     let trimmed = endpoint.trim();
-    let bare = trimmed.strip_prefix("http://").unwrap_or(trimmed);
+    let bare = trimmed
+        .strip_prefix("http://")
+        .or_else(|| trimmed.strip_prefix("https://"))
+        .unwrap_or(trimmed);
     let bare = bare.strip_suffix('/').unwrap_or(bare);
     let bad = |why: &str| {
         ClientError::InvalidInput(format!(
@@ -753,7 +783,7 @@ fn normalize_endpoint(endpoint: &str) -> Result<String, ClientError> {
         ))
     };
     if bare.contains("://") {
-        return Err(bad("has a scheme other than http (keel serves plain HTTP)"));
+        return Err(bad("has a scheme other than http or https"));
     }
     let Some((host, port)) = bare.rsplit_once(':') else {
         return Err(bad("has no port"));
@@ -883,6 +913,7 @@ pub(crate) fn unreachable_reason(error: &ClientError) -> String {
 
 async fn fetch_status(
     http: reqwest::Client,
+    scheme: &'static str,
     endpoint: String,
     timeout: Duration,
 ) -> Result<NodeStatus, ClientError> {
@@ -891,7 +922,7 @@ async fn fetch_status(
         reason,
     };
     let response = http
-        .get(format!("http://{endpoint}/v1/status"))
+        .get(format!("{scheme}://{endpoint}/v1/status"))
         .timeout(timeout)
         .send()
         .await
@@ -927,7 +958,9 @@ mod tests {
             "localhost:1"
         );
         assert_eq!(normalize_endpoint("[::1]:8081").unwrap(), "[::1]:8081");
-        for bad in ["", "localhost", "https://a:1", "a:port", "a:1/path", ":80"] {
+        // The scheme is the client's (ClientOptions::tls); https:// is accepted too.
+        assert_eq!(normalize_endpoint("https://a:1").unwrap(), "a:1");
+        for bad in ["", "localhost", "ftp://a:1", "a:port", "a:1/path", ":80"] {
             assert!(normalize_endpoint(bad).is_err(), "{bad:?} was accepted");
         }
         assert_eq!(parse_endpoints("a:1, b:2,,"), vec!["a:1", "b:2"]);

@@ -18,20 +18,24 @@ use hyper::header::{CONTENT_TYPE, HOST, HeaderValue};
 use hyper_util::rt::TokioIo;
 
 use crate::client::{Answer, CLIENT_ID_HEADER, Call, MAX_ANSWER_BYTES, REQUEST_SEQ_HEADER};
+use crate::tls::ClientTls;
 
 /// A connection to `endpoint`, opened on first use and after a failure.
 pub(crate) struct Direct {
     endpoint: String,
     host: HeaderValue,
     sender: Option<SendRequest<Full<Bytes>>>,
+    /// HTTPS, with these settings.
+    tls: Option<ClientTls>,
 }
 
 impl Direct {
-    pub(crate) fn new(endpoint: &str) -> Direct {
+    pub(crate) fn new(endpoint: &str, tls: Option<ClientTls>) -> Direct {
         Direct {
             endpoint: endpoint.to_string(),
             host: HeaderValue::from_str(endpoint).unwrap_or(HeaderValue::from_static("keel")),
             sender: None,
+            tls,
         }
     }
 
@@ -42,7 +46,7 @@ impl Direct {
     /// Points the connection at another node (closing the current one).
     pub(crate) fn retarget(&mut self, endpoint: &str) {
         if endpoint != self.endpoint {
-            *self = Direct::new(endpoint);
+            *self = Direct::new(endpoint, self.tls.take());
         }
     }
 
@@ -105,6 +109,14 @@ impl Direct {
             .await
             .map_err(|e| e.kind().to_string())?;
         stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        if let Some(tls) = &self.tls {
+            let stream = tls.connect_http1(&self.endpoint, stream).await?;
+            let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(connection);
+            return Ok(sender);
+        }
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| e.to_string())?;
@@ -136,7 +148,7 @@ mod tests {
     async fn a_resent_write_is_answered_once_and_reads_see_it() {
         let cluster = cluster::TestCluster::start(1, Default::default()).await;
         cluster.leader().await;
-        let mut direct = Direct::new(&cluster.nodes[0].addr);
+        let mut direct = Direct::new(&cluster.nodes[0].addr, None);
         let put = Call::put("k", Bytes::from_static(b"v1"), (7, 1)).unwrap();
         let first = direct.send(&put, TIMEOUT).await.expect("answered");
         assert!(first.status.is_success(), "{}", first.status);
@@ -158,7 +170,7 @@ mod tests {
         let second = cluster::TestCluster::start(1, Default::default()).await;
         first.leader().await;
         second.leader().await;
-        let mut direct = Direct::new(&first.nodes[0].addr);
+        let mut direct = Direct::new(&first.nodes[0].addr, None);
         let get = Call::get("k", Consistency::Stale).unwrap();
         direct.send(&get, TIMEOUT).await.expect("answered");
         first.kill(0).await;

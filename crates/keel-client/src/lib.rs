@@ -67,6 +67,7 @@ pub mod client;
 mod direct;
 pub mod error;
 pub mod status;
+pub mod tls;
 
 pub use bench::{BenchOptions, BenchReport, Workload};
 pub use client::{
@@ -76,3 +77,4 @@ pub use client::{
 pub use error::{ClientError, Failure};
 pub use keel_api::{LeaderChanged, Member, Members};
 pub use status::{ClusterStatus, EndpointStatus, MemberStatus, NodeStatus, members_table};
+pub use tls::{ClientTls, TlsFiles};

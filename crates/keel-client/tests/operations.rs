@@ -93,7 +93,10 @@ async fn keys_with_slashes_and_reserved_characters_round_trip() {
         assert_eq!(value, key, "key {key:?} read back another key's value");
     }
     // The client's encoding names the same key as the plain path the server documents.
-    let raw = reqwest::get(format!("http://{}/v1/kv/a/b/c", cluster.nodes[0].addr))
+    let http = support::fake::http_builder().build().unwrap();
+    let raw = http
+        .get(format!("http://{}/v1/kv/a/b/c", cluster.nodes[0].addr))
+        .send()
         .await
         .unwrap();
     assert_eq!(raw.text().await.unwrap(), "a/b/c");

@@ -66,8 +66,16 @@ pub struct PeerTls {
 struct Loaded {
     server: Arc<ServerConfig>,
     client: Arc<ClientConfig>,
+    /// The client API over HTTPS, without and with client certificates required.
+    https: Arc<ServerConfig>,
+    https_client_certs: Arc<ServerConfig>,
+    /// Forwarding client requests to the leader's HTTPS API.
+    forward: Arc<ClientConfig>,
     stamps: [Option<SystemTime>; 3],
 }
+
+/// ALPN protocols of the HTTPS API, preferred first.
+const HTTP_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
 impl std::fmt::Debug for PeerTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -143,6 +151,24 @@ impl PeerTls {
     /// The configuration for dialing a peer.
     pub(crate) fn client_config(&self) -> Arc<ClientConfig> {
         self.refresh().client
+    }
+
+    /// The configuration for serving the client API over HTTPS with this node's certificate
+    /// (HTTP/2 or HTTP/1.1 by ALPN), requiring client certificates of the cluster's CA if
+    /// `client_certs`.
+    pub fn https_config(&self, client_certs: bool) -> Arc<ServerConfig> {
+        let loaded = self.refresh();
+        if client_certs {
+            loaded.https_client_certs
+        } else {
+            loaded.https
+        }
+    }
+
+    /// The configuration for forwarding a client's request to another member's HTTPS API:
+    /// trusts the cluster's CA, and presents this node's certificate.
+    pub fn forward_config(&self) -> Arc<ClientConfig> {
+        self.refresh().forward
     }
 
     /// The name the dialer expects node `id`'s certificate to carry.
@@ -236,12 +262,41 @@ fn load(files: &TlsFiles, cluster_id: u64, node_id: NodeId) -> Result<Loaded, Tl
     let client = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| fail(&files.cert, e.to_string()))?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
+        .with_root_certificates(roots.clone())
+        .with_client_auth_cert(chain.clone(), key.clone_key())
         .map_err(|e| fail(&files.cert, format!("does not go with its key: {e}")))?;
+    let https_verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
+        .build()
+        .map_err(|e| fail(&files.ca, format!("cannot verify clients with it: {e}")))?;
+    let https_server = |verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>| {
+        let builder = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| fail(&files.cert, e.to_string()))?;
+        let builder = match verifier {
+            Some(verifier) => builder.with_client_cert_verifier(verifier),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder
+            .with_single_cert(chain.clone(), key.clone_key())
+            .map_err(|e| fail(&files.cert, format!("does not go with its key: {e}")))?;
+        config.alpn_protocols = HTTP_ALPN.iter().map(|p| p.to_vec()).collect();
+        Ok::<_, TlsError>(Arc::new(config))
+    };
+    let https = https_server(None)?;
+    let https_client_certs = https_server(Some(https_verifier))?;
+    let mut forward = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| fail(&files.cert, e.to_string()))?
+        .with_root_certificates(roots.clone())
+        .with_client_auth_cert(chain.clone(), key.clone_key())
+        .map_err(|e| fail(&files.cert, format!("does not go with its key: {e}")))?;
+    forward.alpn_protocols = HTTP_ALPN.iter().map(|p| p.to_vec()).collect();
     Ok(Loaded {
         server: Arc::new(server),
         client: Arc::new(client),
+        https,
+        https_client_certs,
+        forward: Arc::new(forward),
         stamps,
     })
 }
@@ -259,4 +314,14 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
         return Err(fail("holds no certificate".into()));
     }
     Ok(certs)
+}
+
+/// A client configuration that trusts no one: for an HTTP client (reqwest) that speaks plain
+/// HTTP only, so that it never looks for a process-wide crypto provider.
+pub fn plain_http_only() -> ClientConfig {
+    ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("ring supports TLS 1.3")
+        .with_root_certificates(RootCertStore::empty())
+        .with_no_client_auth()
 }

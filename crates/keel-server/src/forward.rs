@@ -78,7 +78,10 @@ pub(crate) async fn forward(
         .map_or(incoming.uri.path(), |p| p.as_str());
     let mut request = api
         .forwarder
-        .request(incoming.method.clone(), format!("http://{addr}{path}"))
+        .request(
+            incoming.method.clone(),
+            format!("{}://{addr}{path}", api.forward_scheme),
+        )
         .header(FORWARDED_HEADER, chain.join(","))
         .timeout(api.kv.options().request_timeout)
         .body(body);

@@ -65,6 +65,8 @@ pub struct Api {
     pub(crate) directory: Arc<dyn Directory>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) forwarder: reqwest::Client,
+    /// `http` or `https`: how the members serve clients, and so how requests are forwarded.
+    pub(crate) forward_scheme: &'static str,
     /// Bytes of request bodies the node holds at once, over all requests: one permit a byte,
     /// held from the byte's arrival until its request is answered.
     pub(crate) body_budget: Arc<tokio::sync::Semaphore>,
@@ -86,8 +88,25 @@ impl Api {
         metrics: Arc<Metrics>,
         body_budget: usize,
     ) -> Arc<Api> {
+        Api::with_options(kv, directory, metrics, body_budget, None)
+    }
+
+    /// The API of one node, as [`Api::with_body_budget`], whose cluster serves clients over
+    /// HTTPS when `tls` is given: requests are forwarded to the leader over HTTPS, trusting the
+    /// cluster's CA and presenting this node's certificate.
+    pub fn with_options(
+        kv: KvService,
+        directory: Arc<dyn Directory>,
+        metrics: Arc<Metrics>,
+        body_budget: usize,
+        tls: Option<Arc<keel_net::PeerTls>>,
+    ) -> Arc<Api> {
         let body_budget = body_budget.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
-        let forwarder = reqwest::Client::builder()
+        let forwarder = reqwest::Client::builder().tls_backend_preconfigured(match &tls {
+            Some(tls) => (*tls.forward_config()).clone(),
+            None => keel_net::tls::plain_http_only(),
+        });
+        let forwarder = forwarder
             .pool_max_idle_per_host(1024)
             // Well under the leader's idle timeout (30 s by default), so that a pooled
             // connection is seldom reused just as the leader closes it.
@@ -97,12 +116,13 @@ impl Api {
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .expect("an HTTP client without TLS builds");
+            .expect("an HTTP client with a built TLS configuration builds");
         Arc::new(Api {
             kv,
             directory,
             metrics,
             forwarder,
+            forward_scheme: if tls.is_some() { "https" } else { "http" },
             body_budget: Arc::new(tokio::sync::Semaphore::new(body_budget)),
             body_budget_bytes: body_budget,
         })

@@ -21,6 +21,9 @@ pub(crate) struct JoinRequest {
     /// Members' client endpoints, tried in turn.
     pub endpoints: Vec<String>,
     pub as_voter: bool,
+    /// The members serve HTTPS: ask over it, trusting the cluster's CA and presenting this
+    /// node's certificate.
+    pub tls: Option<std::sync::Arc<keel_net::PeerTls>>,
 }
 
 /// Waits between attempts: from this, doubling, up to [`MAX_PAUSE`].
@@ -30,11 +33,11 @@ const MAX_PAUSE: Duration = Duration::from_secs(2);
 /// Asks until this node is a learner (and, if asked for, a voter); runs until then or until the
 /// node stops (its task is aborted).
 pub(crate) async fn join(raft: Raft, request: JoinRequest) {
-    let http = match reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(30))
-        .build()
-    {
+    let builder = reqwest::Client::builder().tls_backend_preconfigured(match &request.tls {
+        Some(tls) => (*tls.forward_config()).clone(),
+        None => keel_net::tls::plain_http_only(),
+    });
+    let http = match builder.no_proxy().timeout(Duration::from_secs(30)).build() {
         Ok(http) => http,
         Err(error) => {
             tracing::error!(%error, "cannot make an HTTP client to join the cluster");
@@ -111,9 +114,17 @@ async fn ask_until(
         }
         let endpoint = &request.endpoints[(attempt as usize) % request.endpoints.len()];
         attempt += 1;
-        let base = endpoint.strip_prefix("http://").unwrap_or(endpoint);
+        let base = endpoint
+            .strip_prefix("http://")
+            .or_else(|| endpoint.strip_prefix("https://"))
+            .unwrap_or(endpoint);
+        let scheme = if request.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let answer = http
-            .post(format!("http://{base}{path}"))
+            .post(format!("{scheme}://{base}{path}"))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body.clone())
             .send()

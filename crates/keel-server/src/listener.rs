@@ -37,6 +37,16 @@ const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 pub struct BoundedListener {
     inner: TcpListener,
     permits: Arc<Semaphore>,
+    https: Option<Https>,
+}
+
+/// Serving the client API over HTTPS with a node's certificate (see [`keel_net::PeerTls`]).
+#[derive(Clone, Debug)]
+pub struct Https {
+    /// The node's certificates, reloaded when their files change.
+    pub tls: Arc<keel_net::PeerTls>,
+    /// Require clients to present a certificate of the cluster's CA.
+    pub client_certs: bool,
 }
 
 impl BoundedListener {
@@ -45,7 +55,15 @@ impl BoundedListener {
         BoundedListener {
             inner,
             permits: Arc::new(Semaphore::new(max_connections.max(1))),
+            https: None,
         }
+    }
+
+    /// Serves HTTPS instead of plain HTTP: a TLS handshake first (within the idle timeout),
+    /// then HTTP/2 or HTTP/1.1 as ALPN chose.
+    pub fn with_https(mut self, https: Https) -> Self {
+        self.https = Some(https);
+        self
     }
 }
 
@@ -182,6 +200,7 @@ pub async fn serve(
         idle_timeout,
     });
     let connections = TaskTracker::new();
+    let https = listener.https.clone();
     loop {
         let stream = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -192,6 +211,7 @@ pub async fn serve(
             app.clone(),
             protocols.clone(),
             shutdown.clone(),
+            https.clone(),
         ));
     }
     // Refuse new clients at once rather than leave them in the backlog.
@@ -206,9 +226,32 @@ async fn serve_connection(
     app: Router,
     protocols: Arc<Protocols>,
     shutdown: CancellationToken,
+    https: Option<Https>,
 ) {
     let idle_timeout = protocols.idle_timeout;
     stream.write_timeout = idle_timeout;
+    if let Some(https) = https {
+        let acceptor = tokio_rustls::TlsAcceptor::from(https.tls.https_config(https.client_certs));
+        let tls = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = tokio::time::timeout(idle_timeout, acceptor.accept(stream)) => match accepted {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, "TLS handshake with a client failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(?idle_timeout, "closing a client connection that did not finish its TLS handshake");
+                    return;
+                }
+            },
+        };
+        let protocol = match tls.get_ref().1.alpn_protocol() {
+            Some(b"h2") => Protocol::Http2,
+            _ => Protocol::Http1,
+        };
+        return serve_io(tls, protocol, app, protocols, shutdown).await;
+    }
     let protocol = tokio::select! {
         () = shutdown.cancelled() => return,
         read = tokio::time::timeout(idle_timeout, stream.read_preface()) => match read {
@@ -224,6 +267,21 @@ async fn serve_connection(
             }
         },
     };
+    serve_io(stream, protocol, app, protocols, shutdown).await;
+}
+
+/// Serves HTTP in `protocol` on `stream` (plain or TLS) until it closes, times out, or
+/// shutdown has let its last request finish; then lingers before closing it.
+async fn serve_io<S>(
+    stream: S,
+    protocol: Protocol,
+    app: Router,
+    protocols: Arc<Protocols>,
+    shutdown: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let idle_timeout = protocols.idle_timeout;
     let (io, returned) = GiveBack::new(stream);
     let io = TokioIo::new(io);
     let service = TowerToHyperService::new(app);
@@ -261,7 +319,7 @@ const MAX_LINGER: Duration = Duration::from_secs(1);
 /// reset, and a client that gets one loses what it has not read yet: an HTTP/2 client still
 /// acknowledging (with window updates) the last answer of a connection closing for idleness
 /// would lose that answer's end.
-async fn linger(stream: &mut BoundedStream, limit: Duration) {
+async fn linger<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, limit: Duration) {
     use tokio::io::AsyncWriteExt;
     if stream.shutdown().await.is_err() {
         return;

@@ -59,6 +59,11 @@ pub struct NodeConfig {
     pub peer_tls: Option<keel_net::TlsFiles>,
     /// Start even if the peer port listens beyond loopback with neither TLS nor a peer secret.
     pub insecure: bool,
+    /// Serve the HTTP API over HTTPS with this node's certificate (`peer_tls` is required);
+    /// requests are then forwarded to the leader over HTTPS too.
+    pub https: bool,
+    /// With `https`: require clients to present a certificate of the cluster's CA.
+    pub https_client_certs: bool,
     /// Raft timing and limits.
     pub raft: keel::Config,
     /// KV service limits.
@@ -225,6 +230,18 @@ impl Node {
                     .into(),
             ));
         }
+        if config.https && config.peer_tls.is_none() {
+            return Err(NodeError::Config(
+                "HTTPS serves the node's certificate: give the certificates too (--certs DIR)"
+                    .into(),
+            ));
+        }
+        if config.https_client_certs && !config.https {
+            return Err(NodeError::Config(
+                "client certificates are asked for in the TLS handshake: they need HTTPS (--https)"
+                    .into(),
+            ));
+        }
         let cluster_id = cluster_id(&config.cluster);
 
         let peer_tls = if let Some(files) = &config.peer_tls {
@@ -252,6 +269,22 @@ impl Node {
                  anyone who can reach {} can take part in this cluster's elections and \
                  replication",
                 config.peer_listen
+            );
+        }
+
+        if !config.https && !config.client_listen.ip().is_loopback() {
+            if !config.insecure {
+                return Err(NodeError::Config(format!(
+                    "the client port {} is reachable beyond this machine over plain HTTP: \
+                     anyone on the way can read and change what clients send. Serve HTTPS \
+                     (--https, with --certs DIR; --require-client-cert to admit only clients \
+                     with a certificate of the cluster's CA), or --insecure to run like this anyway",
+                    config.client_listen
+                )));
+            }
+            tracing::warn!(
+                "INSECURE: the client API at {} is plain HTTP (--insecure)",
+                config.client_listen
             );
         }
 
@@ -305,7 +338,7 @@ impl Node {
         );
         net.peer_secret = config.peer_secret.clone();
         net.peer_secret_transition = config.peer_secret_transition;
-        net.tls = peer_tls;
+        net.tls = peer_tls.clone();
         net.max_frame_bytes = net.max_frame_bytes.max(
             config
                 .raft
@@ -359,8 +392,22 @@ impl Node {
             own_peer_addr: peer_advertise,
             transport: transport.clone(),
         });
-        let app = router(Api::new(kv.clone(), directory, metrics));
-        let listener = BoundedListener::new(http_listener, config.max_client_connections);
+        let https_tls = if config.https { peer_tls.clone() } else { None };
+        let budget = crate::body::default_body_budget(kv.options().max_value_bytes);
+        let app = router(Api::with_options(
+            kv.clone(),
+            directory,
+            metrics,
+            budget,
+            https_tls.clone(),
+        ));
+        let mut listener = BoundedListener::new(http_listener, config.max_client_connections);
+        if let Some(tls) = https_tls {
+            listener = listener.with_https(listener::Https {
+                tls,
+                client_certs: config.https_client_certs,
+            });
+        }
         let http_stop = CancellationToken::new();
         let http_task = tokio::spawn(listener::serve(
             listener,
@@ -377,6 +424,7 @@ impl Node {
                 client_addr: client_advertise,
                 endpoints: config.join.clone(),
                 as_voter: config.join_as_voter,
+                tls: if config.https { peer_tls.clone() } else { None },
             };
             tokio::spawn(crate::join::join(raft.clone(), request))
         });

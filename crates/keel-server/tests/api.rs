@@ -110,7 +110,7 @@ async fn membership_requests_follow_the_documented_api() {
     let c = TestCluster::start(3, KvOptions::default()).await;
     let leader = c.leader().await;
     let follower = (leader + 1) % 3;
-    let http = reqwest::Client::new();
+    let http = http_client();
     let at = |path: &str| c.url(follower, path);
     let code = |body: serde_json::Value| body["code"].as_str().unwrap_or_default().to_string();
 
@@ -236,7 +236,7 @@ async fn requests_during_a_leadership_transfer_wait_for_the_new_leader() {
         .map(|w| {
             let (c, stop) = (c.clone(), stop.clone());
             tokio::spawn(async move {
-                let http = reqwest::Client::new();
+                let http = http_client();
                 let mut failures = Vec::new();
                 let mut n = 0u64;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -258,7 +258,7 @@ async fn requests_during_a_leadership_transfer_wait_for_the_new_leader() {
             })
         })
         .collect();
-    let http = reqwest::Client::new();
+    let http = http_client();
     for _ in 0..5 {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let leader = c.leader().await;
@@ -289,7 +289,7 @@ async fn requests_during_a_leadership_transfer_wait_for_the_new_leader() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_and_reads_follow_the_documented_api() {
     let c = TestCluster::start(1, KvOptions::default()).await;
-    let http = reqwest::Client::new();
+    let http = http_client();
     let url = |p: &str| c.url(0, p);
 
     let r = http.get(url("/v1/kv/greeting")).send().await.unwrap();
@@ -373,7 +373,7 @@ async fn writes_and_reads_follow_the_documented_api() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_write_with_the_same_session_applies_once() {
     let c = TestCluster::start(1, KvOptions::default()).await;
-    let http = reqwest::Client::new();
+    let http = http_client();
     let append = || {
         http.post(c.url(0, "/v1/kv/log?op=append"))
             .header("Keel-Client-Id", "42")
@@ -396,7 +396,7 @@ async fn bad_requests_get_clear_errors() {
         ..KvOptions::default()
     };
     let c = TestCluster::start(1, options).await;
-    let http = reqwest::Client::new();
+    let http = http_client();
     let code = |r: reqwest::Response| async move {
         let status = r.status();
         let body: serde_json::Value = r.json().await.unwrap();
@@ -549,7 +549,7 @@ async fn an_append_that_would_make_the_value_too_large_gets_413_and_changes_noth
         ..KvOptions::default()
     };
     let c = TestCluster::start(1, options).await;
-    let http = reqwest::Client::new();
+    let http = http_client();
     let append = |seq: u64, suffix: u8| {
         http.post(c.url(0, "/v1/kv/log?op=append"))
             .header("Keel-Client-Id", "7")
@@ -588,7 +588,7 @@ async fn followers_forward_to_the_leader_and_status_shows_the_cluster() {
     let c = TestCluster::start(3, KvOptions::default()).await;
     let leader = c.leader().await;
     let follower = (leader + 1) % 3;
-    let http = reqwest::Client::new();
+    let http = http_client();
 
     let r = http
         .put(c.url(follower, "/v1/kv/k"))
@@ -678,7 +678,7 @@ async fn a_follower_does_not_buffer_or_follow_what_a_false_leader_answers() {
     let leader_id = c.nodes[leader].0.id();
     c.directory.addrs.lock().insert(leader_id, fake_addr);
 
-    let http = reqwest::Client::new();
+    let http = http_client();
     let r = http
         .get(c.url(follower, "/v1/kv/mib"))
         .send()
@@ -722,7 +722,7 @@ async fn a_follower_does_not_buffer_or_follow_what_a_false_leader_answers() {
 async fn a_command_from_a_newer_build_stops_the_service_instead_of_being_skipped() {
     let c = TestCluster::start(3, KvOptions::default()).await;
     let leader = c.leader().await;
-    let http = reqwest::Client::new();
+    let http = http_client();
     let r = http
         .put(c.url(leader, "/v1/kv/k"))
         .body("v")
@@ -822,7 +822,7 @@ async fn request_bodies_share_a_bounded_budget() {
         String::from_utf8_lossy(&answer[..n]).into_owned()
     });
 
-    let http = reqwest::Client::new();
+    let http = http_client();
     let put = |body: Vec<u8>| {
         let request = http.put(c.url(0, "/v1/kv/other")).body(body);
         async move { request.send().await.unwrap() }
@@ -870,7 +870,7 @@ async fn a_write_answer_is_relayed_even_when_the_body_budget_is_full() {
     let c = TestCluster::start_with_budget(3, KvOptions::default(), Some(4)).await;
     let leader = c.leader().await;
     let follower = (leader + 1) % 3;
-    let http = reqwest::Client::new();
+    let http = http_client();
     let r = http
         .put(c.url(follower, "/v1/kv/k"))
         .body("v")
@@ -880,4 +880,15 @@ async fn a_write_answer_is_relayed_even_when_the_body_budget_is_full() {
     assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
     let r = http.get(c.url(leader, "/v1/kv/k")).send().await.unwrap();
     assert_eq!(r.text().await.unwrap(), "v");
+}
+
+/// reqwest is built with TLS but no process-wide crypto provider (keel picks its own per
+/// client); the tests' plain clients take ring's.
+fn http_builder() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+}
+
+fn http_client() -> reqwest::Client {
+    http_builder().build().expect("an HTTP client")
 }

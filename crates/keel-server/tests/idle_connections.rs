@@ -47,6 +47,8 @@ async fn start_node(max_client_connections: usize) -> (Node, tempfile::TempDir) 
         peer_secret_transition: false,
         peer_tls: None,
         insecure: false,
+        https: false,
+        https_client_certs: false,
         raft: keel::Config::default(),
         kv: keel_kv::KvOptions {
             // The body of a request must arrive within it.
@@ -222,7 +224,7 @@ async fn http2_clients_are_served_and_silent_http2_connections_closed() {
     let (addr, stop, server) = serve_app(app, 8).await;
 
     // A client that answers pings keeps its connection through a slow request.
-    let client = reqwest::Client::builder()
+    let client = http_builder()
         .http2_prior_knowledge()
         .no_proxy()
         .build()
@@ -404,4 +406,11 @@ async fn a_slow_body_that_keeps_coming_is_accepted() {
     .await;
     assert!(status_line.starts_with("HTTP/1.1 200"), "{status_line:?}");
     node.shutdown().await;
+}
+
+/// reqwest is built with TLS but no process-wide crypto provider (keel picks its own per
+/// client); the tests' plain clients take ring's.
+fn http_builder() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
 }

@@ -129,10 +129,7 @@ impl LossyProxy {
             target: target.to_string(),
             lose: Arc::new(Mutex::new(lose)),
             requests: Arc::default(),
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .build()
-                .expect("an HTTP client"),
+            http: http_builder().no_proxy().build().expect("an HTTP client"),
         };
         let requests = state.requests.clone();
         let app = Router::new()
@@ -189,4 +186,11 @@ impl LossyProxy {
     pub fn requests(&self) -> Vec<Recorded> {
         self.requests.lock().unwrap().clone()
     }
+}
+
+/// reqwest is built with TLS but no process-wide crypto provider (keel picks its own per
+/// client); the tests' plain clients take ring's.
+pub fn http_builder() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
 }
