@@ -5,6 +5,8 @@
 // Helpers return `Result<_, Response>` so an early answer can be `?`-propagated.
 #![allow(clippy::result_large_err)]
 
+use std::time::Duration;
+
 use axum::body::{Body, Bytes};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -17,6 +19,10 @@ use crate::http::{Api, KeyPath, error, key_of};
 pub fn default_body_budget(max_value_bytes: usize) -> usize {
     (256usize << 20).max(cas_body_bound(max_value_bytes))
 }
+
+/// The slowest a request body may arrive on average, after a grace period of the request
+/// timeout (see [`key_and_body`]).
+pub const MIN_BODY_BYTES_PER_SEC: usize = 64 << 10;
 
 /// What a request body carries, which bounds how much of it is read.
 #[derive(Clone, Copy)]
@@ -70,21 +76,40 @@ pub(crate) async fn key_and_body(
     }
     // The header timeout ends with the request head, and the request timeout starts after
     // the body: a client that announces a body and then stops sending would otherwise hold
-    // its connection for good. So the body must keep coming: each part of it within the
-    // request timeout of the one before (a deadline on the whole would fail slow uploads).
+    // its connection, and the budget its length took, for good. So the body must keep coming:
+    // each part within the request timeout of the one before, and all of it at a minimum
+    // average rate after a grace period (the request timeout): by `grace + received /
+    // MIN_BODY_BYTES_PER_SEC` from the start, at every point. A slow drip (a byte every few
+    // seconds of a megabyte declared) is cut after the grace period; holding budget costs a
+    // client bandwidth in proportion to the time it holds it.
     let idle = api.kv.options().request_timeout;
+    let started = tokio::time::Instant::now();
     let mut body = body;
     // Most bodies arrive in one part, kept as it is: no allocation, no copy.
     let mut first: Option<Bytes> = None;
     let mut more: Vec<Bytes> = Vec::new();
     let mut len = 0usize;
     loop {
-        let frame = match tokio::time::timeout(idle, body.frame()).await {
-            Err(_) => {
+        let earned = Duration::from_secs_f64(len as f64 / MIN_BODY_BYTES_PER_SEC as f64);
+        let too_slow = started + idle + earned;
+        let stalled = tokio::time::Instant::now() + idle;
+        let frame = match tokio::time::timeout_at(too_slow.min(stalled), body.frame()).await {
+            Err(_) if stalled <= too_slow => {
                 return Err(error(
                     StatusCode::REQUEST_TIMEOUT,
                     "body_timeout",
                     &format!("the request body stopped arriving for {idle:?}"),
+                ));
+            }
+            Err(_) => {
+                return Err(error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    &format!(
+                        "the request body arrived at less than {} KiB/s ({len} bytes in {:.1} s)",
+                        MIN_BODY_BYTES_PER_SEC >> 10,
+                        started.elapsed().as_secs_f64()
+                    ),
                 ));
             }
             Ok(None) => break,

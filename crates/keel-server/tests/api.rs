@@ -789,7 +789,9 @@ async fn request_bodies_share_a_bounded_budget() {
 
     let options = KvOptions {
         max_value_bytes: 8192,
-        request_timeout: Duration::from_millis(1000),
+        // Also the grace period before a body must arrive at the minimum rate: long enough
+        // for this test's slow upload.
+        request_timeout: Duration::from_millis(5000),
         ..KvOptions::default()
     };
     let c = TestCluster::start_with_budget(1, options, Some(9000)).await;
@@ -861,6 +863,53 @@ async fn request_bodies_share_a_bounded_budget() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     // Its bytes are free again.
     assert_eq!(put(vec![b'o'; 3000]).await.status(), StatusCode::OK);
+}
+
+/// A body that drips in (a byte every 100 ms of 8,000 declared) is cut once the grace period
+/// (the request timeout) is over and it has not kept the minimum rate, although no single
+/// pause reached the timeout; the budget its declared length took is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_drips_in_is_cut_after_the_grace_period_and_frees_the_budget() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let options = KvOptions {
+        max_value_bytes: 8192,
+        request_timeout: Duration::from_millis(1000),
+        ..KvOptions::default()
+    };
+    let c = TestCluster::start_with_budget(1, options, Some(9000)).await;
+    let addr = c.nodes[0].1.clone();
+    let started = tokio::time::Instant::now();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = "PUT /v1/kv/drip HTTP/1.1\r\nHost: x\r\nContent-Length: 8000\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&[b'd'; 100]).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let answered = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "a dripping body still held after 20 s"
+        );
+        tokio::select! {
+            read = stream.read(&mut answer) => break read.unwrap(),
+            () = tokio::time::sleep(Duration::from_millis(100)) => {
+                // The server may have answered and closed already.
+                let _ = stream.write_all(b"d").await;
+            }
+        }
+    };
+    let answer = String::from_utf8_lossy(&answer[..answered]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body_timeout"), "{answer}");
+    assert!(answer.contains("arrived at less than"), "{answer}");
+    let http = http_client();
+    let r = http
+        .put(c.url(0, "/v1/kv/other"))
+        .body(vec![b'o'; 8000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "the budget was not given back");
 }
 
 /// A follower relays the leader's answer to a write even when its body budget is full: the
