@@ -31,7 +31,14 @@ trap 'stop; rm -rf "$work"' EXIT
 "$keel" certs --dir "$work/certs" --cluster bench --node 1=127.0.0.1 --node 2=127.0.0.1 \
   --node 3=127.0.0.1 --client bench > /dev/null
 
-ticks() { local t=0 p; for p in "$@"; do set -- $(cut -d' ' -f14,15 "/proc/$p/stat"); t=$((t+$1+$2)); done; echo $t; }
+ticks() { # utime+stime of the processes, in clock ticks; a process that ended counts 0
+  local t=0 p f
+  for p in "$@"; do
+    f=$(cut -d' ' -f14,15 "/proc/$p/stat" 2>/dev/null) || continue
+    set -- $f; t=$((t + $1 + $2))
+  done
+  echo $t
+}
 peers=1=127.0.0.1:17081,2=127.0.0.1:17082,3=127.0.0.1:17083
 endpoints=127.0.0.1:18081,127.0.0.1:18082,127.0.0.1:18083
 
@@ -67,7 +74,10 @@ run_mode() { # mode round
       sleep 2
       local t0 s0 t1 s1
       t0=$(ticks "${pids[@]}"); s0=$(date +%s.%N)
-      wait $bench
+      if ! wait $bench; then
+        echo "FAILED mode=$mode round=$round $workload c=$clients: $(tail -3 "$out" | tr '\n' ' ')"
+        continue
+      fi
       t1=$(ticks "${pids[@]}"); s1=$(date +%s.%N)
       local ops p99
       ops=$(grep -oE '[0-9]+ ops/s' "$out" | tail -1 | cut -d' ' -f1)
