@@ -420,7 +420,9 @@ fn millis(flag: &str, ms: u64) -> Result<Duration, CliError> {
 
 /// Runs one node until SIGINT or SIGTERM, then shuts it down cleanly.
 pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
-    let config = node_config(args)?;
+    let mut config = node_config(args)?;
+    let limit = raise_open_file_limit();
+    config.max_client_connections = client_connection_cap(config.max_client_connections, limit);
     let node = Node::start(config)
         .await
         .map_err(|e| CliError::Start(e.to_string()))?;
@@ -428,6 +430,65 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
     tracing::info!("shutting down");
     node.shutdown().await;
     Ok(())
+}
+
+/// File descriptors a node keeps for everything but client connections: its log segments and
+/// snapshots, peer connections, connections forwarding to the leader, and the runtime's own.
+const RESERVED_FILES: u64 = 512;
+
+/// Raises this process's soft limit on open files to its hard limit (many systems start
+/// processes at 1024, far below what a server with thousands of clients needs), and returns the
+/// soft limit in force after. Logged either way.
+fn raise_open_file_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given, which lives on this stack frame.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        tracing::warn!(
+            "cannot read the open-file limit: {}",
+            std::io::Error::last_os_error()
+        );
+        return 1024;
+    }
+    let soft: u64 = limit.rlim_cur;
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the struct it is given.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            tracing::info!(
+                "raised the open-file limit from {soft} to {}",
+                limit.rlim_max
+            );
+            return limit.rlim_max;
+        }
+        tracing::warn!(
+            "cannot raise the open-file limit from {soft}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    soft
+}
+
+/// The client connections a node with `limit` open files takes at once: at most `wanted`, and
+/// no more than three quarters of what [`RESERVED_FILES`] leaves, so that clients cannot use up
+/// the descriptors the log and the peers need (running out stops a node's storage).
+fn client_connection_cap(wanted: usize, limit: u64) -> usize {
+    let room = limit.saturating_sub(RESERVED_FILES) / 4 * 3;
+    let cap = wanted
+        .min(usize::try_from(room).unwrap_or(usize::MAX))
+        .max(16);
+    if cap < wanted {
+        tracing::warn!(
+            "client connections capped at {cap} by the open-file limit of {limit} (raise it: \
+             ulimit -n, or LimitNOFILE= in a systemd unit)"
+        );
+    }
+    cap
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM; reloads the node's certificates on SIGHUP.
@@ -480,6 +541,17 @@ mod tests {
             peers: Some("1=127.0.0.1:7081,2=127.0.0.1:7082".into()),
             ..ServeArgs::default()
         }
+    }
+
+    #[test]
+    fn client_connections_fit_in_the_open_file_limit() {
+        assert_eq!(client_connection_cap(4096, 1_048_576), 4096);
+        assert_eq!(client_connection_cap(4096, 1024), 384);
+        assert_eq!(
+            client_connection_cap(4096, 100),
+            16,
+            "never below a handful"
+        );
     }
 
     #[test]

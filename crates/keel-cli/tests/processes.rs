@@ -239,6 +239,79 @@ fn a_node_refuses_the_data_dir_of_another_cluster() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A node started with a low soft limit on open files raises it to the hard limit; one whose
+/// hard limit is low too caps its client connections to fit, and says so.
+#[test]
+fn a_node_raises_its_open_file_limit_and_fits_its_connections_in_it() {
+    use std::os::unix::process::CommandExt;
+    let dir = std::env::temp_dir().join(format!("keel-nofile-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let serve = |name: &str, soft: u64, hard: Option<u64>| {
+        let (peer, client) = (free_port(), free_port());
+        let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log file");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_keel"));
+        command
+            .arg("serve")
+            .args(["--id", "1"])
+            .arg("--data-dir")
+            .arg(dir.join(name))
+            .args(["--peer-addr", &format!("127.0.0.1:{peer}")])
+            .args(["--client-addr", &format!("127.0.0.1:{client}")])
+            .args(["--peers", &format!("1=127.0.0.1:{peer}")])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log);
+        // SAFETY: between fork and exec only getrlimit/setrlimit run, which are
+        // async-signal-safe and touch only the struct on this stack.
+        unsafe {
+            command.pre_exec(move || {
+                let mut limit = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+                limit.rlim_cur = soft;
+                if let Some(hard) = hard {
+                    limit.rlim_max = hard;
+                }
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn().expect("start keel serve");
+        (child, client)
+    };
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let log =
+        |name: &str| std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
+    for (name, soft, hard, expect) in [
+        (
+            "raised",
+            700,
+            None,
+            "raised the open-file limit from 700 to",
+        ),
+        ("capped", 700, Some(700), "client connections capped at 141"),
+    ] {
+        let (mut child, client) = serve(name, soft, hard);
+        wait_for_http(client, Duration::from_secs(60));
+        let until = Instant::now() + Duration::from_secs(30);
+        while !log(name).contains(expect) {
+            if Instant::now() > until {
+                let _ = child.kill();
+                panic!("{name}: expected {expect:?} in the log:\n{}", log(name));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Waits until an HTTP server answers `GET /v1/status` on `port`.
 fn wait_for_http(port: u16, limit: Duration) {
     use std::io::{Read, Write};
