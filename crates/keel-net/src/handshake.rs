@@ -319,12 +319,13 @@ pub(crate) async fn accept(
             check(config, transport, &hello)?;
         } else {
             check(config, transport, &hello)?;
+            // With TLS the certificate says who the dialer is, before anything else is asked.
+            if let Some(tls) = &config.tls
+                && !cert.is_some_and(|cert| tls.names(cert, hello.from))
+            {
+                return Err(Refusal::NotCertified(hello.from));
+            }
             authenticate(config, &hello, reader, writer).await?;
-        }
-        if let Some(tls) = &config.tls
-            && !cert.is_some_and(|cert| tls.names(cert, hello.from))
-        {
-            return Err(Refusal::NotCertified(hello.from));
         }
         // Only now, proven: a node this one does not know yet gets an entry of its own.
         let peer = transport.accepted_peer(hello.from);
