@@ -212,6 +212,24 @@ async fn keel_dev_tls_serves_https_to_clients_with_certificates_only() {
         assert_eq!(code, Some(0), "{stderr}");
         assert_eq!(stdout.trim(), value);
     }
+    // A client cannot pose as a forwarding node: a forwarded header from a connection whose
+    // certificate names no member is ignored, so a follower still forwards the write (over
+    // plain HTTP anyone can set it, and one naming two hops would stop the forwarding).
+    let admin_endpoints = format!("https://127.0.0.1:{client_port}");
+    let mut args = vec!["--endpoints", &admin_endpoints];
+    let tls = ["--cacert", &ca, "--cert", &cert, "--key", &key];
+    args.extend(tls);
+    args.push("status");
+    let (_, table, _) = keel(&args);
+    let follower = table
+        .lines()
+        .find(|line| line.contains("follower"))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .unwrap_or_else(|| panic!("no follower in\n{table}"))
+        .to_string();
+    let answer = https_put_posing_as_forwarded(&follower, &certs).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
     let endpoint = format!("https://127.0.0.1:{client_port}");
     // Without a client certificate the TLS handshake fails; plain HTTP gets no answer either.
     let (code, _, stderr) = keel(&[
@@ -233,4 +251,43 @@ async fn keel_dev_tls_serves_https_to_clients_with_certificates_only() {
     let (code, _, stderr) = keel(&["--endpoints", &endpoint, "get", "k"]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("--cacert"), "{stderr}");
+}
+
+/// PUTs a key through `addr` over HTTPS with the `keel dev` client certificate, claiming in the
+/// forwarded header to have come through nodes 1 and 2; returns the answer's head.
+async fn https_put_posing_as_forwarded(addr: &str, certs: &std::path::Path) -> String {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(certs.join("ca.pem")).expect("CA") {
+        roots.add(cert.expect("PEM")).expect("a CA");
+    }
+    let chain: Vec<_> = CertificateDer::pem_file_iter(certs.join("client-keel-dev.pem"))
+        .expect("cert")
+        .map(|c| c.expect("PEM"))
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(certs.join("client-keel-dev-key.pem")).expect("key");
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .expect("TLS 1.3")
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)
+    .expect("a client certificate");
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let host = addr.rsplit_once(':').expect("host:port").0.to_string();
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(ServerName::try_from(host).expect("a name"), stream)
+        .await
+        .expect("TLS");
+    let request = format!(
+        "PUT /v1/kv/posing HTTP/1.1\r\nHost: {addr}\r\nKeel-Forwarded: 1,2\r\n\
+         Content-Length: 1\r\nConnection: close\r\n\r\nv"
+    );
+    tls.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), tls.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
 }

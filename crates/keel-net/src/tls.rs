@@ -176,9 +176,9 @@ impl PeerTls {
         ServerName::try_from(node_name(self.cluster_id, id)).expect("node names are DNS names")
     }
 
-    /// Whether `cert` (a dialer's, already verified against the CA by rustls) names node `id`
-    /// of this cluster.
-    pub(crate) fn names(&self, cert: &CertificateDer<'_>, id: NodeId) -> bool {
+    /// Whether `cert` (a dialer's or client's, already verified against the CA by rustls)
+    /// names node `id` of this cluster.
+    pub fn names(&self, cert: &CertificateDer<'_>, id: NodeId) -> bool {
         names(cert, self.cluster_id, id)
     }
 }

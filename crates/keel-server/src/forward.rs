@@ -17,6 +17,7 @@ use crate::http::{
     Api, CLIENT_ID_HEADER, ErrorCode, FORWARDED_HEADER, Incoming, REQUEST_SEQ_HEADER, error,
     kv_error,
 };
+use crate::listener::ClientCert;
 
 /// How many times a request may be forwarded from node to node.
 const MAX_FORWARDS: usize = 2;
@@ -24,13 +25,37 @@ const MAX_FORWARDS: usize = 2;
 /// The nodes a request was forwarded through (the forwarded header: their ids, comma
 /// separated; empty for a request from a client), or `None` if the header is not such a list
 /// (then it is not forwarded again).
-fn forwarded_by(headers: &HeaderMap) -> Option<Vec<NodeId>> {
-    let Some(value) = headers.get(FORWARDED_HEADER) else {
+///
+/// Over HTTPS the header is believed only from the member that sent it, the last it names, as
+/// proven by the certificate its connection presented: from anyone else (a client setting it,
+/// to skip forwarding or pose as a node) it is ignored, as if absent. Over plain HTTP anyone can
+/// set it.
+fn forwarded_by(api: &Api, incoming: &Incoming) -> Option<Vec<NodeId>> {
+    let Some(value) = incoming.headers.get(FORWARDED_HEADER) else {
         return Some(Vec::new());
     };
+    if let Some(ClientCert(cert)) = incoming.extensions.get::<ClientCert>() {
+        let sender = value
+            .to_str()
+            .ok()
+            .and_then(|text| text.rsplit(',').next())
+            .and_then(|id| id.trim().parse::<NodeId>().ok());
+        let proven = match (cert, &api.tls, sender) {
+            (Some(cert), Some(tls), Some(id)) => tls.names(cert, id),
+            _ => false,
+        };
+        if !proven {
+            return Some(Vec::new());
+        }
+    }
     let text = value.to_str().ok()?;
     let ids: Option<Vec<NodeId>> = text.split(',').map(|id| id.trim().parse().ok()).collect();
     ids.filter(|ids| ids.len() <= MAX_FORWARDS)
+}
+
+/// Whether another node forwarded this request (as far as [`forwarded_by`] believes it).
+pub(crate) fn forwarded(api: &Api, incoming: &Incoming) -> bool {
+    forwarded_by(api, incoming).is_none_or(|via| !via.is_empty())
 }
 
 /// Sends a request this follower cannot serve to the leader and relays the answer; answers
@@ -62,7 +87,7 @@ pub(crate) async fn forward(
     body: Bytes,
 ) -> Option<Response> {
     let own = api.kv.raft().id();
-    let via = forwarded_by(&incoming.headers)?;
+    let via = forwarded_by(api, incoming)?;
     // Never back to a node the request passed, and never far: leadership that moves while a
     // request is forwarded (a hand-over) may take it one hop more, a loop never.
     if leader == own || via.contains(&leader) || via.len() >= MAX_FORWARDS {

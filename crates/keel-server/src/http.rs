@@ -67,6 +67,9 @@ pub struct Api {
     pub(crate) forwarder: reqwest::Client,
     /// `http` or `https`: how the members serve clients, and so how requests are forwarded.
     pub(crate) forward_scheme: &'static str,
+    /// The node's certificates, when the members serve HTTPS: a forwarded request is believed
+    /// only from the member whose certificate its client presented.
+    pub(crate) tls: Option<Arc<keel_net::PeerTls>>,
     /// Bytes of request bodies the node holds at once, over all requests: one permit a byte,
     /// held from the byte's arrival until its request is answered.
     pub(crate) body_budget: Arc<tokio::sync::Semaphore>,
@@ -123,6 +126,7 @@ impl Api {
             metrics,
             forwarder,
             forward_scheme: if tls.is_some() { "https" } else { "http" },
+            tls,
             body_budget: Arc::new(tokio::sync::Semaphore::new(body_budget)),
             body_budget_bytes: body_budget,
         })
@@ -275,7 +279,8 @@ async fn get_key(
         };
         let response = forward_or_fail(&api, &e, &incoming, Bytes::new()).await;
         // A read changes nothing: it may always be tried again.
-        if !leader_moved(&response, true, &incoming, &mut leadership, deadline) {
+        let from_client = !crate::forward::forwarded(&api, &incoming);
+        if !leader_moved(&response, true, from_client, &mut leadership, deadline) {
             return response;
         }
     }
@@ -426,7 +431,14 @@ async fn write(api: &Arc<Api>, incoming: Incoming, body: Bytes, write_op: Write)
         let response = forward_or_fail(api, &e, &incoming, body.clone()).await;
         // With a session, the state machine applies a write once however often it is proposed.
         let repeatable = session.is_some();
-        if !leader_moved(&response, repeatable, &incoming, &mut leadership, deadline) {
+        let from_client = !crate::forward::forwarded(api, &incoming);
+        if !leader_moved(
+            &response,
+            repeatable,
+            from_client,
+            &mut leadership,
+            deadline,
+        ) {
             return response;
         }
     };
@@ -446,12 +458,12 @@ async fn write(api: &Arc<Api>, incoming: Incoming, body: Bytes, write_op: Write)
 fn leader_moved(
     response: &Response,
     repeatable: bool,
-    incoming: &Incoming,
+    from_client: bool,
     leadership: &mut tokio::sync::watch::Receiver<keel::Leadership>,
     deadline: tokio::time::Instant,
 ) -> bool {
     let retry = may_try_again(response, repeatable)
-        && !incoming.headers.contains_key(FORWARDED_HEADER)
+        && from_client
         && leadership.has_changed().unwrap_or(false)
         && tokio::time::Instant::now() < deadline;
     if retry {

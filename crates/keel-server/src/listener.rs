@@ -250,7 +250,14 @@ async fn serve_connection(
             Some(b"h2") => Protocol::Http2,
             _ => Protocol::Http1,
         };
-        return serve_io(tls, protocol, app, protocols, shutdown).await;
+        let cert = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|cert| Arc::new(cert.clone().into_owned()));
+        let peer = Some(ClientCert(cert));
+        return serve_io(tls, protocol, app, protocols, shutdown, peer).await;
     }
     let protocol = tokio::select! {
         () = shutdown.cancelled() => return,
@@ -267,7 +274,35 @@ async fn serve_connection(
             }
         },
     };
-    serve_io(stream, protocol, app, protocols, shutdown).await;
+    serve_io(stream, protocol, app, protocols, shutdown, None).await;
+}
+
+/// Marks a request that came over TLS, with the certificate its client presented, if any: who
+/// is asking, as far as TLS proved it (see `forward.rs`, which believes a forwarded request only
+/// from the member its certificate names).
+#[derive(Clone, Debug)]
+pub(crate) struct ClientCert(pub Option<Arc<rustls::pki_types::CertificateDer<'static>>>);
+
+/// Adds the connection's [`ClientCert`] to each of its requests.
+struct WithPeer<S> {
+    inner: S,
+    peer: Option<ClientCert>,
+}
+
+impl<S, B> hyper::service::Service<hyper::Request<B>> for WithPeer<S>
+where
+    S: hyper::service::Service<hyper::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, mut request: hyper::Request<B>) -> Self::Future {
+        if let Some(peer) = &self.peer {
+            request.extensions_mut().insert(peer.clone());
+        }
+        self.inner.call(request)
+    }
 }
 
 /// Serves HTTP in `protocol` on `stream` (plain or TLS) until it closes, times out, or
@@ -278,13 +313,17 @@ async fn serve_io<S>(
     app: Router,
     protocols: Arc<Protocols>,
     shutdown: CancellationToken,
+    peer: Option<ClientCert>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let idle_timeout = protocols.idle_timeout;
     let (io, returned) = GiveBack::new(stream);
     let io = TokioIo::new(io);
-    let service = TowerToHyperService::new(app);
+    let service = WithPeer {
+        inner: TowerToHyperService::new(app),
+        peer,
+    };
     let served = match protocol {
         Protocol::Http1 => {
             let connection = protocols.http1.serve_connection(io, service);
