@@ -94,6 +94,17 @@ pub(crate) async fn forward(
         return None;
     }
     let addr = api.directory.client_addr(leader)?;
+    let Ok(_slot) = api.forward_slots.try_acquire() else {
+        return Some(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            &format!(
+                "this node is forwarding {} requests to the leader already; retry later, or \
+                 send to the leader",
+                api.max_forwards
+            ),
+        ));
+    };
     let mut chain: Vec<String> = via.iter().map(ToString::to_string).collect();
     chain.push(own.to_string());
     api.metrics.forwarded.inc();

@@ -56,6 +56,10 @@ pub trait Directory: Send + Sync + 'static {
     fn peer_addr(&self, id: NodeId) -> Option<String>;
 }
 
+/// Requests a node forwards to the leader at once, unless told otherwise: with every client
+/// connection multiplexing many HTTP/2 streams, nothing else would bound them.
+pub const MAX_FORWARDS_IN_FLIGHT: usize = 1024;
+
 /// How long a follower keeps an idle connection to the leader for forwarding.
 const FORWARD_POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -70,6 +74,11 @@ pub struct Api {
     /// The node's certificates, when the members serve HTTPS: a forwarded request is believed
     /// only from the member whose certificate its client presented.
     pub(crate) tls: Option<Arc<keel_net::PeerTls>>,
+    /// Requests this node forwards to the leader at once (one permit each); past it a request
+    /// that needs forwarding gets 503 (`overloaded`) at once. Bounds the connections to the
+    /// leader too, as each request in flight holds at most one.
+    pub(crate) forward_slots: Arc<tokio::sync::Semaphore>,
+    pub(crate) max_forwards: usize,
     /// Bytes of request bodies the node holds at once, over all requests: one permit a byte,
     /// held from the byte's arrival until its request is answered.
     pub(crate) body_budget: Arc<tokio::sync::Semaphore>,
@@ -91,19 +100,31 @@ impl Api {
         metrics: Arc<Metrics>,
         body_budget: usize,
     ) -> Arc<Api> {
-        Api::with_options(kv, directory, metrics, body_budget, None)
+        Api::with_options(
+            kv,
+            directory,
+            metrics,
+            body_budget,
+            None,
+            MAX_FORWARDS_IN_FLIGHT,
+        )
     }
 
     /// The API of one node, as [`Api::with_body_budget`], whose cluster serves clients over
     /// HTTPS when `tls` is given: requests are forwarded to the leader over HTTPS, trusting the
     /// cluster's CA and presenting this node's certificate.
+    ///
+    /// At most `max_forwards` requests are forwarded at once (usually
+    /// [`MAX_FORWARDS_IN_FLIGHT`]).
     pub fn with_options(
         kv: KvService,
         directory: Arc<dyn Directory>,
         metrics: Arc<Metrics>,
         body_budget: usize,
         tls: Option<Arc<keel_net::PeerTls>>,
+        max_forwards: usize,
     ) -> Arc<Api> {
+        let max_forwards = max_forwards.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
         let body_budget = body_budget.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
         let forwarder = reqwest::Client::builder().tls_backend_preconfigured(match &tls {
             Some(tls) => (*tls.forward_config()).clone(),
@@ -127,6 +148,8 @@ impl Api {
             forwarder,
             forward_scheme: if tls.is_some() { "https" } else { "http" },
             tls,
+            forward_slots: Arc::new(tokio::sync::Semaphore::new(max_forwards)),
+            max_forwards,
             body_budget: Arc::new(tokio::sync::Semaphore::new(body_budget)),
             body_budget_bytes: body_budget,
         })

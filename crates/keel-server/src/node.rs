@@ -400,6 +400,7 @@ impl Node {
             metrics,
             budget,
             https_tls.clone(),
+            crate::http::MAX_FORWARDS_IN_FLIGHT,
         ));
         let mut listener = BoundedListener::new(http_listener, config.max_client_connections);
         if let Some(tls) = https_tls {

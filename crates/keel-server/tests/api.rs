@@ -41,6 +41,18 @@ impl TestCluster {
         options: KvOptions,
         body_budget: Option<usize>,
     ) -> TestCluster {
+        let forwards = keel_server::http::MAX_FORWARDS_IN_FLIGHT;
+        TestCluster::start_with_limits(n, options, body_budget, forwards).await
+    }
+
+    /// As [`TestCluster::start_with_budget`], each node forwarding at most `max_forwards`
+    /// requests at once.
+    async fn start_with_limits(
+        n: u64,
+        options: KvOptions,
+        body_budget: Option<usize>,
+        max_forwards: usize,
+    ) -> TestCluster {
         let network = LocalNetwork::new();
         let directory = Arc::new(StaticDirectory::default());
         let members: Vec<NodeId> = (1..=n).collect();
@@ -66,10 +78,9 @@ impl TestCluster {
             let (kv, _) = KvService::start(raft.clone(), stream, options.clone());
             let metrics = Metrics::new();
             metrics.attach(&kv);
-            let api = match body_budget {
-                Some(budget) => Api::with_body_budget(kv, directory.clone(), metrics, budget),
-                None => Api::new(kv, directory.clone(), metrics),
-            };
+            let budget = body_budget
+                .unwrap_or_else(|| keel_server::default_body_budget(options.max_value_bytes));
+            let api = Api::with_options(kv, directory.clone(), metrics, budget, None, max_forwards);
             let app = router(api);
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap().to_string();
@@ -910,6 +921,82 @@ async fn a_body_that_drips_in_is_cut_after_the_grace_period_and_frees_the_budget
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK, "the budget was not given back");
+}
+
+/// A follower forwards at most so many requests at once: past that, one that needs the leader
+/// gets 503 (`overloaded`) at once instead of another connection to the leader. Here the
+/// leader's address leads to a server that accepts and never answers, so forwarded requests
+/// hang until the request timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_forwards_a_bounded_number_of_requests_at_once() {
+    let options = KvOptions {
+        request_timeout: Duration::from_secs(30),
+        ..KvOptions::default()
+    };
+    let c = TestCluster::start_with_limits(3, options, None, 2).await;
+    let leader = c.leader().await;
+    let follower = (leader + 1) % 3;
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap().to_string();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
+    c.directory
+        .addrs
+        .lock()
+        .insert(leader as u64 + 1, silent_addr);
+    let http = http_client();
+    let hanging: Vec<_> = (0..2)
+        .map(|i| {
+            let request = http
+                .put(c.url(follower, &format!("/v1/kv/hang{i}")))
+                .body("v");
+            tokio::spawn(async move { request.send().await.map(|r| r.status()) })
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while accepted.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the two writes never reached the silent leader"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = tokio::time::Instant::now();
+    let r = http
+        .put(c.url(follower, "/v1/kv/third"))
+        .body("v")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the third request waited for the others (they hang for 30 s)"
+    );
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "overloaded", "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("forwarding 2 requests"),
+        "{body}"
+    );
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "a third connection"
+    );
+    for task in hanging {
+        task.abort();
+    }
 }
 
 /// A follower relays the leader's answer to a write even when its body budget is full: the
