@@ -97,7 +97,7 @@ pub async fn dev(args: DevArgs) -> Result<(), CliError> {
 
     let http = status_client(&certs, args.tls)?;
     let leader = wait_for_leader(&http, &nodes, Duration::from_secs(30)).await;
-    print_banner(&nodes, leader, args.tls);
+    print_banner(&nodes, leader, args.tls.then_some(certs.as_path()));
 
     let mut last_leader = leader;
     let mut last_configuration: Option<String> = None;
@@ -412,10 +412,11 @@ async fn wait_for_leader(
     None
 }
 
-fn print_banner(nodes: &[NodeProcess], leader: Option<(u64, u64)>, tls: bool) {
+/// `tls`: the nodes serve HTTPS, with the certificates in this directory.
+fn print_banner(nodes: &[NodeProcess], leader: Option<(u64, u64)>, tls: Option<&Path>) {
     let first = &nodes[0].client;
     let second = nodes.get(1).map_or(first, |n| &n.client);
-    let scheme = if tls { "https" } else { "http" };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     println!("keel dev: {} nodes on loopback", nodes.len());
     for node in nodes {
         let pid = node
@@ -437,7 +438,7 @@ fn print_banner(nodes: &[NodeProcess], leader: Option<(u64, u64)>, tls: bool) {
             role
         );
     }
-    let endpoints: Vec<String> = if tls {
+    let endpoints: Vec<String> = if tls.is_some() {
         nodes
             .iter()
             .map(|n| format!("https://{}", n.client))
@@ -447,20 +448,36 @@ fn print_banner(nodes: &[NodeProcess], leader: Option<(u64, u64)>, tls: bool) {
     };
     let endpoints = endpoints.join(",");
     let custom = endpoints != "127.0.0.1:8081,127.0.0.1:8082,127.0.0.1:8083";
-    let flag = if custom && !tls {
+    let flag = if custom && tls.is_none() {
         format!(" --endpoints {endpoints}")
     } else {
         String::new()
     };
-    let curl = if tls {
-        "curl --cacert keel-data/certs/ca.pem --cert keel-data/certs/client-keel-dev.pem \\\n      --key keel-data/certs/client-keel-dev-key.pem"
-    } else {
-        "curl"
+    let curl = match tls {
+        Some(certs) => {
+            let file = |name: &str| certs.join(name).display().to_string();
+            format!(
+                "curl --cacert {} --cert {} \\\n      --key {}",
+                file("ca.pem"),
+                file("client-keel-dev.pem"),
+                file("client-keel-dev-key.pem")
+            )
+        }
+        None => "curl".to_string(),
     };
     println!();
     println!("Try, in another terminal:");
-    if tls {
-        println!("  export KEEL_ENDPOINTS={endpoints}   # HTTPS: the CLI finds keel-data/certs");
+    if let Some(certs) = tls {
+        println!("  export KEEL_ENDPOINTS={endpoints}");
+        if certs != Path::new("keel-data/certs") {
+            let file = |name: &str| certs.join(name).display().to_string();
+            println!(
+                "  export KEEL_CACERT={} KEEL_CERT={} KEEL_KEY={}",
+                file("ca.pem"),
+                file("client-keel-dev.pem"),
+                file("client-keel-dev-key.pem")
+            );
+        }
     }
     println!("  keel{flag} put greeting hello");
     println!("  keel{flag} get greeting");
