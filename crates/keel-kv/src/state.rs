@@ -404,6 +404,10 @@ impl KvState {
         state.applied_index = input.get_u64_le();
         state.log_time_ms = input.get_u64_le();
         state.applied_since_expiry = input.get_u64_le();
+        if state.applied_since_expiry >= EXPIRY_CHECK_EVERY {
+            // Never written (the count restarts at the bound); adding to it would overflow.
+            return Err(InvalidCommand("snapshot: expiry count out of range"));
+        }
         let sessions = input.get_u64_le();
         for _ in 0..sessions {
             need(input, 33)?;
@@ -794,6 +798,25 @@ mod tests {
             let ages: BTreeSet<(u64, u64)> = model.iter().map(|(id, m)| (m.1, *id)).collect();
             assert_eq!(s.sessions.by_age, ages, "age index after command {index}");
         }
+    }
+
+    /// Found by `cargo fuzz run kv`: a snapshot whose expiry count was u64::MAX decoded, and
+    /// the next command overflowed adding one to it. No encoder writes one at the bound or past.
+    #[test]
+    fn a_snapshot_whose_expiry_count_is_out_of_range_is_refused() {
+        let mut s = KvState::new(POLICY);
+        s.apply(1, &command(5, 1, 10, put("a", "1")));
+        let mut bytes = s.encode().to_vec();
+        // version (1) | applied index (8) | log time (8) | expiry count (8) | ...
+        bytes[17..25].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(
+            KvState::decode(Bytes::from(bytes.clone()), POLICY),
+            Err(InvalidCommand("snapshot: expiry count out of range"))
+        );
+        bytes[17..25].copy_from_slice(&(EXPIRY_CHECK_EVERY - 1).to_le_bytes());
+        let mut restored = KvState::decode(Bytes::from(bytes), POLICY).expect("in range");
+        restored.apply(2, &command(5, 2, 11, put("a", "2")));
+        assert_eq!(restored.get(b"a"), Some(Bytes::from("2")));
     }
 
     #[test]
