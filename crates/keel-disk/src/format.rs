@@ -241,7 +241,12 @@ pub(crate) fn decode_segment_header(bytes: &[u8]) -> Result<(u64, Checkpoint, u3
             last_index: r.get_u64_le(),
         },
     };
-    if checkpoint.log.first_index == 0 || checkpoint.log.last_index < checkpoint.log.first_index - 1
+    // Indexes are at most MAX_INDEX (2^63 - 1), as on the wire: a node only ever adds one.
+    let max = keel::codec::MAX_INDEX;
+    if checkpoint.log.first_index == 0
+        || checkpoint.log.last_index < checkpoint.log.first_index - 1
+        || checkpoint.log.first_index > max
+        || checkpoint.log.last_index > max
     {
         return Err(HeaderError::Damaged("invalid log bounds".into()));
     }
