@@ -195,6 +195,9 @@ mod crcscan;
 mod dir;
 mod error;
 mod format;
+/// Entry points for the fuzz targets in `fuzz/` and the corpus-replay tests; not part of the API.
+#[doc(hidden)]
+pub mod fuzzing;
 mod recovery;
 mod storage;
 mod writer;

@@ -15,6 +15,9 @@
 
 pub mod command;
 pub mod error;
+/// Entry points for the fuzz targets in `fuzz/` and the corpus-replay tests; not part of the API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod service;
 pub mod state;
 

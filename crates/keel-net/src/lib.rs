@@ -181,6 +181,9 @@ pub mod auth;
 pub mod certs;
 mod config;
 mod framed;
+/// Entry points for the fuzz targets in `fuzz/` and the corpus-replay tests; not part of the API.
+#[doc(hidden)]
+pub mod fuzzing;
 mod handshake;
 mod link;
 pub mod members;

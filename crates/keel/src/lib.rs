@@ -110,6 +110,9 @@
 pub mod codec;
 pub mod config;
 pub mod error;
+/// Entry points for the fuzz targets in `fuzz/` and the corpus-replay tests; not part of the API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod message;
 pub mod raft;
 pub mod storage;
