@@ -5,41 +5,7 @@
 //! `cargo test -p keel-kv --test fuzz_corpus -- --ignored` writes this crate's seed inputs (valid
 //! encodings made with its own encoders) into the corpora, to start a fuzzer from.
 
-use std::path::PathBuf;
-
-fn corpus(target: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fuzz/corpus")
-        .join(target)
-}
-
-/// Calls `run` on every file of the target's corpus; fails if there is none.
-fn replay(target: &str, run: fn(&[u8])) {
-    let dir = corpus(target);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("the corpus {} is missing: {e}", dir.display()))
-        .map(|item| item.expect("a corpus entry").path())
-        .filter(|path| path.is_file())
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "the corpus {} is empty", dir.display());
-    for path in &files {
-        let data = std::fs::read(path).expect("read a corpus file");
-        // Name the input if it panics.
-        eprintln!("replaying {}", path.display());
-        run(&data);
-    }
-    println!("{target}: replayed {} inputs", files.len());
-}
-
-/// Writes `seeds` into the target's corpus as `seed_<name>`.
-fn write_seeds(target: &str, seeds: Vec<(String, Vec<u8>)>) {
-    let dir = corpus(target);
-    std::fs::create_dir_all(&dir).expect("create the corpus dir");
-    for (name, data) in seeds {
-        std::fs::write(dir.join(format!("seed_{name}")), data).expect("write a seed");
-    }
-}
+include!("../../../fuzz/replay.rs");
 
 #[test]
 fn kv_corpus_replays() {
@@ -55,14 +21,5 @@ fn write_kv_seeds() {
 /// The inputs that crashed the `kv` target once (`fuzz/crashes/kv/`) run cleanly now.
 #[test]
 fn kv_crashes_stay_fixed() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/crashes/kv");
-    let files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{} is missing: {e}", dir.display()))
-        .map(|item| item.expect("an entry").path())
-        .collect();
-    assert!(!files.is_empty(), "{} is empty", dir.display());
-    for path in files {
-        eprintln!("replaying {}", path.display());
-        keel_kv::fuzzing::kv(&std::fs::read(&path).expect("read a crash input"));
-    }
+    replay_crashes("kv", keel_kv::fuzzing::kv);
 }

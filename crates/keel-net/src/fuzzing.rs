@@ -157,85 +157,11 @@ fn reframe(encoded: &Bytes) -> Frame {
 /// Valid inputs for [`frames`]: one of every frame kind, with bodies that decode, for seeding
 /// the fuzzer's corpus. Each is (name, input).
 pub fn seeds() -> Vec<(String, Vec<u8>)> {
-    use keel::message::{
-        AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest,
-        InstallSnapshotResponse, TimeoutNowRequest, TimeoutNowResponse, VoteRequest, VoteResponse,
-    };
-    use keel::{Entry, Membership, Payload, Request, Response};
-
     let addrs = MemberAddrs {
         peer_addr: "10.0.0.4:7081".parse().expect("an address"),
         client_addr: "node4.example:8081".into(),
     };
-    let membership = Membership::new([1, 2, 3], [4], [(4, addrs.encode())].into_iter().collect())
-        .expect("a valid configuration");
-    let requests = [
-        Request::Vote(VoteRequest {
-            term: 3,
-            candidate_id: 1,
-            last_log_index: 10,
-            last_log_term: 2,
-            pre_vote: true,
-            transfer: false,
-        }),
-        Request::AppendEntries(AppendEntriesRequest {
-            term: 7,
-            leader_id: 2,
-            prev_log_index: 40,
-            prev_log_term: 6,
-            entries: vec![
-                Entry {
-                    index: 41,
-                    term: 7,
-                    payload: Payload::Noop,
-                },
-                Entry {
-                    index: 42,
-                    term: 7,
-                    payload: Payload::Command(Bytes::from_static(b"put x 1")),
-                },
-                Entry {
-                    index: 43,
-                    term: 7,
-                    payload: Payload::Config(membership.clone()),
-                },
-            ],
-            leader_commit: 39,
-        }),
-        Request::InstallSnapshot(InstallSnapshotRequest {
-            term: 7,
-            leader_id: 2,
-            last_included_index: 40,
-            last_included_term: 6,
-            offset: 0,
-            total_len: 5,
-            membership,
-            data: Bytes::from_static(b"state"),
-            done: true,
-        }),
-        Request::TimeoutNow(TimeoutNowRequest {
-            term: 7,
-            leader_id: 2,
-        }),
-    ];
-    let responses = [
-        Response::Vote(VoteResponse {
-            term: 3,
-            vote_granted: true,
-        }),
-        Response::AppendEntries(AppendEntriesResponse {
-            term: 7,
-            success: false,
-            conflict_index: 12,
-            conflict_term: Some(5),
-        }),
-        Response::InstallSnapshot(InstallSnapshotResponse {
-            term: 7,
-            next_offset: 5,
-            done: true,
-        }),
-        Response::TimeoutNow(TimeoutNowResponse { term: 7 }),
-    ];
+    let (requests, responses) = keel::fuzzing::sample_messages();
     let hello = Hello {
         cluster_id: 7,
         from: 2,

@@ -74,6 +74,24 @@ fn check_bounds(request: &Request) {
 /// Valid inputs for [`raft_codec`], for seeding the fuzzer's corpus: every request and response
 /// kind, encoded. Each is (name, input).
 pub fn seeds() -> Vec<(String, Vec<u8>)> {
+    let (requests, responses) = sample_messages();
+    let mut seeds = Vec::new();
+    for (i, request) in requests.iter().enumerate() {
+        let mut out = BytesMut::new();
+        codec::encode_request(request, &mut out);
+        seeds.push((format!("request_{i}"), out.to_vec()));
+    }
+    for (i, response) in responses.iter().enumerate() {
+        let mut out = BytesMut::new();
+        codec::encode_response(response, &mut out);
+        seeds.push((format!("response_{i}"), out.to_vec()));
+    }
+    seeds
+}
+
+/// One or more valid messages of every request and response kind, for seeding fuzzers (this
+/// crate's, and the transport's, which frames them).
+pub fn sample_messages() -> (Vec<Request>, Vec<Response>) {
     use crate::message::{
         AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest,
         InstallSnapshotResponse, TimeoutNowRequest, TimeoutNowResponse, VoteRequest, VoteResponse,
@@ -165,16 +183,5 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
         }),
         Response::TimeoutNow(TimeoutNowResponse { term: 7 }),
     ];
-    let mut seeds = Vec::new();
-    for (i, request) in requests.iter().enumerate() {
-        let mut out = BytesMut::new();
-        codec::encode_request(request, &mut out);
-        seeds.push((format!("request_{i}"), out.to_vec()));
-    }
-    for (i, response) in responses.iter().enumerate() {
-        let mut out = BytesMut::new();
-        codec::encode_response(response, &mut out);
-        seeds.push((format!("response_{i}"), out.to_vec()));
-    }
-    seeds
+    (requests.to_vec(), responses.to_vec())
 }
