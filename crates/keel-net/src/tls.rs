@@ -10,13 +10,13 @@
 //! encrypted and authenticated.
 //!
 //! `keel certs` makes such a CA and certificates; any CA works if its certificates carry these
-//! names. The files are read again when they change (checked before each dial and accept, so
-//! a renewed certificate is used by the next connection) or when [`PeerTls::reload`] is called
+//! names. The files are read again when they change (looked at, at most once a second, before
+//! a dial or accept, so a renewed certificate is used by the connections after that) or when [`PeerTls::reload`] is called
 //! (`keel serve` does on SIGHUP). A reload that fails keeps the certificates in use and logs why.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use keel::NodeId;
 use parking_lot::Mutex;
@@ -72,7 +72,13 @@ struct Loaded {
     /// Forwarding client requests to the leader's HTTPS API.
     forward: Arc<ClientConfig>,
     stamps: [Option<SystemTime>; 3],
+    /// When the files' times were last looked at.
+    checked: Instant,
 }
+
+/// How often the files' modification times are looked at (each look is three `stat` calls,
+/// blocking, on the path of every new connection otherwise).
+const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// ALPN protocols of the HTTPS API, preferred first.
 const HTTP_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
@@ -118,8 +124,15 @@ impl PeerTls {
     /// Reloads if a file changed since the last load (a failed reload is logged, and tried
     /// again at the next change).
     fn refresh(&self) -> Loaded {
+        let current = {
+            let mut current = self.current.lock();
+            if current.checked.elapsed() < CHECK_EVERY {
+                return current.clone();
+            }
+            current.checked = Instant::now();
+            current.clone()
+        };
         let stamps = stamps(&self.files);
-        let current = self.current.lock().clone();
         if stamps == current.stamps {
             return current;
         }
@@ -298,6 +311,7 @@ fn load(files: &TlsFiles, cluster_id: u64, node_id: NodeId) -> Result<Loaded, Tl
         https_client_certs,
         forward: Arc::new(forward),
         stamps,
+        checked: Instant::now(),
     })
 }
 
