@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! command = version:u8 op:u8 client_id:u64 seq:u64 time_ms:u64
-//!           [max_value_bytes:u64]                      (version 2)
+//!           [max_value_bytes:u64]                      (versions 2 and 3)
+//!           [owner:u64]                                (version 3)
 //!           key_len:u32 key
 //!           [value_len:u32 value]                      (put, append, cas)
 //!           [has_expected:u8 [expected_len:u32 expected]] (cas)
@@ -14,8 +15,13 @@
 //! state machine refuses an append that would make a value longer than it, so every replica
 //! refuses the same appends whatever limits the nodes were started with.
 //!
+//! `owner` names the authenticated client that sent the write (see [`Command::owner`]): its
+//! session belongs to that client alone.
+//!
 //! Version 1 commands, written before the limit was carried, have no `max_value_bytes`; existing
-//! logs may still hold them, so they stay decodable. New commands are version 2.
+//! logs may still hold them, so they stay decodable. New commands are version 2, or version 3
+//! when they have an owner (so a cluster without authentication writes nothing an older build
+//! cannot read, and can be upgraded one node at a time).
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -23,6 +29,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 const VERSION_UNLIMITED: u8 = 1;
 /// Commands carrying the proposing leader's value limit.
 const VERSION_LIMITED: u8 = 2;
+/// Commands carrying the value limit and the owner of their session.
+const VERSION_OWNED: u8 = 3;
 
 /// Longest key or value a command or a snapshot can hold: both encode lengths as `u32`.
 pub const MAX_FIELD_BYTES: usize = u32::MAX as usize;
@@ -92,6 +100,11 @@ impl Write {
 /// A write with the session that makes it exactly-once.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Command {
+    /// Who sent the write, as authenticated by the node that took it (a hash of the client's
+    /// name); 0 for an anonymous client. Sessions are kept per owner and client id, so an
+    /// authenticated client can neither replay nor block another's sequence numbers, and each
+    /// owner's sessions are capped apart from everyone else's.
+    pub owner: u64,
     /// The client's id; 0 means no session (the write is not deduplicated).
     pub client_id: u64,
     /// The client's sequence number for this request, increasing by one per new request.
@@ -142,8 +155,13 @@ impl Command {
             Write::Delete { .. } => OP_DELETE,
             Write::Cas { .. } => OP_CAS,
         };
+        assert!(
+            self.owner == 0 || self.max_value_bytes.is_some(),
+            "a command with an owner carries a value limit (version 3)"
+        );
         out.put_u8(match self.max_value_bytes {
             None => VERSION_UNLIMITED,
+            Some(_) if self.owner != 0 => VERSION_OWNED,
             Some(_) => VERSION_LIMITED,
         });
         out.put_u8(op);
@@ -152,6 +170,9 @@ impl Command {
         out.put_u64_le(self.time_ms);
         if let Some(max) = self.max_value_bytes {
             out.put_u64_le(max);
+        }
+        if self.owner != 0 {
+            out.put_u64_le(self.owner);
         }
         put_bytes(&mut out, key);
         match &self.write {
@@ -179,13 +200,14 @@ impl Command {
         if !input.has_remaining() {
             return Err(InvalidCommand("too short"));
         }
-        let limited = match input.get_u8() {
-            VERSION_UNLIMITED => false,
-            VERSION_LIMITED => true,
+        let (limited, owned) = match input.get_u8() {
+            VERSION_UNLIMITED => (false, false),
+            VERSION_LIMITED => (true, false),
+            VERSION_OWNED => (true, true),
             _ => return Err(InvalidCommand::NEWER_VERSION),
         };
-        // op, client_id, seq, time_ms and, in version 2, max_value_bytes.
-        let header = if limited { 33 } else { 25 };
+        // op, client_id, seq, time_ms, then max_value_bytes (versions 2, 3) and owner (3).
+        let header = 25 + if limited { 8 } else { 0 } + if owned { 8 } else { 0 };
         if input.remaining() < header {
             return Err(InvalidCommand("too short"));
         }
@@ -194,6 +216,10 @@ impl Command {
         let seq = input.get_u64_le();
         let time_ms = input.get_u64_le();
         let max_value_bytes = limited.then(|| input.get_u64_le());
+        let owner = if owned { input.get_u64_le() } else { 0 };
+        if owned && owner == 0 {
+            return Err(InvalidCommand("a version 3 command names no owner"));
+        }
         let key = get_bytes(input)?;
         let write = match op {
             OP_PUT => Write::Put {
@@ -224,6 +250,7 @@ impl Command {
             return Err(InvalidCommand("trailing bytes"));
         }
         Ok(Command {
+            owner,
             client_id,
             seq,
             time_ms,
@@ -291,8 +318,9 @@ mod tests {
             },
         ];
         for write in writes {
-            for max_value_bytes in [None, Some(1 << 20)] {
+            for (owner, max_value_bytes) in [(0, None), (0, Some(1 << 20)), (42, Some(1 << 20))] {
                 let command = Command {
+                    owner,
                     client_id: 7,
                     seq: 3,
                     time_ms: 1_700_000_000_000,
@@ -321,6 +349,7 @@ mod tests {
         v1.extend_from_slice(&2u32.to_le_bytes());
         v1.extend_from_slice(b"xy");
         let command = Command {
+            owner: 0,
             client_id: 7,
             seq: 3,
             time_ms: 1_000,

@@ -11,6 +11,7 @@ use crate::state::{KvState, SessionPolicy};
 const POLICY: SessionPolicy = SessionPolicy {
     ttl_ms: 5_000,
     max_sessions: 3,
+    max_sessions_per_owner: 2,
 };
 
 /// Most commands applied per input.
@@ -131,8 +132,10 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
     let mut seeds = Vec::new();
     let mut commands = Vec::new();
     for (i, write) in writes.iter().enumerate() {
-        for (version, max_value_bytes) in [(1, None), (2, Some(10))] {
+        for (version, owner, max_value_bytes) in [(1, 0, None), (2, 0, Some(10)), (3, 5, Some(10))]
+        {
             let command = Command {
+                owner,
                 client_id: 1 + i as u64 % 4,
                 seq: 1 + i as u64,
                 time_ms: 1_000 * i as u64,

@@ -27,6 +27,10 @@ pub struct KvOptions {
     pub session_ttl: Duration,
     /// Most client sessions kept.
     pub max_sessions: usize,
+    /// Most sessions kept for one authenticated client (see [`KvService::submit_as`]); past
+    /// it, that client's own oldest are forgotten first. Like `max_sessions`, every member
+    /// must have the same.
+    pub max_sessions_per_client: usize,
     /// How long a request may wait for a leader, a quorum or its commit.
     pub request_timeout: Duration,
     /// Longest key accepted. At most [`MAX_FIELD_BYTES`], what the log's and snapshots'
@@ -62,6 +66,7 @@ impl std::fmt::Debug for KvOptions {
             .field("max_raft_state_bytes", &self.max_raft_state_bytes)
             .field("session_ttl", &self.session_ttl)
             .field("max_sessions", &self.max_sessions)
+            .field("max_sessions_per_client", &self.max_sessions_per_client)
             .field("request_timeout", &self.request_timeout)
             .field("max_key_bytes", &self.max_key_bytes)
             .field("max_value_bytes", &self.max_value_bytes)
@@ -76,6 +81,7 @@ impl Default for KvOptions {
             max_raft_state_bytes: 64 << 20,
             session_ttl: Duration::from_secs(600),
             max_sessions: 100_000,
+            max_sessions_per_client: 10_000,
             request_timeout: Duration::from_secs(5),
             max_key_bytes: 4096,
             max_value_bytes: 1 << 20,
@@ -91,6 +97,7 @@ impl KvOptions {
             // A TTL past u64::MAX ms is forever either way.
             ttl_ms: u64::try_from(self.session_ttl.as_millis()).unwrap_or(u64::MAX),
             max_sessions: self.max_sessions,
+            max_sessions_per_owner: self.max_sessions_per_client,
         }
     }
 
@@ -277,10 +284,24 @@ impl KvService {
         session: Option<(u64, u64)>,
         write: Write,
     ) -> Result<PendingWrite, KvError> {
+        self.submit_as(0, session, write)
+    }
+
+    /// [`KvService::submit`] for an authenticated client: `owner` (not 0; keel's server hashes
+    /// the client's authenticated name to it) owns the session, so the same client
+    /// id of another owner is another session, and each owner's sessions are capped apart
+    /// (`max_sessions_per_client`). 0 is the anonymous owner, as `submit`.
+    pub fn submit_as(
+        &self,
+        owner: u64,
+        session: Option<(u64, u64)>,
+        write: Write,
+    ) -> Result<PendingWrite, KvError> {
         self.validate(&write)?;
         let inner = &self.inner;
         let (client_id, seq) = session.unwrap_or((0, 0));
         let command = Command {
+            owner,
             client_id,
             seq,
             time_ms: (inner.options.clock)(),

@@ -9,9 +9,12 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use crate::command::{Command, InvalidCommand, MAX_FIELD_BYTES, Write, get_bytes, put_bytes};
 
 /// Version byte of the snapshot encoding. Version 2 can record a refused append as a session's
-/// reply; version 1, written before appends could be refused, is still read.
+/// reply; version 1, written before appends could be refused, is still read. Version 3 adds
+/// each session's owner, and is written only when some session has one (so a cluster without
+/// authentication writes nothing an older build cannot read).
 const SNAPSHOT_VERSION: u8 = 2;
 const SNAPSHOT_VERSION_WITHOUT_REFUSALS: u8 = 1;
+const SNAPSHOT_VERSION_WITH_OWNERS: u8 = 3;
 
 /// How a session's reply is tagged in a snapshot: a write that did not succeed (a
 /// compare-and-set that found another value), one that did, or a refused append.
@@ -96,16 +99,30 @@ pub struct SessionPolicy {
     pub ttl_ms: u64,
     /// Most sessions kept; beyond it the least recently seen are forgotten first.
     pub max_sessions: usize,
+    /// Most sessions kept for one authenticated client (one owner, see [`Command::owner`]);
+    /// beyond it that client's own least recently seen are forgotten first, so one client
+    /// opening sessions without end evicts only its own. Anonymous clients share
+    /// `max_sessions` alone.
+    pub max_sessions_per_owner: usize,
 }
 
-/// Client sessions by id, and indexed by when they were last seen, so that expiry and
-/// eviction find the oldest without scanning them all (with 100,000 sessions kept, a scan
-/// per new client made every write of a new client cost about as much as a thousand others).
+/// A session's key: its owner (0 for anonymous clients) and the client id.
+type SessionId = (u64, u64);
+
+/// Client sessions by owner and id, indexed by when they were last seen, so that expiry and
+/// eviction find the oldest without scanning them all (with 100,000 sessions kept, a scan per
+/// new client made every write of a new client cost about as much as a thousand others); and
+/// the same index per owner, for each owner's own cap.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Sessions {
-    by_id: BTreeMap<u64, Session>,
+    by_id: BTreeMap<SessionId, Session>,
     /// `(last_seen_ms, id)` of every session: oldest first, ties broken by id.
-    by_age: BTreeSet<(u64, u64)>,
+    by_age: BTreeSet<(u64, SessionId)>,
+    /// `(owner, last_seen_ms, client_id)` of every owned session (owner not 0): each owner's
+    /// oldest first.
+    by_owner_age: BTreeSet<(u64, u64, u64)>,
+    /// How many sessions each owner (not 0) has.
+    per_owner: BTreeMap<u64, usize>,
 }
 
 impl Sessions {
@@ -113,29 +130,74 @@ impl Sessions {
         self.by_id.len()
     }
 
+    /// How many sessions `owner` has.
+    fn owned_by(&self, owner: u64) -> usize {
+        self.per_owner.get(&owner).copied().unwrap_or(0)
+    }
+
+    fn index(&mut self, seen: u64, id: SessionId) {
+        self.by_age.insert((seen, id));
+        if id.0 != 0 {
+            self.by_owner_age.insert((id.0, seen, id.1));
+        }
+    }
+
+    fn unindex(&mut self, seen: u64, id: SessionId) {
+        self.by_age.remove(&(seen, id));
+        if id.0 != 0 {
+            self.by_owner_age.remove(&(id.0, seen, id.1));
+        }
+    }
+
     /// Marks session `id` seen at `now` and returns it, if it exists.
-    fn see(&mut self, id: u64, now: u64) -> Option<&Session> {
+    fn see(&mut self, id: SessionId, now: u64) -> Option<&Session> {
         let session = self.by_id.get_mut(&id)?;
-        if session.last_seen_ms != now {
-            self.by_age.remove(&(session.last_seen_ms, id));
-            self.by_age.insert((now, id));
+        let seen = session.last_seen_ms;
+        if seen != now {
             session.last_seen_ms = now;
+            // The fields apart, as `index` and `unindex` do: `session` borrows `by_id`.
+            self.by_age.remove(&(seen, id));
+            self.by_age.insert((now, id));
+            if id.0 != 0 {
+                self.by_owner_age.remove(&(id.0, seen, id.1));
+                self.by_owner_age.insert((id.0, now, id.1));
+            }
         }
         Some(session)
     }
 
     /// Records `session` for `id`, replacing what was there. The age index changes only if the
     /// time it was seen did: a session just marked by `see` keeps its entry.
-    fn insert(&mut self, id: u64, session: Session) {
+    fn insert(&mut self, id: SessionId, session: Session) {
         let seen = session.last_seen_ms;
         match self.by_id.insert(id, session) {
             Some(old) if old.last_seen_ms == seen => {}
             Some(old) => {
-                self.by_age.remove(&(old.last_seen_ms, id));
-                self.by_age.insert((seen, id));
+                self.unindex(old.last_seen_ms, id);
+                self.index(seen, id);
             }
             None => {
-                self.by_age.insert((seen, id));
+                self.index(seen, id);
+                if id.0 != 0 {
+                    *self.per_owner.entry(id.0).or_default() += 1;
+                }
+            }
+        }
+    }
+
+    fn remove(&mut self, id: SessionId) {
+        let Some(session) = self.by_id.remove(&id) else {
+            return;
+        };
+        self.unindex(session.last_seen_ms, id);
+        if id.0 != 0 {
+            let count = self
+                .per_owner
+                .get_mut(&id.0)
+                .expect("an owned session is counted");
+            *count -= 1;
+            if *count == 0 {
+                self.per_owner.remove(&id.0);
             }
         }
     }
@@ -143,11 +205,23 @@ impl Sessions {
     /// Forgets the least recently seen session (the lowest id among equals) other than
     /// `keep`: the session just written must survive, or its client's retry would apply the
     /// write again.
-    fn evict_oldest_except(&mut self, keep: u64) {
+    fn evict_oldest_except(&mut self, keep: SessionId) {
         let oldest = self.by_age.iter().find(|(_, id)| *id != keep).copied();
-        if let Some(entry @ (_, id)) = oldest {
-            self.by_age.remove(&entry);
-            self.by_id.remove(&id);
+        if let Some((_, id)) = oldest {
+            self.remove(id);
+        }
+    }
+
+    /// Forgets the least recently seen session of `keep`'s owner other than `keep`.
+    fn evict_owners_oldest_except(&mut self, keep: SessionId) {
+        let owner = keep.0;
+        let oldest = self
+            .by_owner_age
+            .range((owner, 0, 0)..=(owner, u64::MAX, u64::MAX))
+            .find(|(_, _, client)| (owner, *client) != keep)
+            .copied();
+        if let Some((owner, _, client)) = oldest {
+            self.remove((owner, client));
         }
     }
 
@@ -157,13 +231,31 @@ impl Sessions {
             if seen.saturating_add(ttl_ms) >= now {
                 break;
             }
-            self.by_age.pop_first();
-            self.by_id.remove(&id);
+            self.remove(id);
         }
     }
 
-    fn iter(&self) -> impl Iterator<Item = (&u64, &Session)> {
+    fn iter(&self) -> impl Iterator<Item = (&SessionId, &Session)> {
         self.by_id.iter()
+    }
+
+    /// Whether the indexes agree with the sessions (for tests).
+    #[cfg(test)]
+    fn consistent(&self) -> bool {
+        let mut per_owner = BTreeMap::new();
+        for ((owner, _), _) in self.iter() {
+            if *owner != 0 {
+                *per_owner.entry(*owner).or_insert(0) += 1;
+            }
+        }
+        let owned = self.by_id.keys().filter(|(owner, _)| *owner != 0).count();
+        self.by_age.len() == self.by_id.len()
+            && self.by_owner_age.len() == owned
+            && per_owner == self.per_owner
+            && self
+                .by_age
+                .iter()
+                .all(|(seen, id)| self.by_id.get(id).is_some_and(|s| s.last_seen_ms == *seen))
     }
 }
 
@@ -245,8 +337,9 @@ impl KvState {
             self.applied_since_expiry = 0;
             self.expire_sessions();
         }
+        let id = (command.owner, command.client_id);
         if command.client_id != 0
-            && let Some(session) = self.sessions.see(command.client_id, self.log_time_ms)
+            && let Some(session) = self.sessions.see(id, self.log_time_ms)
         {
             if command.seq == session.last_seq {
                 return session.reply.into();
@@ -260,15 +353,20 @@ impl KvState {
         let reply = self.execute(index, command.write, command.max_value_bytes);
         if command.client_id != 0 {
             self.sessions.insert(
-                command.client_id,
+                id,
                 Session {
                     last_seq: command.seq,
                     reply,
                     last_seen_ms: self.log_time_ms,
                 },
             );
+            if command.owner != 0
+                && self.sessions.owned_by(command.owner) > self.policy.max_sessions_per_owner
+            {
+                self.sessions.evict_owners_oldest_except(id);
+            }
             if self.sessions.len() > self.policy.max_sessions {
-                self.sessions.evict_oldest_except(command.client_id);
+                self.sessions.evict_oldest_except(id);
             }
         }
         reply.into()
@@ -349,13 +447,21 @@ impl KvState {
     /// whose lengths are `u32`, or made by an append held to [`MAX_FIELD_BYTES`].
     pub fn encode(&self) -> Bytes {
         let data_bytes: usize = self.data.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
-        let mut out = BytesMut::with_capacity(64 + data_bytes + self.sessions.len() * 57);
-        out.put_u8(SNAPSHOT_VERSION);
+        let mut out = BytesMut::with_capacity(64 + data_bytes + self.sessions.len() * 65);
+        let owners = !self.sessions.per_owner.is_empty();
+        out.put_u8(if owners {
+            SNAPSHOT_VERSION_WITH_OWNERS
+        } else {
+            SNAPSHOT_VERSION
+        });
         out.put_u64_le(self.applied_index);
         out.put_u64_le(self.log_time_ms);
         out.put_u64_le(self.applied_since_expiry);
         out.put_u64_le(self.sessions.len() as u64);
-        for (id, s) in self.sessions.iter() {
+        for ((owner, id), s) in self.sessions.iter() {
+            if owners {
+                out.put_u64_le(*owner);
+            }
             out.put_u64_le(*id);
             out.put_u64_le(s.last_seq);
             out.put_u64_le(s.last_seen_ms);
@@ -395,9 +501,10 @@ impl KvState {
             }
         };
         need(input, 33)?;
-        let refusals = match input.get_u8() {
-            SNAPSHOT_VERSION => true,
-            SNAPSHOT_VERSION_WITHOUT_REFUSALS => false,
+        let (refusals, owners) = match input.get_u8() {
+            SNAPSHOT_VERSION_WITH_OWNERS => (true, true),
+            SNAPSHOT_VERSION => (true, false),
+            SNAPSHOT_VERSION_WITHOUT_REFUSALS => (false, false),
             _ => return Err(InvalidCommand("unknown snapshot version")),
         };
         let mut state = KvState::new(policy);
@@ -410,7 +517,8 @@ impl KvState {
         }
         let sessions = input.get_u64_le();
         for _ in 0..sessions {
-            need(input, 33)?;
+            need(input, if owners { 41 } else { 33 })?;
+            let owner = if owners { input.get_u64_le() } else { 0 };
             let id = input.get_u64_le();
             let last_seq = input.get_u64_le();
             let last_seen_ms = input.get_u64_le();
@@ -434,8 +542,11 @@ impl KvState {
                 }
                 _ => return Err(InvalidCommand("bad session flag")),
             };
+            if state.sessions.by_id.contains_key(&(owner, id)) {
+                return Err(InvalidCommand("snapshot: a session twice"));
+            }
             state.sessions.insert(
-                id,
+                (owner, id),
                 Session {
                     last_seq,
                     reply,
@@ -477,10 +588,17 @@ mod tests {
     const POLICY: SessionPolicy = SessionPolicy {
         ttl_ms: 60_000,
         max_sessions: 3,
+        max_sessions_per_owner: 2,
     };
 
     fn command(client_id: u64, seq: u64, time_ms: u64, write: Write) -> Bytes {
+        owned(0, client_id, seq, time_ms, write)
+    }
+
+    /// A command from an authenticated client (`owner` not 0).
+    fn owned(owner: u64, client_id: u64, seq: u64, time_ms: u64, write: Write) -> Bytes {
         Command {
+            owner,
             client_id,
             seq,
             time_ms,
@@ -493,6 +611,7 @@ mod tests {
     /// An append by `client_id`, proposed by a leader whose value limit was `max_value_bytes`.
     fn append(client_id: u64, seq: u64, max_value_bytes: Option<u64>, suffix: &str) -> Bytes {
         Command {
+            owner: 0,
             client_id,
             seq,
             time_ms: 0,
@@ -667,6 +786,7 @@ mod tests {
         let policy = SessionPolicy {
             ttl_ms: 3_600_000,
             max_sessions: 3,
+            max_sessions_per_owner: 3,
         };
         let mut s = KvState::new(policy);
         s.apply(1, &command(1, 1, 1_000, put("a", "1")));
@@ -701,7 +821,10 @@ mod tests {
         }
         // Client 1 has the lowest id, and the same time as everyone.
         let first = s.apply(4, &command(1, 1, 100, put("k", "v")));
-        assert!(s.sessions.iter().any(|(id, _)| *id == 1), "evicted at once");
+        assert!(
+            s.sessions.iter().any(|((_, id), _)| *id == 1),
+            "evicted at once"
+        );
         assert_eq!(s.session_count(), POLICY.max_sessions);
         let retry = s.apply(5, &command(1, 1, 100, put("k", "v")));
         assert_eq!(retry, first, "the retry was applied again");
@@ -718,25 +841,27 @@ mod tests {
         s.apply(4, &command(3, 1, 30, put("a", "1")));
         // A fourth client: the oldest goes, and between 1 and 2 (both at 20) the lower id.
         s.apply(5, &command(4, 1, 40, put("a", "1")));
-        let ids: Vec<u64> = s.sessions.iter().map(|(id, _)| *id).collect();
+        let ids: Vec<u64> = s.sessions.iter().map(|((_, id), _)| *id).collect();
         assert_eq!(ids, vec![2, 3, 4]);
         s.apply(6, &command(5, 1, 50, put("a", "1")));
-        let ids: Vec<u64> = s.sessions.iter().map(|(id, _)| *id).collect();
+        let ids: Vec<u64> = s.sessions.iter().map(|((_, id), _)| *id).collect();
         assert_eq!(ids, vec![3, 4, 5]);
     }
 
     /// The session index against the obvious implementation (scan everything to expire or
-    /// evict), over a long pseudo-random run of retries, stale requests, new clients and idle
-    /// gaps: both keep the same sessions with the same contents after every command.
+    /// evict), over a long pseudo-random run of retries, stale requests, new clients of three
+    /// owners (anonymous and two authenticated) and idle gaps: both keep the same sessions with
+    /// the same contents after every command.
     #[test]
     fn session_bookkeeping_matches_a_scan_of_all_sessions() {
         const POLICY: SessionPolicy = SessionPolicy {
             ttl_ms: 5_000,
             max_sessions: 40,
+            max_sessions_per_owner: 15,
         };
         let mut s = KvState::new(POLICY);
-        // id -> (last_seq, last_seen_ms)
-        let mut model: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+        // (owner, id) -> (last_seq, last_seen_ms)
+        let mut model: BTreeMap<SessionId, (u64, u64)> = BTreeMap::new();
         let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
         let mut next = || {
             rng ^= rng << 13;
@@ -756,20 +881,21 @@ mod tests {
             } else {
                 time.clamp(clock, clock + MAX_CLOCK_STEP_MS)
             };
-            let client = 1 + (r >> 8) % 60;
-            let known = model.get(&client).map_or(0, |m| m.0);
+            let owner = [0, 0, 7, 9][((r >> 24) % 4) as usize];
+            let id = (owner, 1 + (r >> 8) % 60);
+            let known = model.get(&id).map_or(0, |m| m.0);
             let seq = match (r >> 16) % 4 {
                 0 => known,                   // a retry
                 1 => known.saturating_sub(1), // stale (or a retry of 0)
                 _ => known + 1,               // the next request
             };
-            s.apply(index, &command(client, seq, time, put("k", "v")));
+            s.apply(index, &owned(owner, id.1, seq, time, put("k", "v")));
 
             // The model: the state's rules, scanning everything.
             if index % EXPIRY_CHECK_EVERY == 0 {
                 model.retain(|_, m| m.1.saturating_add(POLICY.ttl_ms) >= clock);
             }
-            let applies = match model.get_mut(&client) {
+            let applies = match model.get_mut(&id) {
                 Some(m) => {
                     m.1 = clock;
                     seq > m.0
@@ -777,27 +903,72 @@ mod tests {
                 None => true,
             };
             if applies {
-                model.insert(client, (seq, clock));
-                if model.len() > POLICY.max_sessions {
+                model.insert(id, (seq, clock));
+                let evict_oldest = |model: &mut BTreeMap<SessionId, (u64, u64)>, of_owner: bool| {
                     let oldest = *model
                         .iter()
-                        .filter(|(id, _)| **id != client)
-                        .min_by_key(|(id, m)| (m.1, **id))
+                        .filter(|(other, _)| **other != id && (!of_owner || other.0 == owner))
+                        .min_by_key(|(other, m)| (m.1, **other))
                         .unwrap()
                         .0;
                     model.remove(&oldest);
+                };
+                let owned = model.keys().filter(|other| other.0 == owner).count();
+                if owner != 0 && owned > POLICY.max_sessions_per_owner {
+                    evict_oldest(&mut model, true);
+                }
+                if model.len() > POLICY.max_sessions {
+                    evict_oldest(&mut model, false);
                 }
             }
 
-            let kept: BTreeMap<u64, (u64, u64)> = s
+            let kept: BTreeMap<SessionId, (u64, u64)> = s
                 .sessions
                 .iter()
                 .map(|(id, session)| (*id, (session.last_seq, session.last_seen_ms)))
                 .collect();
             assert_eq!(kept, model, "after command {index}");
-            let ages: BTreeSet<(u64, u64)> = model.iter().map(|(id, m)| (m.1, *id)).collect();
-            assert_eq!(s.sessions.by_age, ages, "age index after command {index}");
+            assert!(s.sessions.consistent(), "indexes after command {index}");
+            for owner in [7, 9] {
+                assert!(s.sessions.owned_by(owner) <= POLICY.max_sessions_per_owner);
+            }
         }
+        assert_eq!(KvState::decode(s.encode(), POLICY), Ok(s.clone()));
+    }
+
+    /// Sessions belong to their owner: the same client id under another owner is another
+    /// session (neither can replay or block the other's sequence numbers), and one owner
+    /// opening sessions past its cap evicts only its own.
+    #[test]
+    fn sessions_are_bound_to_their_owner_and_capped_per_owner() {
+        let mut s = KvState::new(POLICY);
+        let first = s.apply(1, &owned(7, 1, 5, 10, put("a", "1")));
+        // Owner 9 with the same client id and a lower sequence number: not stale, its own.
+        let other = s.apply(2, &owned(9, 1, 1, 10, put("b", "2")));
+        assert!(matches!(other, Outcome::Written(_)), "{other:?}");
+        // Owner 9 replaying owner 7's (client 1, seq 5) applies a new write of its own, and
+        // does not get owner 7's reply.
+        let replay = s.apply(3, &owned(9, 1, 5, 10, put("c", "3")));
+        assert_ne!(replay, first);
+        assert_eq!(s.get(b"c"), Some(Bytes::from("3")));
+        // Owner 7's own retry still gets its reply.
+        assert_eq!(s.apply(4, &owned(7, 1, 5, 10, put("a", "1"))), first);
+
+        // Owner 9 opens more sessions than its cap (2): only its own are evicted.
+        for (index, client) in [(5, 2), (6, 3), (7, 4)] {
+            s.apply(index, &owned(9, client, 1, 20, put("d", "4")));
+        }
+        assert_eq!(s.sessions.owned_by(9), POLICY.max_sessions_per_owner);
+        assert!(s.sessions.iter().any(|(id, _)| *id == (7, 1)));
+        assert!(
+            s.sessions.iter().any(|(id, _)| *id == (9, 4)),
+            "just written"
+        );
+        assert!(s.sessions.consistent());
+        // A snapshot keeps the owners.
+        let restored = KvState::decode(s.encode(), POLICY).unwrap();
+        assert_eq!(restored, s);
+        assert_eq!(s.encode()[0], SNAPSHOT_VERSION_WITH_OWNERS);
     }
 
     /// Found by `cargo fuzz run kv`: a snapshot whose expiry count was u64::MAX decoded, and
