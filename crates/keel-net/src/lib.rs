@@ -200,7 +200,7 @@ pub use config::{ConfigError, MAX_CLIENT_ADDR_BYTES, MIN_FRAME_BYTES, NetConfig,
 pub use members::{MemberAddrs, MemberAddrsError};
 pub use server::{RpcHandler, TcpServer};
 pub use stats::PeerStats;
-pub use tls::{PeerTls, TlsError, TlsFiles};
+pub use tls::{Holder, PeerTls, TlsError, TlsFiles};
 pub use transport::TcpTransport;
 
 /// A cluster name as the 64-bit id the transport and the data dir carry (FNV-1a, stable across

@@ -168,7 +168,7 @@ impl PeerTls {
 
     /// The configuration for serving the client API over HTTPS with this node's certificate
     /// (HTTP/2 or HTTP/1.1 by ALPN), requiring client certificates of the cluster's CA if
-    /// `client_certs`.
+    /// `client_certs`; otherwise one is asked for, and verified if the client presents it.
     pub fn https_config(&self, client_certs: bool) -> Arc<ServerConfig> {
         let loaded = self.refresh();
         if client_certs {
@@ -194,6 +194,47 @@ impl PeerTls {
     pub fn names(&self, cert: &CertificateDer<'_>, id: NodeId) -> bool {
         names(cert, self.cluster_id, id)
     }
+
+    /// Whom `cert` (a client's, already verified against the CA by rustls) names in this
+    /// cluster: a member ([`node_name`]) or a client ([`crate::certs::client_name`]); `None`
+    /// for a certificate that names neither (of another cluster, say).
+    pub fn holder(&self, cert: &CertificateDer<'_>) -> Option<Holder> {
+        holder(cert, self.cluster_id)
+    }
+}
+
+/// Whom a certificate names in a cluster (see [`PeerTls::holder`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Holder {
+    /// A member, by id.
+    Node(NodeId),
+    /// A client, by the name `keel certs --client NAME` gave it (lower case).
+    Client(String),
+}
+
+fn holder(cert: &CertificateDer<'_>, cluster_id: u64) -> Option<Holder> {
+    let parsed = webpki::EndEntityCert::try_from(cert).ok()?;
+    let suffix = format!(".{cluster_id:016x}.keel");
+    // The names are candidates only: each is confirmed by rustls' own name check below.
+    let found = parsed.valid_dns_names().find_map(|name| {
+        let rest = name.strip_suffix(&suffix)?;
+        if let Some(id) = rest.strip_prefix("node-") {
+            return id.parse().ok().map(Holder::Node);
+        }
+        let client = rest.strip_suffix(".client")?;
+        let name = crate::certs::client_name(cluster_id, client).ok()?;
+        (name.strip_suffix(&suffix)?.strip_suffix(".client")? == client)
+            .then(|| Holder::Client(client.to_string()))
+    })?;
+    let full = match &found {
+        Holder::Node(id) => node_name(cluster_id, *id),
+        Holder::Client(client) => format!("{client}.client{suffix}"),
+    };
+    let parsed = ParsedCertificate::try_from(cert).ok()?;
+    let name = ServerName::try_from(full).ok()?;
+    rustls::client::verify_server_name(&parsed, &name)
+        .is_ok()
+        .then_some(found)
 }
 
 fn names(cert: &CertificateDer<'_>, cluster_id: u64, id: NodeId) -> bool {
@@ -281,22 +322,26 @@ fn load(files: &TlsFiles, cluster_id: u64, node_id: NodeId) -> Result<Loaded, Tl
     let https_verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
         .build()
         .map_err(|e| fail(&files.ca, format!("cannot verify clients with it: {e}")))?;
-    let https_server = |verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>| {
+    let https_server = |verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>| {
         let builder = ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| fail(&files.cert, e.to_string()))?;
-        let builder = match verifier {
-            Some(verifier) => builder.with_client_cert_verifier(verifier),
-            None => builder.with_no_client_auth(),
-        };
+        let builder = builder.with_client_cert_verifier(verifier);
         let mut config = builder
             .with_single_cert(chain.clone(), key.clone_key())
             .map_err(|e| fail(&files.cert, format!("does not go with its key: {e}")))?;
         config.alpn_protocols = HTTP_ALPN.iter().map(|p| p.to_vec()).collect();
         Ok::<_, TlsError>(Arc::new(config))
     };
-    let https = https_server(None)?;
-    let https_client_certs = https_server(Some(https_verifier))?;
+    // Without required client certificates, one is still asked for (and verified if given):
+    // members forwarding to the leader present theirs, and so may clients authenticating by
+    // certificate rather than by token.
+    let optional_verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| fail(&files.ca, format!("cannot verify clients with it: {e}")))?;
+    let https = https_server(optional_verifier)?;
+    let https_client_certs = https_server(https_verifier)?;
     let mut forward = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| fail(&files.cert, e.to_string()))?
@@ -338,4 +383,29 @@ pub fn plain_http_only() -> ClientConfig {
         .expect("ring supports TLS 1.3")
         .with_root_certificates(RootCertStore::empty())
         .with_no_client_auth()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ClusterCa, cluster_id};
+
+    fn der(pem: &str) -> CertificateDer<'static> {
+        CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
+    }
+
+    /// A certificate names a member or a client of its own cluster, and nothing in another.
+    #[test]
+    fn a_certificate_names_its_member_or_client_in_its_cluster_only() {
+        let ca = ClusterCa::generate("alpha").unwrap();
+        let alpha = cluster_id("alpha");
+        let node = der(&ca.node(3, &["localhost".into()]).unwrap().cert_pem);
+        let client = der(&ca.client("Ops-1").unwrap().cert_pem);
+        assert_eq!(holder(&node, alpha), Some(Holder::Node(3)));
+        assert_eq!(holder(&client, alpha), Some(Holder::Client("ops-1".into())));
+        let beta = cluster_id("beta");
+        assert_eq!(holder(&node, beta), None);
+        assert_eq!(holder(&client, beta), None);
+        assert_eq!(holder(&CertificateDer::from(vec![0x30, 1, 2]), alpha), None);
+    }
 }
