@@ -8,7 +8,8 @@ use keel_client::bench::{self, BenchOptions, Workload};
 use std::path::{Path, PathBuf};
 
 use keel_client::{
-    Client, ClientError, ClientOptions, ClientTls, Consistency, TlsFiles, parse_endpoints,
+    BearerToken, Client, ClientError, ClientOptions, ClientTls, Consistency, TlsFiles,
+    parse_endpoints,
 };
 
 use crate::CliError;
@@ -57,12 +58,49 @@ pub struct Endpoints {
         value_name = "FILE"
     )]
     pub key: Option<PathBuf>,
+    /// A bearer token (`keel token create` prints one), for a cluster that authenticates
+    /// clients by an access file. Prefer the environment variable or --token-file: a flag's
+    /// value is visible to other users of the machine.
+    #[arg(
+        long,
+        global = true,
+        env = "KEEL_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+    /// Read the bearer token from this file.
+    #[arg(
+        long,
+        global = true,
+        env = "KEEL_TOKEN_FILE",
+        value_name = "FILE",
+        conflicts_with = "token"
+    )]
+    pub token_file: Option<PathBuf>,
 }
 
 /// Where `keel dev` keeps its CA and client certificate.
 const DEV_CERTS: &str = "keel-data/certs";
 
 impl Endpoints {
+    /// The bearer token given, if any.
+    fn bearer_token(&self) -> Result<Option<BearerToken>, CliError> {
+        let text = match (&self.token, &self.token_file) {
+            (Some(token), _) => token.clone(),
+            (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| {
+                CliError::Config(format!(
+                    "cannot read the token file {}: {e}",
+                    path.display()
+                ))
+            })?,
+            (None, None) => return Ok(None),
+        };
+        BearerToken::new(&text)
+            .map(Some)
+            .map_err(|e| CliError::Config(e.to_string()))
+    }
+
     /// The TLS files to use: the flags', or for https:// endpoints without them, `keel dev`'s
     /// when they exist; `None` for plain HTTP.
     fn tls_files(&self) -> Option<TlsFiles> {
@@ -234,6 +272,7 @@ fn client(endpoints: &Endpoints) -> Result<Client, CliError> {
     if let Some(files) = endpoints.tls_files() {
         options.tls = Some(ClientTls::load(&files).map_err(|e| CliError::Config(e.to_string()))?);
     }
+    options.token = endpoints.bearer_token()?;
     Client::new(options).map_err(|e| CliError::Config(e.to_string()))
 }
 

@@ -4,6 +4,7 @@ mod certs;
 mod client;
 mod dev;
 mod serve;
+mod token;
 
 use std::process::ExitCode;
 
@@ -55,6 +56,9 @@ enum Command {
     /// Make a cluster's CA and certificates for its members (`--node`) and clients
     /// (`--client`) under --dir, for `keel serve --certs DIR`. Existing files are kept.
     Certs(certs::CertsArgs),
+    /// Make and revoke bearer tokens of clients in an access file, for
+    /// `keel serve --access FILE`.
+    Token(token::TokenArgs),
     #[command(flatten)]
     Client(client::ClientCommand),
 }
@@ -75,7 +79,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_filter = match cli.command {
         Command::Serve(_) | Command::Dev(_) => "info",
-        Command::Client(_) | Command::Secret | Command::Certs(_) => "warn",
+        Command::Client(_) | Command::Secret | Command::Certs(_) | Command::Token(_) => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
@@ -111,6 +115,7 @@ fn main() -> ExitCode {
                 .map(|secret| println!("{secret}"))
                 .map_err(|e| CliError::Start(format!("cannot make a random secret: {e}"))),
             Command::Certs(args) => certs::certs(args),
+            Command::Token(args) => token::token(args),
             Command::Client(command) => client::run(command, &cli.endpoints).await,
         }
     });

@@ -96,9 +96,23 @@ pub struct ServeArgs {
     /// `keel certs --client NAME`).
     #[arg(long, requires = "https")]
     pub require_client_cert: bool,
+    /// Authenticate clients by this access file (bearer tokens made by `keel token create`,
+    /// and the client certificates it names) and allow each what its grants say: see
+    /// docs/security.md. Read again when it changes, and on SIGHUP. Every member should have
+    /// the same.
+    #[arg(long, value_name = "FILE")]
+    pub access: Option<PathBuf>,
+    /// Also serve /metrics and /v1/status on this address without authentication, for
+    /// monitoring that holds no credentials (HTTPS if the client API is).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub admin_addr: Option<String>,
+    /// Most client sessions one authenticated client may hold; past it, its own oldest are
+    /// forgotten first. Every member must have the same. Default 10000.
+    #[arg(long, value_name = "N")]
+    pub max_sessions_per_client: Option<usize>,
     /// Start even though the peer port listens beyond loopback with neither TLS nor a peer
-    /// secret, or the client port with plain HTTP, so that anyone who reaches them can take
-    /// part in the cluster or read and change what clients send.
+    /// secret, or the client port with plain HTTP or without authenticating clients, so that
+    /// anyone who reaches them can take part in the cluster or read and change the data.
     #[arg(long)]
     pub insecure: bool,
     /// Leader heartbeat interval, in milliseconds.
@@ -155,6 +169,9 @@ struct FileConfig {
     insecure: Option<bool>,
     https: Option<bool>,
     require_client_cert: Option<bool>,
+    access: Option<PathBuf>,
+    admin_addr: Option<String>,
+    max_sessions_per_client: Option<usize>,
     peers: Option<BTreeMap<String, String>>,
     heartbeat_ms: Option<u64>,
     election_timeout_ms: Option<u64>,
@@ -297,6 +314,19 @@ pub fn node_config(args: ServeArgs) -> Result<NodeConfig, CliError> {
     if let Some(bytes) = args.max_value_bytes.or(file.max_value_bytes) {
         kv.max_value_bytes = at_most("--max-value-bytes", bytes, MAX_VALUE_BYTES)?;
     }
+    if let Some(n) = args
+        .max_sessions_per_client
+        .or(file.max_sessions_per_client)
+    {
+        if n == 0 {
+            return Err(CliError::Config(
+                "--max-sessions-per-client 0 would forget every session at once; give at \
+                 least 1"
+                    .into(),
+            ));
+        }
+        kv.max_sessions_per_client = n;
+    }
     if let Some(bytes) = args.max_key_bytes.or(file.max_key_bytes) {
         kv.max_key_bytes = at_most("--max-key-bytes", bytes, MAX_KEY_BYTES)?;
     }
@@ -362,6 +392,11 @@ pub fn node_config(args: ServeArgs) -> Result<NodeConfig, CliError> {
         insecure: args.insecure || file.insecure.unwrap_or(false),
         https: args.https || file.https.unwrap_or(false),
         https_client_certs: args.require_client_cert || file.require_client_cert.unwrap_or(false),
+        access_file: args.access.or(file.access),
+        admin_listen: match args.admin_addr.or(file.admin_addr) {
+            Some(addr) => Some(resolve("admin", &addr)?),
+            None => None,
+        },
         raft,
         kv,
         segment_size_bytes: keel_server::DEFAULT_SEGMENT_SIZE_BYTES,
@@ -491,7 +526,8 @@ fn client_connection_cap(wanted: usize, limit: u64) -> usize {
     cap
 }
 
-/// Completes on SIGINT (Ctrl-C) or SIGTERM; reloads the node's certificates on SIGHUP.
+/// Completes on SIGINT (Ctrl-C) or SIGTERM; reloads the node's certificates and access file
+/// on SIGHUP.
 async fn wait_for_signal_reloading(node: &Node) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hangup) = signal(SignalKind::hangup()) else {
@@ -503,9 +539,12 @@ async fn wait_for_signal_reloading(node: &Node) {
         tokio::select! {
             _ = &mut stop => return,
             _ = hangup.recv() => {
-                tracing::info!("SIGHUP: reloading certificates");
+                tracing::info!("SIGHUP: reloading certificates and the access file");
                 if let Err(error) = node.reload_certificates() {
                     tracing::error!("cannot reload the certificates, keeping the old ones: {error}");
+                }
+                if let Err(error) = node.reload_access() {
+                    tracing::error!("cannot reload the access file, keeping the grants in use: {error}");
                 }
             }
         }

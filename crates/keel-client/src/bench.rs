@@ -23,7 +23,7 @@ use rand::{RngExt, SeedableRng};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::client::{Call, Client, ClientOptions, Consistency, is_retryable};
+use crate::client::{BearerToken, Call, Client, ClientOptions, Consistency, is_retryable};
 use crate::direct::Direct;
 use crate::error::ClientError;
 
@@ -606,8 +606,15 @@ async fn worker(
     };
     // HTTP/1.1 requests go out on a connection of the worker's own (see `direct`); HTTP/2 ones
     // through the client, whose one connection per node all workers share.
-    let mut direct = (!client.options().http2)
-        .then(|| Direct::new(client.current_endpoint(), client.options().tls.clone()));
+    let mut direct = (!client.options().http2).then(|| {
+        let options = client.options();
+        let authorization = options.token.as_ref().map(BearerToken::header);
+        Direct::new(
+            client.current_endpoint(),
+            options.tls.clone(),
+            authorization,
+        )
+    });
     // This worker's writes are this session's only ones, so it numbers them itself.
     let mut next_seq = 1;
     let mut retries_at_start = None;

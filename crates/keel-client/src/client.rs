@@ -109,6 +109,43 @@ pub struct ClientOptions {
     pub http2: bool,
     /// HTTPS to every node, with these settings; `None` for plain HTTP. Default `None`.
     pub tls: Option<ClientTls>,
+    /// A bearer token (`keel token create`) sent with every request, for a cluster that
+    /// authenticates clients by an access file. Default `None`.
+    pub token: Option<BearerToken>,
+}
+
+/// A bearer token: sent as `Authorization: Bearer TOKEN`, never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BearerToken(String);
+
+impl BearerToken {
+    /// A token as `keel token create` printed it (surrounding white space removed). Fails on
+    /// an empty token or one that cannot go in a header.
+    pub fn new(token: &str) -> Result<BearerToken, ClientError> {
+        let token = token.trim();
+        let valid = !token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic());
+        if !valid {
+            return Err(ClientError::InvalidInput(
+                "the bearer token is empty or holds characters a header cannot carry".into(),
+            ));
+        }
+        Ok(BearerToken(token.to_string()))
+    }
+
+    /// The `Authorization` header's value, marked sensitive (kept out of HTTP/2 header
+    /// compression tables and logs).
+    pub fn header(&self) -> reqwest::header::HeaderValue {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", self.0))
+            .expect("checked by BearerToken::new");
+        value.set_sensitive(true);
+        value
+    }
+}
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(..)")
+    }
 }
 
 impl Default for ClientOptions {
@@ -124,6 +161,7 @@ impl Default for ClientOptions {
             max_idle_connections: 32,
             http2: false,
             tls: None,
+            token: None,
         }
     }
 }
@@ -316,6 +354,11 @@ impl Client {
             if options.http2 {
                 builder = builder.http2_prior_knowledge();
             }
+        }
+        if let Some(token) = &options.token {
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(reqwest::header::AUTHORIZATION, token.header());
+            builder = builder.default_headers(headers);
         }
         let http = builder
             .pool_max_idle_per_host(options.max_idle_connections)

@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
-use hyper::header::{CONTENT_TYPE, HOST, HeaderValue};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
 use hyper_util::rt::TokioIo;
 
 use crate::client::{Answer, CLIENT_ID_HEADER, Call, MAX_ANSWER_BYTES, REQUEST_SEQ_HEADER};
@@ -27,15 +27,22 @@ pub(crate) struct Direct {
     sender: Option<SendRequest<Full<Bytes>>>,
     /// HTTPS, with these settings.
     tls: Option<ClientTls>,
+    /// The `Authorization` header sent with every request, if any.
+    authorization: Option<HeaderValue>,
 }
 
 impl Direct {
-    pub(crate) fn new(endpoint: &str, tls: Option<ClientTls>) -> Direct {
+    pub(crate) fn new(
+        endpoint: &str,
+        tls: Option<ClientTls>,
+        authorization: Option<HeaderValue>,
+    ) -> Direct {
         Direct {
             endpoint: endpoint.to_string(),
             host: HeaderValue::from_str(endpoint).unwrap_or(HeaderValue::from_static("keel")),
             sender: None,
             tls,
+            authorization,
         }
     }
 
@@ -46,7 +53,7 @@ impl Direct {
     /// Points the connection at another node (closing the current one).
     pub(crate) fn retarget(&mut self, endpoint: &str) {
         if endpoint != self.endpoint {
-            *self = Direct::new(endpoint, self.tls.take());
+            *self = Direct::new(endpoint, self.tls.take(), self.authorization.take());
         }
     }
 
@@ -78,6 +85,9 @@ impl Direct {
             .header(HOST, self.host.clone());
         if !call.body.is_empty() {
             request = request.header(CONTENT_TYPE, "application/octet-stream");
+        }
+        if let Some(authorization) = &self.authorization {
+            request = request.header(AUTHORIZATION, authorization.clone());
         }
         if let Some((client_id, seq)) = call.session {
             request = request
@@ -148,7 +158,7 @@ mod tests {
     async fn a_resent_write_is_answered_once_and_reads_see_it() {
         let cluster = cluster::TestCluster::start(1, Default::default()).await;
         cluster.leader().await;
-        let mut direct = Direct::new(&cluster.nodes[0].addr, None);
+        let mut direct = Direct::new(&cluster.nodes[0].addr, None, None);
         let put = Call::put("k", Bytes::from_static(b"v1"), (7, 1)).unwrap();
         let first = direct.send(&put, TIMEOUT).await.expect("answered");
         assert!(first.status.is_success(), "{}", first.status);
@@ -170,7 +180,7 @@ mod tests {
         let second = cluster::TestCluster::start(1, Default::default()).await;
         first.leader().await;
         second.leader().await;
-        let mut direct = Direct::new(&first.nodes[0].addr, None);
+        let mut direct = Direct::new(&first.nodes[0].addr, None, None);
         let get = Call::get("k", Consistency::Stale).unwrap();
         direct.send(&get, TIMEOUT).await.expect("answered");
         first.kill(0).await;

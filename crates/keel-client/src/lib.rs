@@ -71,8 +71,8 @@ pub mod tls;
 
 pub use bench::{BenchOptions, BenchReport, Workload};
 pub use client::{
-    CasOutcome, Client, ClientOptions, Consistency, DEFAULT_ENDPOINTS, MAX_VALUE_BYTES, Written,
-    parse_endpoints,
+    BearerToken, CasOutcome, Client, ClientOptions, Consistency, DEFAULT_ENDPOINTS,
+    MAX_VALUE_BYTES, Written, parse_endpoints,
 };
 pub use error::{ClientError, Failure};
 pub use keel_api::{LeaderChanged, Member, Members};

@@ -12,7 +12,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use http_body_util::BodyExt;
 
-use crate::http::{Api, KeyPath, error, key_of};
+use crate::auth::Permission;
+use crate::http::{Api, Incoming, KeyPath, error, key_of};
 
 /// The bytes of request bodies (and forwarded answers) a node holds at once unless told
 /// otherwise: 256 MiB, or the largest request the limits allow if that is more.
@@ -44,10 +45,14 @@ pub(crate) fn cas_body_bound(max_value_bytes: usize) -> usize {
 pub(crate) async fn key_and_body(
     api: &Api,
     path: KeyPath,
+    incoming: &Incoming,
     body: Body,
     holds: BodyHolds,
 ) -> Result<(Bytes, Bytes, Held), Response> {
-    let key = key_of(api, path)?;
+    let key = match key_of(api, path, incoming, Permission::Write) {
+        Ok(key) => key,
+        Err(response) => return Err(refuse(body, response).await),
+    };
     // Past the value limit the KV service refuses the value with its exact size; the body is
     // read a little further so that it can, and no further.
     let value_max = api.kv.options().max_value_bytes;
@@ -187,4 +192,25 @@ fn budget_exhausted(api: &Api) -> Response {
             api.body_budget_bytes
         ),
     )
+}
+
+/// The most of a refused request's body read (and dropped) before the refusal is sent.
+const DRAINED_BODY_BYTES: usize = 64 << 10;
+/// The longest wait for it.
+const DRAIN_TIME: Duration = Duration::from_millis(500);
+
+/// Answers `response` to a request refused before its body was read, having read a small body
+/// first: answered before its body arrived, an HTTP/2 request is reset, and some clients (curl
+/// among them) then report a framing error instead of the refusal. A large or slow body is not
+/// waited for.
+pub(crate) async fn refuse(body: Body, response: Response) -> Response {
+    use http_body_util::BodyExt;
+    let small = axum::body::HttpBody::size_hint(&body)
+        .upper()
+        .is_some_and(|n| n <= DRAINED_BODY_BYTES as u64);
+    if small {
+        let limited = http_body_util::Limited::new(body, DRAINED_BODY_BYTES);
+        let _ = tokio::time::timeout(DRAIN_TIME, limited.collect()).await;
+    }
+    response
 }

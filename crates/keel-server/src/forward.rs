@@ -123,12 +123,17 @@ pub(crate) async fn forward(
         .body(body);
     for name in [
         header::CONTENT_TYPE.as_str(),
+        header::AUTHORIZATION.as_str(),
         CLIENT_ID_HEADER,
         REQUEST_SEQ_HEADER,
     ] {
         if let Some(value) = incoming.headers.get(name) {
             request = request.header(name, value.clone());
         }
+    }
+    // Believed by the leader only from a member's certificate: see `crate::auth`.
+    if let Some(name) = crate::auth::forwarded_name(incoming) {
+        request = request.header(crate::auth::FORWARDED_CLIENT_HEADER, name);
     }
     match request.send().await {
         Ok(answer) => {

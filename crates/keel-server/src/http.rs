@@ -38,6 +38,7 @@ use keel::NodeId;
 use keel_kv::{Consistency, KvError, KvService, Write, WriteResult};
 use serde::Deserialize;
 
+use crate::auth::{Authenticator, Permission, allow_key};
 pub use crate::body::default_body_budget;
 use crate::body::{BodyHolds, key_and_body};
 pub(crate) use crate::forward::forward;
@@ -83,47 +84,30 @@ pub struct Api {
     /// held from the byte's arrival until its request is answered.
     pub(crate) body_budget: Arc<tokio::sync::Semaphore>,
     pub(crate) body_budget_bytes: usize,
+    /// How clients are authenticated, if they are.
+    pub(crate) auth: Option<Arc<Authenticator>>,
 }
 
 impl Api {
     /// The API of one node, with [`default_body_budget`].
     pub fn new(kv: KvService, directory: Arc<dyn Directory>, metrics: Arc<Metrics>) -> Arc<Api> {
-        let budget = default_body_budget(kv.options().max_value_bytes);
-        Api::with_body_budget(kv, directory, metrics, budget)
+        let options = ApiOptions::new(&kv);
+        Api::with_options(kv, directory, metrics, options)
     }
 
-    /// The API of one node holding at most `body_budget` bytes of request bodies and forwarded
-    /// answers at once; a request that finds no room gets 503 (`overloaded`) at once.
-    pub fn with_body_budget(
-        kv: KvService,
-        directory: Arc<dyn Directory>,
-        metrics: Arc<Metrics>,
-        body_budget: usize,
-    ) -> Arc<Api> {
-        Api::with_options(
-            kv,
-            directory,
-            metrics,
-            body_budget,
-            None,
-            MAX_FORWARDS_IN_FLIGHT,
-        )
-    }
-
-    /// The API of one node, as [`Api::with_body_budget`], whose cluster serves clients over
-    /// HTTPS when `tls` is given: requests are forwarded to the leader over HTTPS, trusting the
-    /// cluster's CA and presenting this node's certificate.
-    ///
-    /// At most `max_forwards` requests are forwarded at once (usually
-    /// [`MAX_FORWARDS_IN_FLIGHT`]).
+    /// The API of one node, with `options`.
     pub fn with_options(
         kv: KvService,
         directory: Arc<dyn Directory>,
         metrics: Arc<Metrics>,
-        body_budget: usize,
-        tls: Option<Arc<keel_net::PeerTls>>,
-        max_forwards: usize,
+        options: ApiOptions,
     ) -> Arc<Api> {
+        let ApiOptions {
+            body_budget,
+            tls,
+            max_forwards,
+            auth,
+        } = options;
         let max_forwards = max_forwards.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
         let body_budget = body_budget.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
         let forwarder = reqwest::Client::builder().tls_backend_preconfigured(match &tls {
@@ -152,13 +136,48 @@ impl Api {
             max_forwards,
             body_budget: Arc::new(tokio::sync::Semaphore::new(body_budget)),
             body_budget_bytes: body_budget,
+            auth,
         })
+    }
+
+    /// How the node authenticates clients, if it does.
+    pub fn authenticator(&self) -> Option<&Arc<Authenticator>> {
+        self.auth.as_ref()
+    }
+}
+
+/// How a node's API is set up, beyond its parts.
+#[derive(Clone)]
+pub struct ApiOptions {
+    /// Bytes of request bodies and forwarded answers held at once; a request that finds no
+    /// room gets 503 (`overloaded`) at once. Usually [`default_body_budget`].
+    pub body_budget: usize,
+    /// The node's certificates, when the cluster serves clients over HTTPS: requests are then
+    /// forwarded to the leader over HTTPS, trusting the cluster's CA and presenting this node's
+    /// certificate.
+    pub tls: Option<Arc<keel_net::PeerTls>>,
+    /// Most requests forwarded at once (usually [`MAX_FORWARDS_IN_FLIGHT`]).
+    pub max_forwards: usize,
+    /// Authenticate every request, and authorize it by the client's grants (see
+    /// [`crate::auth`]); `None` lets everyone do everything.
+    pub auth: Option<Arc<Authenticator>>,
+}
+
+impl ApiOptions {
+    /// The defaults for `kv`'s limits: plain HTTP, no authentication.
+    pub fn new(kv: &KvService) -> ApiOptions {
+        ApiOptions {
+            body_budget: default_body_budget(kv.options().max_value_bytes),
+            tls: None,
+            max_forwards: MAX_FORWARDS_IN_FLIGHT,
+            auth: None,
+        }
     }
 }
 
 /// The API's routes.
 pub fn router(api: Arc<Api>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route(
             "/v1/kv/{*key}",
             get(get_key).put(put_key).post(post_key).delete(delete_key),
@@ -184,6 +203,31 @@ pub fn router(api: Arc<Api>) -> Router {
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
                 "this endpoint does not take that method (see the HTTP API in the README)",
+            )
+        });
+    // Only on a node that authenticates: the layer costs every request a little.
+    let routes = if api.auth.is_some() {
+        routes.layer(axum::middleware::from_fn_with_state(
+            api.clone(),
+            crate::auth::authenticate,
+        ))
+    } else {
+        routes
+    };
+    routes.with_state(api)
+}
+
+/// The routes of the monitoring listener (`NodeConfig::admin_listen`): `/metrics` and
+/// `/v1/status`, read-only and without authentication.
+pub fn admin_router(api: Arc<Api>) -> Router {
+    Router::new()
+        .route("/v1/status", get(crate::status::status))
+        .route("/metrics", get(crate::status::metrics))
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "no_route",
+                "this listener serves /metrics and /v1/status only",
             )
         })
         .with_state(api)
@@ -237,7 +281,13 @@ pub(crate) type Incoming = axum::http::request::Parts;
 
 pub(crate) type KeyPath = Result<Path<String>, PathRejection>;
 
-pub(crate) fn key_of(api: &Api, path: KeyPath) -> Result<Bytes, Response> {
+/// The key a request is for, which its client must be allowed to `need`.
+pub(crate) fn key_of(
+    api: &Api,
+    path: KeyPath,
+    incoming: &Incoming,
+    need: Permission,
+) -> Result<Bytes, Response> {
     let Path(key) = path.map_err(|e| error(StatusCode::BAD_REQUEST, "bad_key", &e.body_text()))?;
     let max = api.kv.options().max_key_bytes;
     if key.is_empty() {
@@ -253,6 +303,7 @@ pub(crate) fn key_of(api: &Api, path: KeyPath) -> Result<Bytes, Response> {
             max,
         }));
     }
+    allow_key(incoming, need, key.as_bytes())?;
     Ok(Bytes::from(key))
 }
 
@@ -262,7 +313,8 @@ async fn get_key(
     Query(query): Query<BTreeMap<String, String>>,
     request: Request,
 ) -> Response {
-    let key = match key_of(&api, path) {
+    let (incoming, _) = request.into_parts();
+    let key = match key_of(&api, path, &incoming, Permission::Read) {
         Ok(key) => key,
         Err(response) => return response,
     };
@@ -278,7 +330,6 @@ async fn get_key(
         }
     };
     api.metrics.reads.inc();
-    let (incoming, _) = request.into_parts();
     let mut leadership = api.kv.raft().leadership();
     let deadline = tokio::time::Instant::now() + api.kv.options().request_timeout;
     loop {
@@ -311,16 +362,17 @@ async fn get_key(
 
 async fn put_key(State(api): State<Arc<Api>>, path: KeyPath, request: Request) -> Response {
     let (incoming, body) = request.into_parts();
-    let (key, value, _budget) = match key_and_body(&api, path, body, BodyHolds::Value).await {
-        Ok(kv) => kv,
-        Err(response) => return response,
-    };
+    let (key, value, _budget) =
+        match key_and_body(&api, path, &incoming, body, BodyHolds::Value).await {
+            Ok(kv) => kv,
+            Err(response) => return response,
+        };
     write(&api, incoming, value.clone(), Write::Put { key, value }).await
 }
 
 async fn delete_key(State(api): State<Arc<Api>>, path: KeyPath, request: Request) -> Response {
     let (incoming, _) = request.into_parts();
-    let key = match key_of(&api, path) {
+    let key = match key_of(&api, path, &incoming, Permission::Write) {
         Ok(key) => key,
         Err(response) => return response,
     };
@@ -344,16 +396,14 @@ async fn post_key(
     let holds = match query.get("op").map(String::as_str) {
         Some("cas") => BodyHolds::Cas,
         Some("append") => BodyHolds::Value,
-        // Answered before the body is read.
+        // Answered before the body is read (a small one is drained first).
         other => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_op",
-                &format!("POST needs ?op=append or ?op=cas, not {other:?}"),
-            );
+            let message = format!("POST needs ?op=append or ?op=cas, not {other:?}");
+            let response = error(StatusCode::BAD_REQUEST, "bad_op", &message);
+            return crate::body::refuse(body, response).await;
         }
     };
-    let (key, body, _budget) = match key_and_body(&api, path, body, holds).await {
+    let (key, body, _budget) = match key_and_body(&api, path, &incoming, body, holds).await {
         Ok(kv) => kv,
         Err(response) => return response,
     };
@@ -432,18 +482,20 @@ async fn write(api: &Arc<Api>, incoming: Incoming, body: Bytes, write_op: Write)
         Ok(session) => session,
         Err(response) => return response,
     };
+    let owner = crate::auth::owner(&incoming);
     let is_cas = matches!(write_op, Write::Cas { .. });
     api.metrics.writes.inc();
     let mut leadership = api.kv.raft().leadership();
     let deadline = tokio::time::Instant::now() + api.kv.options().request_timeout;
     let pending = loop {
-        let e = match api.kv.submit(session, write_op.clone()) {
+        let e = match api.kv.submit_as(owner, session, write_op.clone()) {
             Ok(pending) => break pending,
             Err(e) if awaits_leader(&e) => {
                 // A leader hands over within milliseconds, and an election takes a few round
                 // trips: wait for the next leader (within the request timeout), then write or
                 // forward as usual, rather than fail the client.
-                let submit = || std::future::ready(api.kv.submit(session, write_op.clone()));
+                let submit =
+                    || std::future::ready(api.kv.submit_as(owner, session, write_op.clone()));
                 match when_led(api, submit).await {
                     Ok(pending) => break pending,
                     Err(e) => e,

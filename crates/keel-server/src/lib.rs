@@ -3,6 +3,7 @@
 
 #![warn(missing_docs)]
 
+pub mod auth;
 mod body;
 mod forward;
 pub mod http;
@@ -13,7 +14,7 @@ pub mod metrics;
 pub mod node;
 mod status;
 
-pub use http::{Api, Directory, StatusView, default_body_budget, router};
+pub use http::{Api, ApiOptions, Directory, StatusView, default_body_budget, router};
 pub use keel_net::PeerSecret;
 pub use metrics::{Metrics, PeerTraffic, TrafficSource};
 pub use node::{DEFAULT_SEGMENT_SIZE_BYTES, Node, NodeConfig, NodeError, cluster_id};

@@ -14,7 +14,7 @@ use keel_net::{NetConfig, PeerTls, TcpServer, TcpTransport};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::http::{Api, Directory, router};
+use crate::http::{Api, ApiOptions, Directory, router};
 use crate::listener::{self, BoundedListener};
 use crate::metrics::{Metrics, PeerTraffic, TrafficSource};
 
@@ -64,6 +64,14 @@ pub struct NodeConfig {
     pub https: bool,
     /// With `https`: require clients to present a certificate of the cluster's CA.
     pub https_client_certs: bool,
+    /// Authenticate clients by this access file (bearer tokens, and the client certificates it
+    /// names), and authorize them by its grants (see [`crate::auth`]). Without it, a node
+    /// requiring client certificates gives every certificate of the CA every permission, and
+    /// any other node lets everyone do everything.
+    pub access_file: Option<PathBuf>,
+    /// Also serve `/metrics` and `/v1/status`, without authentication, on this address (for
+    /// monitoring that holds no credentials): plain HTTP or HTTPS as the client API is.
+    pub admin_listen: Option<SocketAddr>,
     /// Raft timing and limits.
     pub raft: keel::Config,
     /// KV service limits.
@@ -122,6 +130,16 @@ pub enum NodeError {
     Raft(#[from] keel::RaftError),
 }
 
+/// Most connections to the monitoring listener at once.
+const MAX_ADMIN_CONNECTIONS: usize = 64;
+
+/// Waits for every task (a stopped one's panic is not this caller's concern).
+async fn futures_join_all(tasks: Vec<JoinHandle<()>>) {
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
 /// Size at which log segments roll, unless configured otherwise.
 pub const DEFAULT_SEGMENT_SIZE_BYTES: u64 = DiskOptions::DEFAULT_SEGMENT_SIZE_BYTES;
 
@@ -142,8 +160,10 @@ pub struct Node {
     transport: Arc<TcpTransport>,
     peer_server: TcpServer,
     http_stop: CancellationToken,
-    http_task: JoinHandle<()>,
+    http_tasks: Vec<JoinHandle<()>>,
     client_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    auth: Option<Arc<crate::auth::Authenticator>>,
     peer_addr: SocketAddr,
 }
 
@@ -196,6 +216,21 @@ impl Node {
             Some(tls) => tls.reload(),
             None => Ok(()),
         }
+    }
+
+    /// Reads the access file again now (it is also read again when it changes). On an error the
+    /// grants in use stay.
+    pub fn reload_access(&self) -> Result<(), String> {
+        match &self.auth {
+            Some(auth) => auth.reload(),
+            None => Ok(()),
+        }
+    }
+
+    /// Where `/metrics` and `/v1/status` are served without authentication, if they are
+    /// (`admin_listen`).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// Opens the data dir, binds both addresses, and starts Raft, the KV service and the HTTP
@@ -271,6 +306,40 @@ impl Node {
                 config.peer_listen
             );
         }
+
+        let authenticates = config.access_file.is_some() || config.https_client_certs;
+        if config.https && !authenticates && !config.client_listen.ip().is_loopback() {
+            if !config.insecure {
+                return Err(NodeError::Config(format!(
+                    "the client port {} is reachable beyond this machine, and clients are not \
+                     authenticated: anyone who reaches it could read, write and change the \
+                     membership. Give an access file (--access FILE; keel token create makes \
+                     tokens), or --require-client-cert; or --insecure to run like this anyway",
+                    config.client_listen
+                )));
+            }
+            tracing::warn!(
+                "INSECURE: the client API at {} does not authenticate clients (--insecure)",
+                config.client_listen
+            );
+        }
+        if let Some(admin) = config.admin_listen
+            && !config.https
+            && !admin.ip().is_loopback()
+            && !config.insecure
+        {
+            return Err(NodeError::Config(format!(
+                "the admin port {admin} is reachable beyond this machine over plain HTTP: \
+                 serve HTTPS (--https), bind it to loopback, or --insecure"
+            )));
+        }
+        let auth = if authenticates {
+            let auth = crate::auth::Authenticator::new(config.access_file.as_deref())
+                .map_err(NodeError::Config)?;
+            Some(Arc::new(auth))
+        } else {
+            None
+        };
 
         if !config.https && !config.client_listen.ip().is_loopback() {
             if !config.insecure {
@@ -393,29 +462,53 @@ impl Node {
             transport: transport.clone(),
         });
         let https_tls = if config.https { peer_tls.clone() } else { None };
-        let budget = crate::body::default_body_budget(kv.options().max_value_bytes);
-        let app = router(Api::with_options(
+        let api = Api::with_options(
             kv.clone(),
             directory,
             metrics,
-            budget,
-            https_tls.clone(),
-            crate::http::MAX_FORWARDS_IN_FLIGHT,
-        ));
+            ApiOptions {
+                tls: https_tls.clone(),
+                auth: auth.clone(),
+                ..ApiOptions::new(&kv)
+            },
+        );
+        let app = router(api.clone());
+        let https = https_tls.map(|tls| listener::Https {
+            tls,
+            client_certs: config.https_client_certs,
+        });
         let mut listener = BoundedListener::new(http_listener, config.max_client_connections);
-        if let Some(tls) = https_tls {
-            listener = listener.with_https(listener::Https {
-                tls,
-                client_certs: config.https_client_certs,
-            });
+        if let Some(https) = https.clone() {
+            listener = listener.with_https(https);
         }
         let http_stop = CancellationToken::new();
-        let http_task = tokio::spawn(listener::serve(
+        let mut http_tasks = vec![tokio::spawn(listener::serve(
             listener,
             app,
             config.client_idle_timeout,
             http_stop.clone(),
-        ));
+        ))];
+        let mut admin_addr = None;
+        if let Some(addr) = config.admin_listen {
+            let bound = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| NodeError::Bind {
+                    what: "monitoring",
+                    addr,
+                    source,
+                })?;
+            admin_addr = bound.local_addr().ok();
+            let mut listener = BoundedListener::new(bound, MAX_ADMIN_CONNECTIONS);
+            if let Some(https) = https {
+                listener = listener.with_https(https);
+            }
+            http_tasks.push(tokio::spawn(listener::serve(
+                listener,
+                crate::http::admin_router(api),
+                config.client_idle_timeout,
+                http_stop.clone(),
+            )));
+        }
         let peer_addr = peer_server.local_addr();
         tracing::info!(node = id, %peer_addr, %client_addr, data_dir = %config.data_dir.display(), "node started");
         let join_task = joining.then(|| {
@@ -437,8 +530,10 @@ impl Node {
             transport,
             peer_server,
             http_stop,
-            http_task,
+            http_tasks,
             client_addr,
+            admin_addr,
+            auth,
             peer_addr,
         })
     }
@@ -490,7 +585,8 @@ impl Node {
         self.http_stop.cancel();
         // In-flight requests end when Raft stops; do not wait for slow clients forever.
         self.raft.shutdown().await;
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.http_task).await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(5), futures_join_all(self.http_tasks)).await;
         self.peer_server.shutdown().await;
         self.transport.shutdown().await;
         if let Err(error) = self.disk.close().await {

@@ -80,7 +80,12 @@ impl TestCluster {
             metrics.attach(&kv);
             let budget = body_budget
                 .unwrap_or_else(|| keel_server::default_body_budget(options.max_value_bytes));
-            let api = Api::with_options(kv, directory.clone(), metrics, budget, None, max_forwards);
+            let options = keel_server::ApiOptions {
+                body_budget: budget,
+                max_forwards,
+                ..keel_server::ApiOptions::new(&kv)
+            };
+            let api = Api::with_options(kv, directory.clone(), metrics, options);
             let app = router(api);
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap().to_string();

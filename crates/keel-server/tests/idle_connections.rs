@@ -49,6 +49,8 @@ async fn start_node(max_client_connections: usize) -> (Node, tempfile::TempDir) 
         insecure: false,
         https: false,
         https_client_certs: false,
+        access_file: None,
+        admin_listen: None,
         raft: keel::Config::default(),
         kv: keel_kv::KvOptions {
             // The body of a request must arrive within it.

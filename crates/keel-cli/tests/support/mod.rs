@@ -41,7 +41,7 @@ pub fn make_certs(dir: &std::path::Path, nodes: usize) {
         .args(["certs", "--cluster", "processes-test", "--dir"])
         .arg(dir);
     for id in 1..=nodes {
-        command.args(["--node", &id.to_string()]);
+        command.args(["--node", &format!("{id}=127.0.0.1,localhost")]);
     }
     let output = command.output().expect("run keel certs");
     assert!(
@@ -117,10 +117,18 @@ impl Cluster {
 
     /// Starts node `i` of the first `NODES` (a new cluster's member, or its restart).
     pub fn start(&mut self, i: usize) {
+        self.start_with(i, &[]);
+    }
+
+    /// Starts node `i` of the first `NODES` with more flags.
+    pub fn start_with(&mut self, i: usize, extra: &[&str]) {
         let peers: Vec<String> = (0..NODES as usize)
             .map(|j| format!("{}=127.0.0.1:{}", j + 1, self.peer_ports[j]))
             .collect();
-        self.spawn(i, &["--peers", &peers.join(",")]);
+        let peers = peers.join(",");
+        let mut args = vec!["--peers", peers.as_str()];
+        args.extend_from_slice(extra);
+        self.spawn(i, &args);
     }
 
     /// Starts node `i` (past the first `NODES`) with `--join` to the first `NODES` (and
