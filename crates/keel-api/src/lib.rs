@@ -73,6 +73,11 @@ pub struct NodeStatus {
     /// apply, which also shows in its log, or a shutdown.
     #[serde(default)]
     pub stopped: Option<String>,
+    /// Why the node's storage cannot write just now, if so (a full disk, no file
+    /// descriptors): it waits for the resource, a leader refuses writes meanwhile (503
+    /// `storage_unavailable`), and both end by themselves once the resource is back.
+    #[serde(default)]
+    pub storage_unavailable: Option<String>,
 }
 
 impl NodeStatus {

@@ -258,6 +258,7 @@ mod tests {
             membership_committed: true,
             transfer_to: None,
             stopped: None,
+            storage_unavailable: None,
         }
     }
 

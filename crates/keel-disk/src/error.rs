@@ -12,9 +12,10 @@ const RESTORE: &str = "restore this node from a peer: once `keel status` shows e
 /// concerned; those about damage also say what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
-    /// An operating-system call failed. After a failed write or fsync the storage stops for
-    /// good: the page cache may have dropped the data, so retrying could report a lost write as
-    /// durable.
+    /// An operating-system call failed. After a failed fsync the storage stops for good: the
+    /// page cache may have dropped the data, so retrying could report a lost write as durable.
+    /// So does any other failure except a shortage ([`DiskError::is_shortage`]), which the
+    /// writer waits out.
     #[error("cannot {op} {path}: {source}")]
     Io {
         /// The operation, e.g. "fdatasync segment".
@@ -120,6 +121,26 @@ impl DiskError {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Self {
         let path = path.into();
         move |source| DiskError::Io { op, path, source }
+    }
+
+    /// Whether this is a shortage the machine may recover from (a full disk or quota, no file
+    /// descriptors) met by an operation that can simply run again: creating, writing, renaming
+    /// or opening a file. The writer waits such errors out instead of stopping.
+    ///
+    /// Never an fsync's error (every flushing operation is named after its call, `fsync` or
+    /// `fdatasync`): after a failed fsync the kernel may have dropped the dirty pages, so a
+    /// later one could "succeed" without the data (fsyncgate).
+    pub fn is_shortage(&self) -> bool {
+        match self {
+            DiskError::Io { op, source, .. } => {
+                !op.contains("sync")
+                    && matches!(
+                        source.raw_os_error(),
+                        Some(libc::ENOSPC | libc::EDQUOT | libc::EMFILE | libc::ENFILE)
+                    )
+            }
+            _ => false,
+        }
     }
 }
 

@@ -200,6 +200,7 @@ impl DiskStorage {
     /// submissions are not written; their waiters get [`StorageError::Closed`]. Returns the
     /// error that stopped the storage earlier, if one did.
     pub async fn close(&self) -> Result<(), StorageError> {
+        self.shared.figures.give_up.store(true, Ordering::Relaxed);
         {
             let mut queue = self.shared.queue.lock();
             if queue.mode == Mode::Open {
@@ -220,6 +221,7 @@ impl DiskStorage {
     /// any) returns, without reporting it durable. Files stay as they are; the data dir is
     /// released when this returns.
     pub async fn crash(&self) {
+        self.shared.figures.give_up.store(true, Ordering::Relaxed);
         {
             let mut queue = self.shared.queue.lock();
             queue.mode = Mode::Stopped;
@@ -247,6 +249,15 @@ impl DiskStorage {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Test hook: fail file creations and segment writes with ENOSPC while `full`.
+    #[cfg(test)]
+    pub(crate) fn set_disk_full(&self, full: bool) {
+        self.shared
+            .figures
+            .disk_full
+            .store(full, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Test hook: make every fsync from now on fail, as a dying disk's would.
     #[cfg(test)]
     pub(crate) fn fail_syncs(&self) {
@@ -261,6 +272,7 @@ impl Drop for DiskStorage {
     /// Lets the writer finish what was submitted, then stop; nobody waits for it. Use
     /// [`DiskStorage::close`] to know when the data dir is released.
     fn drop(&mut self) {
+        self.shared.figures.give_up.store(true, Ordering::Relaxed);
         let mut queue = self.shared.queue.lock();
         if queue.mode == Mode::Open {
             queue.mode = Mode::Closing;
@@ -326,6 +338,15 @@ impl Storage for DiskStorage {
             receiver
         };
         Box::pin(async move { receiver.await.unwrap_or(Err(StorageError::Closed)) })
+    }
+
+    /// Why the writer waits: the shortage it met (a full disk, no file descriptors), while it
+    /// lasts.
+    fn unavailable(&self) -> Option<String> {
+        if !self.shared.figures.short.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.shared.figures.unavailable.lock().clone()
     }
 
     fn durable_now(&self) -> u64 {
@@ -481,8 +502,8 @@ fn write_while_queued(shared: &Shared, writer: &mut LogWriter) -> bool {
         if !report(shared, written, Some(last_seq)) {
             return false;
         }
-        if writer.has_garbage() && !report(shared, writer.collect_garbage(), None) {
-            return false;
+        if writer.has_garbage() {
+            writer.collect_garbage();
         }
     }
 }
@@ -610,5 +631,133 @@ mod tests {
             storage.close().await.expect_err("failed").to_string(),
             message
         );
+    }
+
+    /// Waits (in real time: the writer sleeps on a blocking thread) until `ready` holds.
+    async fn eventually(what: &str, ready: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !ready() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting: {what}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
+    /// A full disk is waited out: the write stays queued and unacknowledged, the storage says
+    /// why, and once space is back the write and every later one becomes durable, and is there
+    /// after a restart. Whichever file operation meets the shortage: appending to a segment,
+    /// starting the next segment, writing a snapshot.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_disk_delays_writes_and_loses_none() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let options = DiskOptions {
+            // Small segments, so that the writes below start new ones.
+            segment_size_bytes: 4096,
+            preallocate: false,
+            ..DiskOptions::new(1, 1)
+        };
+        let storage = DiskStorage::open(dir.path(), options.clone()).expect("open");
+        let mut index = 0;
+        let mut append = |n: usize| {
+            let entries = (0..n)
+                .map(|_| {
+                    index += 1;
+                    Entry {
+                        payload: Payload::Command(bytes::Bytes::from(vec![7u8; 300])),
+                        ..entry(index)
+                    }
+                })
+                .collect();
+            storage.submit(WriteBatch {
+                entries,
+                ..Default::default()
+            })
+        };
+        let first = append(3);
+        storage.wait_durable(first).await.expect("durable");
+        for round in 0..3 {
+            storage.set_disk_full(true);
+            // Round 0 writes into the current segment; round 1 starts new segments (more than a
+            // segment's worth); round 2 writes a snapshot.
+            let blocked = match round {
+                0 => append(1),
+                1 => append(30),
+                _ => storage.submit(WriteBatch {
+                    snapshot: Some(keel::Snapshot {
+                        meta: keel::SnapshotMeta {
+                            last_included_index: 10,
+                            last_included_term: 1,
+                        },
+                        membership: None,
+                        data: bytes::Bytes::from_static(b"state at 10"),
+                    }),
+                    compact_through: Some(10),
+                    ..Default::default()
+                }),
+            };
+            eventually("the storage reports the shortage", || {
+                storage.unavailable().is_some()
+            })
+            .await;
+            let reason = storage.unavailable().expect("unavailable");
+            assert!(reason.contains("No space left on device"), "{reason}");
+            assert!(
+                storage.durable_now() < blocked,
+                "round {round}: reported durable while the disk is full"
+            );
+            // More writes queue behind it meanwhile.
+            let behind = append(2);
+            storage.set_disk_full(false);
+            tokio::time::timeout(
+                std::time::Duration::from_secs(20),
+                storage.wait_durable(behind),
+            )
+            .await
+            .expect("written once space is back")
+            .expect("durable");
+            assert_eq!(storage.unavailable(), None, "round {round}");
+        }
+        storage.close().await.expect("closed cleanly");
+
+        let reopened = DiskStorage::open(dir.path(), options).expect("reopen");
+        let recovered = reopened.recover().expect("recover");
+        assert_eq!(
+            recovered
+                .snapshot
+                .as_ref()
+                .map(|s| s.meta.last_included_index),
+            Some(10)
+        );
+        let indexes: Vec<u64> = recovered.entries.iter().map(|e| e.index).collect();
+        assert_eq!(indexes, (11..=index).collect::<Vec<_>>());
+        reopened.close().await.expect("close");
+    }
+
+    /// Closing a storage that waits out a shortage gives up on the queued writes (they were
+    /// never acknowledged) instead of waiting for space for ever.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn closing_gives_up_waiting_for_space() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let storage = DiskStorage::open(dir.path(), DiskOptions::new(1, 1)).expect("open");
+        storage.set_disk_full(true);
+        let seq = storage.submit(WriteBatch {
+            entries: vec![entry(1)],
+            ..Default::default()
+        });
+        let waiting = storage.wait_durable(seq);
+        eventually("the storage reports the shortage", || {
+            storage.unavailable().is_some()
+        })
+        .await;
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(20), storage.close())
+            .await
+            .expect("close returns");
+        let message = closed
+            .expect_err("the write was not made durable")
+            .to_string();
+        assert!(message.contains("No space left on device"), "{message}");
+        assert!(waiting.await.is_err(), "never acknowledged");
     }
 }

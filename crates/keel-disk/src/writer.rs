@@ -42,6 +42,80 @@ pub(crate) struct Figures {
     #[cfg(test)]
     pub fail_syncs: std::sync::atomic::AtomicBool,
     pub sync_observer: parking_lot::Mutex<Option<SyncObserver>>,
+    /// Set while the writer waits out a shortage (see [`until_available`]); `unavailable`
+    /// says why.
+    pub short: AtomicBool,
+    pub unavailable: parking_lot::Mutex<Option<String>>,
+    /// Set when the storage closes or crashes: a writer waiting out a shortage gives up.
+    pub give_up: AtomicBool,
+    /// Test hook: fail file creations and segment writes with ENOSPC while set, as a full disk
+    /// would.
+    #[cfg(test)]
+    pub disk_full: AtomicBool,
+}
+
+/// The first pause before an operation that met a shortage runs again, and the longest.
+const SHORTAGE_FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+const SHORTAGE_MAX_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Runs `op` until it succeeds or fails with anything but a shortage
+/// ([`DiskError::is_shortage`]: a full disk, no file descriptors), pausing between attempts.
+///
+/// Every operation run this way leaves nothing behind when it fails that running it again does
+/// not replace (a write at the same offset, a `.tmp` file created anew), and the writer's
+/// state changes only once it succeeded: so a full disk delays writes, which stay queued and
+/// unacknowledged, instead of stopping the storage for good. Meanwhile `figures.unavailable`
+/// says why (a leader refuses proposals: `Storage::unavailable`). Gives up, returning the
+/// error, once the storage closes.
+fn until_available<T>(
+    figures: &Figures,
+    mut op: impl FnMut() -> Result<T, DiskError>,
+) -> Result<T, DiskError> {
+    let mut pause = SHORTAGE_FIRST_PAUSE;
+    let mut since = None;
+    loop {
+        match op() {
+            Ok(value) => {
+                if figures.short.swap(false, Ordering::Relaxed) {
+                    figures.unavailable.lock().take();
+                    tracing::warn!(
+                        after = ?since.map(|s: std::time::Instant| s.elapsed()),
+                        "the storage can write again; queued writes go on"
+                    );
+                }
+                return Ok(value);
+            }
+            Err(error) if error.is_shortage() && !figures.give_up.load(Ordering::Relaxed) => {
+                let reason = error.to_string();
+                let mut unavailable = figures.unavailable.lock();
+                if unavailable.as_deref() != Some(reason.as_str()) {
+                    tracing::error!(
+                        %error,
+                        "the storage cannot write; writes wait (a leader refuses new ones) until \
+                         the resource is back"
+                    );
+                    *unavailable = Some(reason);
+                }
+                drop(unavailable);
+                figures.short.store(true, Ordering::Relaxed);
+                since.get_or_insert_with(std::time::Instant::now);
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(SHORTAGE_MAX_PAUSE);
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// Test hook: the error a full disk gives `op` on `path`, while `Figures::disk_full` is set.
+#[cfg(test)]
+fn injected_shortage(figures: &Figures, op: &'static str, path: &Path) -> Result<(), DiskError> {
+    if figures.disk_full.load(Ordering::Relaxed) {
+        return Err(DiskError::io(op, path)(std::io::Error::from_raw_os_error(
+            libc::ENOSPC,
+        )));
+    }
+    Ok(())
 }
 
 impl std::fmt::Debug for Figures {
@@ -88,6 +162,8 @@ pub(crate) struct Segment {
 struct Deleter {
     sender: Option<std::sync::mpsc::SyncSender<Vec<PathBuf>>>,
     hurry: std::sync::Arc<AtomicBool>,
+    /// Set when the storage closes: stop retrying deletions that met a shortage.
+    closing: std::sync::Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -106,6 +182,8 @@ impl Deleter {
         let data_dir = dir.to_path_buf();
         let hurry = std::sync::Arc::new(AtomicBool::new(false));
         let in_thread = hurry.clone();
+        let closing = std::sync::Arc::new(AtomicBool::new(false));
+        let in_closing = closing.clone();
         let thread = std::thread::Builder::new()
             .name("keel-disk-delete".into())
             .spawn(move || {
@@ -114,7 +192,19 @@ impl Deleter {
                     if failed {
                         continue;
                     }
-                    if let Err(error) = delete_all(&paths, &data_dir, &dir_handle, &in_thread) {
+                    // Out of file descriptors, say: try again a little later, unless closing.
+                    let mut pause = SHORTAGE_FIRST_PAUSE;
+                    let deleted = loop {
+                        match delete_all(&paths, &data_dir, &dir_handle, &in_thread) {
+                            Err(error) if error.is_shortage() && !in_closing.load(Ordering::Relaxed) => {
+                                tracing::warn!(%error, "cannot delete obsolete log files yet; trying again");
+                                std::thread::park_timeout(pause);
+                                pause = (pause * 2).min(SHORTAGE_MAX_PAUSE);
+                            }
+                            other => break other,
+                        }
+                    };
+                    if let Err(error) = deleted {
                         tracing::warn!(%error, "cannot delete obsolete log files; they stay until the next restart");
                         failed = true;
                     }
@@ -124,6 +214,7 @@ impl Deleter {
         Ok(Deleter {
             sender: Some(sender),
             hurry,
+            closing,
             thread: Some(thread),
         })
     }
@@ -166,6 +257,10 @@ fn delete_all(
         let tmp = dir::tmp_path(path);
         match std::fs::rename(path, &tmp) {
             Ok(()) => doomed.push(tmp),
+            // Renamed by an earlier attempt that then met a shortage.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound && tmp.exists() => {
+                doomed.push(tmp)
+            }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
             Err(error) => return Err(DiskError::io("rename for deletion", path)(error)),
         }
@@ -201,6 +296,7 @@ impl Drop for Deleter {
     /// changes its files.
     fn drop(&mut self) {
         self.hurry.store(true, Ordering::Relaxed);
+        self.closing.store(true, Ordering::Relaxed);
         drop(self.sender.take());
         if let Some(thread) = self.thread.take() {
             thread.thread().unpark();
@@ -431,7 +527,18 @@ impl LogWriter {
     /// machine (its file system discards freed blocks), and a snapshot can free several: done
     /// here, that stalled every write queued behind it. Nothing waits for a deletion (recovery
     /// copes with obsolete files still present), so a thread of its own does them, in order.
-    pub(crate) fn collect_garbage(&mut self) -> Result<(), DiskError> {
+    pub(crate) fn collect_garbage(&mut self) {
+        if self.deleter.is_none() {
+            match Deleter::start(&self.dir) {
+                Ok(deleter) => self.deleter = Some(deleter),
+                // Out of file descriptors or threads: the files stay obsolete until a later
+                // group tries again (or the next recovery removes them).
+                Err(error) => {
+                    tracing::warn!(%error, "cannot start deleting obsolete log files yet");
+                    return;
+                }
+            }
+        }
         let mut paths: Vec<PathBuf> = std::mem::take(&mut self.replaced_snapshots)
             .into_iter()
             .map(|id| dir::snapshot_path(&self.dir, id))
@@ -442,11 +549,7 @@ impl LogWriter {
             paths.push(dir::segment_path(&self.dir, segment.seq));
         }
         self.publish_figures();
-        if self.deleter.is_none() {
-            self.deleter = Some(Deleter::start(&self.dir)?);
-        }
         self.deleter.as_ref().expect("started above").delete(paths);
-        Ok(())
     }
 
     /// Segments at the front whose entries are all compacted. Segment k is obsolete once the
@@ -516,13 +619,14 @@ impl LogWriter {
             format::mark_group_end(&mut self.buf, start, seal);
         }
         let offset = self.current().len;
-        if let Err(source) = self.file.write_all_at(&self.buf, offset) {
-            return Err(DiskError::Io {
-                op: "write segment",
-                path: self.current_path(),
-                source,
-            });
-        }
+        let path = self.current_path();
+        let (file, buf) = (&self.file, &self.buf);
+        until_available(&self.figures, || {
+            #[cfg(test)]
+            injected_shortage(&self.figures, "write segment", &path)?;
+            file.write_all_at(buf, offset)
+                .map_err(DiskError::io("write segment", &path))
+        })?;
         let written = self.buf.len() as u64;
         let segment = self.segments.back_mut().expect("a segment");
         segment.len += written;
@@ -580,14 +684,19 @@ impl LogWriter {
             }
         };
         let preallocate = self.preallocate.then_some(self.segment_size_bytes);
-        let (file, file_len) = create_segment(
-            &self.dir,
-            &self.dir_handle,
-            seq,
-            &self.state,
-            preallocate,
-            spare,
-        )?;
+        let mut spare = spare;
+        let (file, file_len) = until_available(&self.figures, || {
+            #[cfg(test)]
+            injected_shortage(&self.figures, "create", &self.dir)?;
+            create_segment(
+                &self.dir,
+                &self.dir_handle,
+                seq,
+                &self.state,
+                preallocate,
+                spare.take(),
+            )
+        })?;
         self.file = file;
         self.segments.push_back(Segment {
             seq,
@@ -610,12 +719,22 @@ impl LogWriter {
         };
         self.next_snapshot_id += 1;
         let path = dir::snapshot_path(&self.dir, reference.id);
-        let mut file = dir::create_tmp(&path)?;
         let header = format::encode_snapshot_header(&reference, snapshot.membership.as_ref());
-        file.write_all(&header)
-            .and_then(|()| file.write_all(&snapshot.data))
-            .map_err(DiskError::io("write snapshot", dir::tmp_path(&path)))?;
-        dir::install(file, &path, &self.dir_handle)?;
+        until_available(&self.figures, || {
+            #[cfg(test)]
+            injected_shortage(&self.figures, "create", &path)?;
+            let mut file = dir::create_tmp(&path)?;
+            let written = file
+                .write_all(&header)
+                .and_then(|()| file.write_all(&snapshot.data));
+            if let Err(error) = written {
+                // Give the space back at once: the next attempt starts the file anew.
+                drop(file);
+                let _ = std::fs::remove_file(dir::tmp_path(&path));
+                return Err(DiskError::io("write snapshot", dir::tmp_path(&path))(error));
+            }
+            dir::install(file, &path, &self.dir_handle)
+        })?;
         Ok(reference)
     }
 
@@ -712,8 +831,12 @@ fn zero_filled_paced(path: &Path, size: u64, pace: Option<Pace>) -> Result<File,
     let mut left = size;
     while left > 0 {
         let n = left.min(CHUNK_BYTES as u64) as usize;
-        file.write_all(&zeros[..n])
-            .map_err(DiskError::io("zero-fill", path))?;
+        if let Err(error) = file.write_all(&zeros[..n]) {
+            // A full disk, most likely: give the space back rather than hold it.
+            drop(file);
+            let _ = std::fs::remove_file(path);
+            return Err(DiskError::io("zero-fill", path)(error));
+        }
         left -= n as u64;
         if let Some(pace) = pace.as_ref().filter(|_| left > 0) {
             if pace.control.stop.load(Ordering::Relaxed) {

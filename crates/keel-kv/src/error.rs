@@ -53,6 +53,13 @@ pub enum KvError {
         /// The node taking over.
         to: NodeId,
     },
+    /// The leader's storage cannot make writes durable just now (a full disk, no file
+    /// descriptors); it takes writes again once it can, and loses none it acknowledged.
+    #[error("the leader's storage is unavailable: {reason}")]
+    StorageUnavailable {
+        /// What the storage reports.
+        reason: String,
+    },
     /// The node is shutting down.
     #[error("this node is shut down")]
     Shutdown,
@@ -70,6 +77,7 @@ impl KvError {
             KvError::ValueTooLarge { .. } => "value_too_large",
             KvError::Overloaded => "overloaded",
             KvError::TransferringLeadership { .. } => "transferring_leadership",
+            KvError::StorageUnavailable { .. } => "storage_unavailable",
             KvError::Shutdown => "shutdown",
         }
     }

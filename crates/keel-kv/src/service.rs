@@ -321,6 +321,9 @@ impl KvService {
                 ProposeError::Overloaded { .. } => KvError::Overloaded,
                 ProposeError::TooLarge { size, max } => KvError::ValueTooLarge { size, max },
                 ProposeError::Shutdown => KvError::Shutdown,
+                ProposeError::StorageUnavailable { reason } => {
+                    KvError::StorageUnavailable { reason }
+                }
                 ProposeError::TransferringLeadership { to } => {
                     KvError::TransferringLeadership { to }
                 }

@@ -262,6 +262,7 @@ pub(crate) fn kv_error(e: &KvError) -> Response {
         | KvError::LeadershipLost
         | KvError::Overloaded
         | KvError::TransferringLeadership { .. }
+        | KvError::StorageUnavailable { .. }
         | KvError::Shutdown => StatusCode::SERVICE_UNAVAILABLE,
     };
     let code = match e {

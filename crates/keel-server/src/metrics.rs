@@ -48,6 +48,7 @@ pub struct Metrics {
     term: IntGauge,
     is_leader: IntGauge,
     serving: IntGauge,
+    storage_available: IntGauge,
     commit_index: IntGauge,
     applied_index: IntGauge,
     apply_lag: IntGauge,
@@ -124,6 +125,10 @@ impl Metrics {
             serving: gauge(
                 "serving",
                 "1 while the node serves; 0 once it stopped (on data it cannot apply: see its log and /v1/status).",
+            ),
+            storage_available: gauge(
+                "storage_available",
+                "0 while the storage waits for a resource (a full disk, no file descriptors; the reason is in /v1/status); 1 otherwise.",
             ),
             commit_index: gauge("commit_index", "Highest log index known committed."),
             applied_index: gauge("applied_index", "Highest log index applied to the store."),
@@ -229,6 +234,8 @@ impl Metrics {
         self.term.set(status.current_term as i64);
         let serving = kv.stopped_reason().is_none();
         self.serving.set(serving as i64);
+        self.storage_available
+            .set(status.storage_unavailable.is_none() as i64);
         self.is_leader
             .set((serving && status.role == Role::Leader) as i64);
         self.commit_index.set(status.commit_index as i64);

@@ -61,6 +61,7 @@ pub fn status_view(api: &Api) -> StatusView {
         membership_committed: status.membership.committed,
         transfer_to: status.transfer_to,
         stopped,
+        storage_unavailable: status.storage_unavailable,
     }
 }
 

@@ -35,6 +35,13 @@ pub enum ProposeError {
         /// The node taking over.
         to: NodeId,
     },
+    /// This node's storage cannot make writes durable just now (`Storage::unavailable`: a
+    /// full disk, say); retry once it can. Nothing is appended meanwhile.
+    #[error("this node's storage is unavailable: {reason}")]
+    StorageUnavailable {
+        /// What the storage reports, e.g. the disk error it waits out.
+        reason: String,
+    },
     /// The node was shut down or stopped on a fatal error.
     #[error("this node is shut down")]
     Shutdown,

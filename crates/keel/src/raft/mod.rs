@@ -138,6 +138,9 @@ pub struct Status {
     pub transfer_to: Option<NodeId>,
     /// The error that stopped the node, if one did.
     pub fatal_error: Option<String>,
+    /// Why the storage cannot make writes durable just now, if it cannot
+    /// ([`Storage::unavailable`]).
+    pub storage_unavailable: Option<String>,
 }
 
 /// The configuration a node is under, as published to [`Raft::membership`] subscribers on
@@ -593,6 +596,11 @@ impl Raft {
                 max: max - 13,
             });
         }
+        // A leader whose own log cannot be written takes nothing new: the entries would pile up
+        // in memory, and no client should wait on a disk that may stay full for hours.
+        if let Some(reason) = shared.storage.unavailable() {
+            return Err(ProposeError::StorageUnavailable { reason });
+        }
         // The leader may write its own copy after sending it (Raft thesis 10.2.1): the entry
         // stays staged for the next critical section or the persistence watcher to submit,
         // together with those of other proposals.
@@ -803,6 +811,7 @@ impl Raft {
             },
             transfer_to: s.transfer.as_ref().map(|t| t.target),
             fatal_error: s.fatal.clone(),
+            storage_unavailable: self.shared.storage.unavailable(),
         }
     }
 

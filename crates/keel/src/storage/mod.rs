@@ -81,4 +81,14 @@ pub trait Storage: Send + Sync + 'static {
     fn durable_now(&self) -> u64 {
         0
     }
+
+    /// Why writes cannot be made durable just now, while a shortage the storage waits out
+    /// lasts (a full disk, no file descriptors): `None` when all is well. Writes submitted
+    /// meanwhile stay queued and become durable once the resource is back; a leader refuses
+    /// new proposals meanwhile ([`ProposeError::StorageUnavailable`](crate::ProposeError)).
+    /// Errors after which nothing can be trusted (a failed fsync) are not shortages: they stop
+    /// the storage through `wait_durable`.
+    fn unavailable(&self) -> Option<String> {
+        None
+    }
 }
