@@ -122,6 +122,10 @@ async fn try_request(
         .await
         .expect("an answer within 20 s")
         .ok();
+    if answer.is_empty() {
+        // Refused in the TLS handshake (TLS 1.3 tells the client only once it reads).
+        return Err(std::io::Error::other("the connection closed without an answer"));
+    }
     let answer = String::from_utf8_lossy(&answer).into_owned();
     let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
     let status = head
@@ -363,6 +367,48 @@ async fn clients_are_authenticated_authorized_and_bound_to_their_sessions() {
         "opsc writes via a follower: {}",
         answer.body
     );
+    // A member's certificate (a node joining through a follower, say): forwarded as that
+    // member, which may do everything. Posing as a member changes nothing for anyone else.
+    let member = tls_config(&certs, Some(&format!("node-{}", follower + 1)));
+    let answer = request(&at(follower), &member, "PUT", "/v1/kv/member-key", &[], "m").await;
+    assert_eq!(
+        answer.status, 200,
+        "a member writes via a follower: {}",
+        answer.body
+    );
+    let answer = request(&at(follower), &member, "GET", "/v1/members", &[], "").await;
+    assert_eq!(
+        answer.status, 200,
+        "a member lists members: {}",
+        answer.body
+    );
+    let as_member = [("Keel-Forwarded-Member", "1"), ("Keel-Forwarded", "1")];
+    let answer = request(
+        &at(leader),
+        &anonymous,
+        "PUT",
+        "/v1/kv/app/m",
+        &as_member,
+        "s",
+    )
+    .await;
+    expect(
+        &answer,
+        401,
+        "unauthenticated",
+        "anonymous posing as a member",
+    );
+    let answer = request(
+        &at(leader),
+        &anonymous,
+        "PUT",
+        "/v1/kv/member-key",
+        &[("Authorization", &app_auth), as_member[0]],
+        "s",
+    )
+    .await;
+    expect(&answer, 403, "forbidden", "app posing as a member");
+
     // A certificate of the CA the file does not name: 403, and naming another client in the
     // header only members may set changes nothing.
     let stranger = tls_config(&certs, Some("client-stranger"));
@@ -571,4 +617,37 @@ fn a_node_refuses_to_serve_unauthenticated_clients_beyond_loopback() {
     let (code, _, err) = keel(&args, &[]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("unknown permission \"root\""), "{err}");
+}
+
+/// With client certificates required on the client port, the monitoring listener still asks
+/// for none: it is for scrapers that hold no credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_asks_no_client_certificate() {
+    let mut cluster = Cluster::new("auth-admin-certs");
+    let certs = cluster.certs[0].clone();
+    let admin = format!("127.0.0.1:{}", free_port());
+    cluster.start_with(
+        0,
+        &["--https", "--require-client-cert", "--admin-addr", &admin],
+    );
+    let anonymous = tls_config(&certs, None);
+    let until = Instant::now() + Duration::from_secs(30);
+    let answer = loop {
+        match try_request(&admin, &anonymous, "GET", "/metrics", &[], "").await {
+            Ok(answer) => break answer,
+            Err(error) => {
+                assert!(Instant::now() < until, "no answer from {admin}: {error}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(answer.body.contains("keel_term"), "{}", answer.body);
+    // The client port, by contrast, takes no client without a certificate.
+    let refused = try_request(&cluster.endpoint(0), &anonymous, "GET", "/v1/kv/x", &[], "").await;
+    assert!(
+        refused.is_err() || refused.as_ref().is_ok_and(|a| a.status == 401),
+        "an anonymous client on the client port: {:?}",
+        refused.map(|a| a.status)
+    );
 }

@@ -28,8 +28,9 @@
 //! KV state machine keys sessions by owner and client id and caps each owner's).
 //!
 //! A follower forwards a request with the client's `Authorization` header, and names the
-//! client in [`FORWARDED_CLIENT_HEADER`]; the leader believes that header only from a
-//! connection presenting a member's certificate (over HTTPS), so no client can forge it.
+//! client in [`FORWARDED_CLIENT_HEADER`] (or a member, in [`FORWARDED_MEMBER_HEADER`]); the
+//! leader believes those headers only from a connection presenting a member's certificate (over
+//! HTTPS), so no client can forge them.
 //!
 //! The file is read again when it changes (looked at, at most once a second, as requests
 //! arrive) and on [`Authenticator::reload`] (`keel serve` does on SIGHUP); a file that no
@@ -59,6 +60,11 @@ use crate::listener::ClientCert;
 /// The header a follower names a forwarded request's client in. Believed only from a member
 /// (see the module documentation); ignored from anyone else.
 pub const FORWARDED_CLIENT_HEADER: &str = "keel-forwarded-client";
+
+/// The header a follower names a forwarded request's member in, when a member (by its
+/// certificate: a node joining, say) sent it. Believed only from a member, as
+/// [`FORWARDED_CLIENT_HEADER`].
+pub const FORWARDED_MEMBER_HEADER: &str = "keel-forwarded-member";
 
 /// What a grant allows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -191,7 +197,8 @@ impl Identity {
     /// The owner of this identity's sessions (never 0: that is the anonymous owner).
     pub fn owner(&self) -> u64 {
         match self {
-            Identity::Member(id) => owner_of(&format!("node-{id}")),
+            // Not a client name (those have no ':'), so no client shares a member's sessions.
+            Identity::Member(id) => owner_of(&format!("member:{id}")),
             Identity::Client(client) => client.owner,
         }
     }
@@ -473,6 +480,16 @@ impl Authenticator {
                         )
                     })?;
                     self.named(access.as_deref(), name)
+                } else if let Some(member) = parts.headers.get(FORWARDED_MEMBER_HEADER) {
+                    let member = member.to_str().ok().and_then(|m| m.parse().ok());
+                    match member {
+                        Some(member) => Ok(Identity::Member(member)),
+                        None => Err(error(
+                            StatusCode::BAD_REQUEST,
+                            "bad_header",
+                            "the forwarded member's id is not a number",
+                        )),
+                    }
                 } else if parts.headers.contains_key(FORWARDED_HEADER) {
                     Err(unauthenticated(&format!(
                         "member {id} forwarded this request without credentials: this node \
@@ -579,11 +596,12 @@ pub(crate) fn owner(incoming: &Incoming) -> u64 {
         .map_or(0, Identity::owner)
 }
 
-/// The name a follower forwards for the request's client, if it has one.
-pub(crate) fn forwarded_name(incoming: &Incoming) -> Option<&str> {
-    match incoming.extensions.get::<Identity>() {
-        Some(Identity::Client(client)) => Some(&client.name),
-        _ => None,
+/// The header, and its value, in which a follower names the request's client or member to
+/// the leader, if the request was authenticated.
+pub(crate) fn forwarded_identity(incoming: &Incoming) -> Option<(&'static str, String)> {
+    match incoming.extensions.get::<Identity>()? {
+        Identity::Client(client) => Some((FORWARDED_CLIENT_HEADER, client.name.clone())),
+        Identity::Member(id) => Some((FORWARDED_MEMBER_HEADER, id.to_string())),
     }
 }
 

@@ -132,8 +132,8 @@ pub(crate) async fn forward(
         }
     }
     // Believed by the leader only from a member's certificate: see `crate::auth`.
-    if let Some(name) = crate::auth::forwarded_name(incoming) {
-        request = request.header(crate::auth::FORWARDED_CLIENT_HEADER, name);
+    if let Some((name, value)) = crate::auth::forwarded_identity(incoming) {
+        request = request.header(name, value);
     }
     match request.send().await {
         Ok(answer) => {

@@ -333,6 +333,15 @@ impl Node {
                  serve HTTPS (--https), bind it to loopback, or --insecure"
             )));
         }
+        if let Some(admin) = config.admin_listen
+            && !config.https
+            && !admin.ip().is_loopback()
+        {
+            tracing::warn!(
+                "INSECURE: the admin port {admin} serves /metrics and /v1/status over plain HTTP \
+                 beyond this machine (--insecure)"
+            );
+        }
         let auth = if authenticates {
             let auth = crate::auth::Authenticator::new(config.access_file.as_deref())
                 .map_err(NodeError::Config)?;
@@ -499,8 +508,12 @@ impl Node {
                 })?;
             admin_addr = bound.local_addr().ok();
             let mut listener = BoundedListener::new(bound, MAX_ADMIN_CONNECTIONS);
+            // Monitoring holds no credentials: HTTPS, but no client certificate asked for.
             if let Some(https) = https {
-                listener = listener.with_https(https);
+                listener = listener.with_https(listener::Https {
+                    client_certs: false,
+                    ..https
+                });
             }
             http_tasks.push(tokio::spawn(listener::serve(
                 listener,
