@@ -124,7 +124,9 @@ async fn try_request(
         .ok();
     if answer.is_empty() {
         // Refused in the TLS handshake (TLS 1.3 tells the client only once it reads).
-        return Err(std::io::Error::other("the connection closed without an answer"));
+        return Err(std::io::Error::other(
+            "the connection closed without an answer",
+        ));
     }
     let answer = String::from_utf8_lossy(&answer).into_owned();
     let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));

@@ -76,7 +76,10 @@ fn until_available<T>(
     loop {
         match op() {
             Ok(value) => {
-                if figures.short.swap(false, Ordering::Relaxed) {
+                // A load first: the common case, every write, stays a plain read.
+                if figures.short.load(Ordering::Relaxed)
+                    && figures.short.swap(false, Ordering::Relaxed)
+                {
                     figures.unavailable.lock().take();
                     tracing::warn!(
                         after = ?since.map(|s: std::time::Instant| s.elapsed()),
