@@ -238,7 +238,27 @@ pub fn token_hash(token: &str) -> String {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(2 * bytes.len());
+    for b in bytes {
+        text.push(DIGITS[usize::from(b >> 4)] as char);
+        text.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    text
+}
+
+/// The 32 bytes that 64 hex digits (either case) spell, if they do.
+fn unhex(text: &str) -> Option<[u8; 32]> {
+    let text = text.as_bytes();
+    if text.len() != 64 {
+        return None;
+    }
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut bytes = [0u8; 32];
+    for (i, pair) in text.chunks_exact(2).enumerate() {
+        bytes[i] = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(bytes)
 }
 
 /// The access file as written.
@@ -263,7 +283,9 @@ struct ClientForm {
 #[derive(Debug, Default)]
 pub struct Access {
     by_name: HashMap<String, Arc<Client>>,
-    by_token: HashMap<String, Arc<Client>>,
+    /// By the SHA-256 of their token: a request's token is hashed and looked up, with no
+    /// text made of it.
+    by_token: HashMap<[u8; 32], Arc<Client>>,
 }
 
 impl Access {
@@ -287,13 +309,12 @@ impl Access {
                 .map_err(|e| format!("client {name:?}: {e}"))?;
             let client = Arc::new(Client::new(name.clone(), grants));
             if let Some(hash) = entry.token_sha256 {
-                let hash = hash.to_ascii_lowercase();
-                if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                let Some(hash) = unhex(&hash) else {
                     return Err(format!(
                         "client {name:?}: token_sha256 must be 64 hex digits (keel token \
                          create writes it)"
                     ));
-                }
+                };
                 if access.by_token.insert(hash, client.clone()).is_some() {
                     return Err(format!(
                         "client {name:?}: another client has the same token"
@@ -321,7 +342,9 @@ impl Access {
 
     /// The client whose token this is.
     pub fn client_with_token(&self, token: &str) -> Option<&Arc<Client>> {
-        self.by_token.get(&token_hash(token))
+        let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+        let digest: &[u8; 32] = digest.as_ref().try_into().expect("SHA-256 is 32 bytes");
+        self.by_token.get(digest)
     }
 
     /// How many clients it lists.
@@ -608,6 +631,22 @@ pub(crate) fn forwarded_identity(incoming: &Incoming) -> Option<(&'static str, S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_hashes_spell_and_read_back() {
+        let bytes: [u8; 32] = std::array::from_fn(|i| (i * 37 + 5) as u8);
+        let text = hex(&bytes);
+        assert_eq!(text.len(), 64);
+        assert_eq!(unhex(&text), Some(bytes));
+        assert_eq!(unhex(&text.to_ascii_uppercase()), Some(bytes));
+        assert_eq!(unhex(&text[1..]), None, "63 digits");
+        assert_eq!(unhex(&format!("{}g", &text[1..])), None, "not hex");
+        assert_eq!(unhex(&format!("{}é", &text[2..])), None, "not ASCII");
+        assert_eq!(
+            token_hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
 
     #[test]
     fn grants_parse_and_allow_what_they_say() {
