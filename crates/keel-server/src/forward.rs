@@ -22,6 +22,82 @@ use crate::listener::ClientCert;
 /// How many times a request may be forwarded from node to node.
 const MAX_FORWARDS: usize = 2;
 
+/// How long a follower keeps an idle connection to the leader for forwarding.
+const FORWARD_POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How often the forwarder looks whether the node's certificates were reloaded, at most.
+const TLS_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The HTTP client a follower forwards requests to the leader with: over HTTPS, presenting the
+/// node's certificate and trusting the cluster's CA as they are now. When the certificate files
+/// change (a renewal, see `keel_net::PeerTls`), the next forwarded request builds a client with
+/// the new ones; requests in flight finish on the old one.
+pub(crate) struct Forwarder {
+    tls: Option<Arc<keel_net::PeerTls>>,
+    current: parking_lot::Mutex<Current>,
+}
+
+struct Current {
+    /// What `client` was built with (`None`: plain HTTP).
+    config: Option<Arc<rustls::ClientConfig>>,
+    client: reqwest::Client,
+    checked: std::time::Instant,
+}
+
+impl Forwarder {
+    pub(crate) fn new(tls: Option<Arc<keel_net::PeerTls>>) -> Forwarder {
+        let config = tls.as_ref().map(|tls| tls.forward_config());
+        let client = build_client(config.as_deref());
+        Forwarder {
+            tls,
+            current: parking_lot::Mutex::new(Current {
+                config,
+                client,
+                checked: std::time::Instant::now(),
+            }),
+        }
+    }
+
+    /// The client to forward with now (a cheap handle: clones share one pool).
+    pub(crate) fn client(&self) -> reqwest::Client {
+        let mut current = self.current.lock();
+        if let Some(tls) = &self.tls
+            && current.checked.elapsed() >= TLS_RECHECK
+        {
+            current.checked = std::time::Instant::now();
+            let config = tls.forward_config();
+            if !current
+                .config
+                .as_ref()
+                .is_some_and(|c| Arc::ptr_eq(c, &config))
+            {
+                tracing::info!("forwarding to the leader with the reloaded certificates");
+                current.client = build_client(Some(&config));
+                current.config = Some(config);
+            }
+        }
+        current.client.clone()
+    }
+}
+
+fn build_client(config: Option<&rustls::ClientConfig>) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(match config {
+            Some(config) => config.clone(),
+            None => keel_net::tls::plain_http_only(),
+        })
+        .pool_max_idle_per_host(1024)
+        // Well under the leader's idle timeout (30 s by default), so that a pooled
+        // connection is seldom reused just as the leader closes it.
+        .pool_idle_timeout(FORWARD_POOL_IDLE)
+        .tcp_nodelay(true)
+        // Only to the leader's own address: no proxy from the environment, no redirects.
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("an HTTP client with a built TLS configuration builds")
+}
+
 /// The nodes a request was forwarded through (the forwarded header: their ids, comma
 /// separated; empty for a request from a client), or `None` if the header is not such a list
 /// (then it is not forwarded again).
@@ -114,6 +190,7 @@ pub(crate) async fn forward(
         .map_or(incoming.uri.path(), |p| p.as_str());
     let mut request = api
         .forwarder
+        .client()
         .request(
             incoming.method.clone(),
             format!("{}://{addr}{path}", api.forward_scheme),
@@ -234,4 +311,54 @@ async fn read_limited(
         body.extend_from_slice(&chunk);
     }
     Ok(body.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A renewed certificate is what the forwarder presents from then on, without a restart:
+    /// it builds a new client once the node's TLS files change.
+    #[test]
+    fn the_forwarder_follows_renewed_certificates() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let files = keel_net::TlsFiles {
+            ca: dir.path().join("ca.pem"),
+            cert: dir.path().join("node-1.pem"),
+            key: dir.path().join("node-1-key.pem"),
+        };
+        let ca = keel_net::ClusterCa::generate("forward-test").expect("a CA");
+        let issue = |when: std::time::SystemTime| {
+            let issued = ca.node(1, &[]).expect("a node certificate");
+            std::fs::write(&files.ca, ca.cert_pem()).expect("write");
+            std::fs::write(&files.cert, issued.cert_pem).expect("write");
+            std::fs::write(&files.key, issued.key_pem).expect("write");
+            for path in [&files.ca, &files.cert, &files.key] {
+                let file = std::fs::File::options().write(true).open(path).unwrap();
+                file.set_modified(when).expect("set the file's time");
+            }
+        };
+        let start = std::time::SystemTime::now();
+        issue(start - std::time::Duration::from_secs(60));
+        let tls = keel_net::PeerTls::load(files.clone(), keel_net::cluster_id("forward-test"), 1)
+            .expect("valid certificates");
+        let forwarder = Forwarder::new(Some(Arc::new(tls)));
+        let _ = forwarder.client();
+        let before = forwarder.current.lock().config.clone().expect("HTTPS");
+
+        issue(start);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let _ = forwarder.client();
+            let now = forwarder.current.lock().config.clone().expect("HTTPS");
+            if !Arc::ptr_eq(&before, &now) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the forwarder still uses the old certificates"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
 }

@@ -61,15 +61,12 @@ pub trait Directory: Send + Sync + 'static {
 /// connection multiplexing many HTTP/2 streams, nothing else would bound them.
 pub const MAX_FORWARDS_IN_FLIGHT: usize = 1024;
 
-/// How long a follower keeps an idle connection to the leader for forwarding.
-const FORWARD_POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// What the handlers share.
 pub struct Api {
     pub(crate) kv: KvService,
     pub(crate) directory: Arc<dyn Directory>,
     pub(crate) metrics: Arc<Metrics>,
-    pub(crate) forwarder: reqwest::Client,
+    pub(crate) forwarder: crate::forward::Forwarder,
     /// `http` or `https`: how the members serve clients, and so how requests are forwarded.
     pub(crate) forward_scheme: &'static str,
     /// The node's certificates, when the members serve HTTPS: a forwarded request is believed
@@ -110,21 +107,7 @@ impl Api {
         } = options;
         let max_forwards = max_forwards.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
         let body_budget = body_budget.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
-        let forwarder = reqwest::Client::builder().tls_backend_preconfigured(match &tls {
-            Some(tls) => (*tls.forward_config()).clone(),
-            None => keel_net::tls::plain_http_only(),
-        });
-        let forwarder = forwarder
-            .pool_max_idle_per_host(1024)
-            // Well under the leader's idle timeout (30 s by default), so that a pooled
-            // connection is seldom reused just as the leader closes it.
-            .pool_idle_timeout(FORWARD_POOL_IDLE)
-            .tcp_nodelay(true)
-            // Only to the leader's own address: no proxy from the environment, no redirects.
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("an HTTP client with a built TLS configuration builds");
+        let forwarder = crate::forward::Forwarder::new(tls.clone());
         Arc::new(Api {
             kv,
             directory,
