@@ -120,6 +120,28 @@ pub struct MemberStatus {
     pub role: Option<String>,
 }
 
+/// `GET /v1/kv?prefix=P&after=K&limit=N`: a page of keys, in byte order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyList {
+    /// The keys of the page, each with its value's size.
+    pub keys: Vec<KeyEntry>,
+    /// Whether more keys with the prefix follow the last one (ask again with `after` set to
+    /// it).
+    pub more: bool,
+}
+
+/// One key in [`KeyList`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyEntry {
+    /// The key.
+    pub key: String,
+    /// The size of its value in bytes.
+    pub size: u64,
+}
+
+/// Most keys one `GET /v1/kv` answers with.
+pub const MAX_LIST_LIMIT: usize = 1000;
+
 /// `GET /v1/members` (and the answer to every membership change): the configuration in force
 /// on the leader.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -140,6 +140,20 @@ pub enum ClientCommand {
         #[arg(long)]
         stale: bool,
     },
+    /// List keys in byte order, one per line: all of them, or those starting with PREFIX.
+    List {
+        /// Only keys that start with this.
+        prefix: Option<String>,
+        /// Stop after this many keys.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Print each key's value size too (key, a tab, bytes).
+        #[arg(long)]
+        sizes: bool,
+        /// Answer from the node's own copy at once, which may be behind the leader.
+        #[arg(long)]
+        stale: bool,
+    },
     /// Set a key's value.
     Put {
         /// The key.
@@ -318,6 +332,46 @@ pub async fn run(command: ClientCommand, endpoints: &Endpoints) -> Result<(), Cl
                 }
                 Err(e) => Err(failed(e)),
             }
+        }
+        ClientCommand::List {
+            prefix,
+            limit,
+            sizes,
+            stale,
+        } => {
+            let consistency = if stale {
+                Consistency::Stale
+            } else {
+                Consistency::Linearizable
+            };
+            let prefix = prefix.unwrap_or_default();
+            let mut left = limit.unwrap_or(usize::MAX);
+            let mut after: Option<String> = None;
+            let mut out = std::io::stdout().lock();
+            // Page by page: each page is one read, so a long listing is not one snapshot.
+            while left > 0 {
+                let page = left.min(keel_client::MAX_LIST_LIMIT);
+                let listed = client
+                    .list(&prefix, after.as_deref(), page, consistency)
+                    .await
+                    .map_err(failed)?;
+                for entry in &listed.keys {
+                    let line = if sizes {
+                        format!("{}\t{}\n", entry.key, entry.size)
+                    } else {
+                        format!("{}\n", entry.key)
+                    };
+                    if out.write_all(line.as_bytes()).is_err() {
+                        return Ok(()); // stdout closed (| head)
+                    }
+                }
+                left -= listed.keys.len();
+                match listed.keys.last() {
+                    Some(last) if listed.more => after = Some(last.key.clone()),
+                    _ => break,
+                }
+            }
+            Ok(())
         }
         ClientCommand::Put { key, value } => {
             let written = client.put(&key, value).await.map_err(failed)?;

@@ -504,6 +504,15 @@ async fn clients_are_authenticated_authorized_and_bound_to_their_sessions() {
     let (code, _, err) = keel(&["put", "elsewhere", "x"], &env);
     assert_ne!(code, Some(0));
     assert!(err.contains("may not write"), "{err}");
+    // Listing keys needs read of every key under the prefix: app/ yes, everything no.
+    let (code, out, err) = keel(&["list", "app/", "--sizes"], &env);
+    assert_eq!(code, Some(0), "keel list app/: {err}");
+    let listed: Vec<&str> = out.lines().collect();
+    assert!(listed.contains(&"app/cli\t8"), "{out}");
+    assert!(listed.iter().all(|l| l.starts_with("app/")), "{out}");
+    let (code, _, err) = keel(&["list"], &env);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("may not read"), "{err}");
     let mut bench_env = env;
     bench_env[2] = ("KEEL_TOKEN", bencher.as_str());
     let (code, out, err) = keel(

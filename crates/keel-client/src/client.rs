@@ -32,7 +32,7 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use keel_api::{AddMember, LeaderChanged, Members, TransferLeader};
+use keel_api::{AddMember, KeyList, LeaderChanged, Members, TransferLeader};
 
 use crate::error::{ClientError, Failure, Secs};
 use crate::status::{ClusterStatus, EndpointStatus, NodeStatus};
@@ -444,6 +444,39 @@ impl Client {
     pub async fn get(&self, key: &str, consistency: Consistency) -> Result<Bytes, ClientError> {
         let call = Call::get(key, consistency)?;
         self.send(&call).await?.into_result(key)
+    }
+
+    /// A page of at most `limit` keys (1 to [`keel_api::MAX_LIST_LIMIT`]) that start with
+    /// `prefix`, after `after` if given, in byte order, each with its value's size
+    /// (`GET /v1/kv`); `more` says whether more follow the last.
+    pub async fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        consistency: Consistency,
+    ) -> Result<KeyList, ClientError> {
+        let mut path = format!(
+            "/v1/kv?prefix={}&limit={limit}",
+            utf8_percent_encode(prefix, KEY_SAFE)
+        );
+        if let Some(after) = after {
+            path.push_str(&format!("&after={}", utf8_percent_encode(after, KEY_SAFE)));
+        }
+        if consistency == Consistency::Stale {
+            path.push_str("&consistency=stale");
+        }
+        let call = Call {
+            method: Method::GET,
+            path,
+            body: Bytes::new(),
+            session: None,
+        };
+        let answer = self.send(&call).await?;
+        if !answer.status.is_success() {
+            return Err(answer_error(answer, prefix));
+        }
+        parse_json(&answer)
     }
 
     /// Sets `key` to `value`.

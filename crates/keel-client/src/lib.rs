@@ -75,6 +75,6 @@ pub use client::{
     MAX_VALUE_BYTES, Written, parse_endpoints,
 };
 pub use error::{ClientError, Failure};
-pub use keel_api::{LeaderChanged, Member, Members};
+pub use keel_api::{KeyEntry, KeyList, LeaderChanged, MAX_LIST_LIMIT, Member, Members};
 pub use status::{ClusterStatus, EndpointStatus, MemberStatus, NodeStatus, members_table};
 pub use tls::{ClientTls, TlsFiles};

@@ -356,6 +356,29 @@ impl KvService {
         key: &[u8],
         consistency: Consistency,
     ) -> Result<Option<Bytes>, KvError> {
+        self.read_with(consistency, |state| state.get(key)).await
+    }
+
+    /// Up to `limit` keys starting with `prefix` (after `after`, if given), in byte order, with
+    /// their values' sizes, and whether more follow ([`KvState::list`]), read as
+    /// [`KvService::read`] reads a key.
+    pub async fn list(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+        consistency: Consistency,
+    ) -> Result<(Vec<(Bytes, usize)>, bool), KvError> {
+        self.read_with(consistency, |state| state.list(prefix, after, limit))
+            .await
+    }
+
+    /// Runs `read` on the state once it is as fresh as `consistency` asks.
+    async fn read_with<T>(
+        &self,
+        consistency: Consistency,
+        read: impl FnOnce(&KvState) -> T,
+    ) -> Result<T, KvError> {
         let inner = &self.inner;
         if consistency == Consistency::Linearizable {
             let timeout = inner.options.request_timeout;
@@ -378,7 +401,7 @@ impl KvService {
             return Err(KvError::Shutdown);
         }
         inner.counters.reads.fetch_add(1, Ordering::Relaxed);
-        Ok(inner.state.lock().get(key))
+        Ok(read(&inner.state.lock()))
     }
 }
 

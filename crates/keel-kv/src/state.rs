@@ -303,6 +303,31 @@ impl KvState {
         self.data.get(key).cloned()
     }
 
+    /// Up to `limit` keys that start with `prefix`, in byte order, each with the size of its
+    /// value, beginning after `after` if given; and whether more keys with the prefix follow.
+    pub fn list(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> (Vec<(Bytes, usize)>, bool) {
+        use std::ops::Bound;
+        let start = match after {
+            Some(after) if after >= prefix => Bound::Excluded(after),
+            _ => Bound::Included(prefix),
+        };
+        let mut keys = self
+            .data
+            .range::<[u8], _>((start, Bound::Unbounded))
+            .take_while(|(key, _)| key.starts_with(prefix));
+        let page = keys
+            .by_ref()
+            .take(limit)
+            .map(|(key, value)| (key.clone(), value.len()))
+            .collect();
+        (page, keys.next().is_some())
+    }
+
     /// Number of keys.
     pub fn len(&self) -> usize {
         self.data.len()
@@ -1047,5 +1072,46 @@ mod tests {
             panic!("junk applied")
         };
         assert!(invalid.is_newer_version(), "{invalid}");
+    }
+
+    #[test]
+    fn keys_are_listed_by_prefix_in_pages() {
+        let mut state = KvState::new(POLICY);
+        for (i, key) in ["a", "ab", "abc", "abd", "b", "ba"].iter().enumerate() {
+            let put = Write::Put {
+                key: Bytes::from(*key),
+                value: Bytes::from(vec![b'v'; i]),
+            };
+            state.apply(i as u64 + 1, &command(0, 0, 0, put));
+        }
+        let keys = |(page, more): (Vec<(Bytes, usize)>, bool)| {
+            let keys: Vec<String> = page
+                .iter()
+                .map(|(k, _)| String::from_utf8(k.to_vec()).unwrap())
+                .collect();
+            (keys, more)
+        };
+        assert_eq!(
+            keys(state.list(b"", None, 100)).0,
+            ["a", "ab", "abc", "abd", "b", "ba"]
+        );
+        assert_eq!(
+            keys(state.list(b"ab", None, 2)),
+            (vec!["ab".into(), "abc".into()], true)
+        );
+        assert_eq!(
+            keys(state.list(b"ab", Some(b"abc"), 2)),
+            (vec!["abd".into()], false)
+        );
+        // `after` before the prefix starts at the prefix; past it, nothing is left.
+        assert_eq!(keys(state.list(b"b", Some(b"a"), 10)).0, ["b", "ba"]);
+        assert_eq!(keys(state.list(b"ab", Some(b"b"), 10)), (vec![], false));
+        assert_eq!(keys(state.list(b"c", None, 10)), (vec![], false));
+        // Exactly `limit` left: no more.
+        assert_eq!(
+            keys(state.list(b"b", None, 2)),
+            (vec!["b".into(), "ba".into()], false)
+        );
+        assert_eq!(state.list(b"abd", None, 1).0, vec![(Bytes::from("abd"), 3)]);
     }
 }

@@ -560,7 +560,10 @@ fn forbidden(message: &str) -> Response {
 /// What a request needs before its handler runs: a read or write of some key (the handler
 /// checks the key itself, with [`allow_key`]), or admin for everything else.
 fn needed(method: &Method, path: &str) -> Permission {
-    if path.starts_with("/v1/kv/") {
+    if path == "/v1/kv" {
+        // Listing keys; the handler checks the prefix, as for a key.
+        Permission::Read
+    } else if path.starts_with("/v1/kv/") {
         if *method == Method::GET || *method == Method::HEAD {
             Permission::Read
         } else {

@@ -161,6 +161,7 @@ impl ApiOptions {
 /// The API's routes.
 pub fn router(api: Arc<Api>) -> Router {
     let routes = Router::new()
+        .route("/v1/kv", get(list_keys))
         .route(
             "/v1/kv/{*key}",
             get(get_key).put(put_key).post(post_key).delete(delete_key),
@@ -291,6 +292,93 @@ pub(crate) fn key_of(
     Ok(Bytes::from(key))
 }
 
+/// The `consistency` a read asks for: `linearizable` (the default) or `stale`.
+fn consistency_of(query: &BTreeMap<String, String>) -> Result<Consistency, Response> {
+    match query.get("consistency").map(String::as_str) {
+        None | Some("linearizable") => Ok(Consistency::Linearizable),
+        Some("stale") => Ok(Consistency::Stale),
+        Some(other) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "bad_consistency",
+            &format!("consistency must be linearizable or stale, not {other:?}"),
+        )),
+    }
+}
+
+/// Keys listed when a request names no `limit`.
+const DEFAULT_LIST_LIMIT: usize = 100;
+
+/// `GET /v1/kv?prefix=P&after=K&limit=N`: a page of the keys starting with `P` (every key
+/// without it), after `K` if given, in byte order; read like a key (linearizable by default).
+async fn list_keys(
+    State(api): State<Arc<Api>>,
+    Query(query): Query<BTreeMap<String, String>>,
+    request: Request,
+) -> Response {
+    let (incoming, _) = request.into_parts();
+    let prefix = query.get("prefix").map_or("", String::as_str);
+    let after = query.get("after").map(String::as_str);
+    let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
+        None => DEFAULT_LIST_LIMIT,
+        Some(Ok(limit)) if (1..=keel_api::MAX_LIST_LIMIT).contains(&limit) => limit,
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_limit",
+                &format!(
+                    "limit must be a number from 1 to {}",
+                    keel_api::MAX_LIST_LIMIT
+                ),
+            );
+        }
+    };
+    let consistency = match consistency_of(&query) {
+        Ok(consistency) => consistency,
+        Err(response) => return response,
+    };
+    // Every key under the prefix must be readable: a grant for a shorter prefix (or none).
+    if let Err(response) = allow_key(&incoming, Permission::Read, prefix.as_bytes()) {
+        return response;
+    }
+    api.metrics.reads.inc();
+    let list = || {
+        api.kv.list(
+            prefix.as_bytes(),
+            after.map(str::as_bytes),
+            limit,
+            consistency,
+        )
+    };
+    let mut leadership = api.kv.raft().leadership();
+    let deadline = tokio::time::Instant::now() + api.kv.options().request_timeout;
+    loop {
+        let mut listed = list().await;
+        if let Err(e) = &listed
+            && awaits_leader(e)
+        {
+            listed = when_led(&api, list).await;
+        }
+        let e = match listed {
+            Ok((keys, more)) => {
+                let keys = keys
+                    .into_iter()
+                    .map(|(key, size)| keel_api::KeyEntry {
+                        key: String::from_utf8_lossy(&key).into_owned(),
+                        size: size as u64,
+                    })
+                    .collect();
+                return axum::Json(keel_api::KeyList { keys, more }).into_response();
+            }
+            Err(e) => e,
+        };
+        let response = forward_or_fail(&api, &e, &incoming, Bytes::new()).await;
+        let from_client = !crate::forward::forwarded(&api, &incoming);
+        if !leader_moved(&response, true, from_client, &mut leadership, deadline) {
+            return response;
+        }
+    }
+}
+
 async fn get_key(
     State(api): State<Arc<Api>>,
     path: KeyPath,
@@ -302,16 +390,9 @@ async fn get_key(
         Ok(key) => key,
         Err(response) => return response,
     };
-    let consistency = match query.get("consistency").map(String::as_str) {
-        None | Some("linearizable") => Consistency::Linearizable,
-        Some("stale") => Consistency::Stale,
-        Some(other) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_consistency",
-                &format!("consistency must be linearizable or stale, not {other:?}"),
-            );
-        }
+    let consistency = match consistency_of(&query) {
+        Ok(consistency) => consistency,
+        Err(response) => return response,
     };
     api.metrics.reads.inc();
     let mut leadership = api.kv.raft().leadership();
@@ -382,7 +463,10 @@ async fn post_key(
         Some("append") => BodyHolds::Value,
         // Answered before the body is read (a small one is drained first).
         other => {
-            let message = format!("POST needs ?op=append or ?op=cas, not {other:?}");
+            let message = match other {
+                Some(op) => format!("POST needs ?op=append or ?op=cas, not ?op={op}"),
+                None => "POST needs ?op=append or ?op=cas".to_string(),
+            };
             let response = error(StatusCode::BAD_REQUEST, "bad_op", &message);
             return crate::body::refuse(body, response).await;
         }
