@@ -189,7 +189,11 @@ pub enum ClientCommand {
     },
     /// Show every node: id, address, role, membership, term, commit and applied index, lag,
     /// leader; then the configuration.
-    Status,
+    Status {
+        /// Refresh the table every second (on a terminal, in place) until interrupted.
+        #[arg(long)]
+        watch: bool,
+    },
     /// Show or change the cluster's members (changes go to the leader and wait for their
     /// commit).
     #[command(subcommand)]
@@ -418,13 +422,48 @@ pub async fn run(command: ClientCommand, endpoints: &Endpoints) -> Result<(), Cl
             }
             Ok(())
         }
-        ClientCommand::Status => {
+        ClientCommand::Status { watch: false } => {
             let status = client.cluster_status().await;
             print!("{}", status.table());
             if status.leader().is_none() {
                 eprintln!("no leader among the reachable nodes");
             }
             Ok(())
+        }
+        ClientCommand::Status { watch: true } => {
+            let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+            let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                ticks.tick().await;
+                let status = client.cluster_status().await;
+                let mut text = String::new();
+                if terminal {
+                    // Home the cursor and clear the screen: the table redraws in place.
+                    text.push_str("\x1b[H\x1b[2J");
+                }
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let (h, m, s) = (now / 3600 % 24, now / 60 % 60, now % 60);
+                text.push_str(&format!(
+                    "{h:02}:{m:02}:{s:02} UTC (every 1 s; Ctrl-C stops)\n"
+                ));
+                text.push_str(&status.table());
+                if status.leader().is_none() {
+                    text.push_str("no leader among the reachable nodes\n");
+                }
+                if !terminal {
+                    text.push('\n');
+                }
+                let mut out = std::io::stdout().lock();
+                if out
+                    .write_all(text.as_bytes())
+                    .and_then(|()| out.flush())
+                    .is_err()
+                {
+                    return Ok(()); // stdout closed
+                }
+            }
         }
         ClientCommand::Member(command) => {
             let members = match command {
