@@ -78,6 +78,9 @@ pub struct NodeStatus {
     /// `storage_unavailable`), and both end by themselves once the resource is back.
     #[serde(default)]
     pub storage_unavailable: Option<String>,
+    /// Bytes the node's log and snapshot take on disk, if its storage says.
+    #[serde(default)]
+    pub disk_bytes: Option<u64>,
 }
 
 impl NodeStatus {
@@ -220,4 +223,110 @@ mod tests {
         let to: TransferLeader = serde_json::from_str(r#"{"to":3}"#).unwrap();
         assert_eq!(to.to, Some(3));
     }
+}
+
+/// Something that happened to a node, as it remembers it (`GET /v1/events`, and merged across
+/// members in [`ClusterView`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// When, in milliseconds since the Unix epoch (the recording node's clock).
+    pub time_ms: u64,
+    /// The member that recorded it.
+    pub node: u64,
+    /// `started`, `election`, `leader`, `membership`, `snapshot_taken`, `snapshot_installed`,
+    /// `unreachable`, `reachable` or `stopped`.
+    pub kind: String,
+    /// The term it happened in.
+    pub term: u64,
+    /// The node it is about, if another than `node` (the new leader, say).
+    pub subject: Option<u64>,
+    /// What happened, in words.
+    pub text: String,
+}
+
+/// `GET /v1/events`: the events a node remembers, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Events {
+    /// The node.
+    pub node_id: u64,
+    /// At most the last 1,000.
+    pub events: Vec<Event>,
+}
+
+/// One second of a node's load.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// The end of the second, in milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// Log entries applied per second: the cluster's write rate, the same on every member.
+    pub writes_per_s: f64,
+    /// Reads this node answered, per second.
+    pub reads_per_s: f64,
+    /// Commit latency (propose to applied) of this node's writes: median and 99th percentile,
+    /// in milliseconds; `None` in a second without writes.
+    pub commit_p50_ms: Option<f64>,
+    /// See `commit_p50_ms`.
+    pub commit_p99_ms: Option<f64>,
+    /// Log fsync latency, as `commit_p50_ms`.
+    pub fsync_p50_ms: Option<f64>,
+    /// See `fsync_p50_ms`.
+    pub fsync_p99_ms: Option<f64>,
+    /// Committed entries not yet applied, at the end of the second.
+    pub apply_lag: u64,
+}
+
+/// `GET /v1/history`: a node's load, a sample a second, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    /// The node.
+    pub node_id: u64,
+    /// Time between samples.
+    pub interval_ms: u64,
+    /// At most the last 15 minutes.
+    pub samples: Vec<Sample>,
+}
+
+/// One member in [`ClusterView`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterMember {
+    /// Its id.
+    pub id: u64,
+    /// Its client address, if known.
+    pub client_addr: Option<String>,
+    /// Its peer address, if known.
+    pub peer_addr: Option<String>,
+    /// `voter` or `learner`, by the configuration.
+    pub configured_role: String,
+    /// Whether its status could be fetched just now.
+    pub reachable: bool,
+    /// Why not, if not.
+    pub error: Option<String>,
+    /// Entries it is behind the leader's log, by the leader's count.
+    pub lag: Option<u64>,
+    /// Milliseconds since the leader last heard from it, by the leader.
+    pub last_contact_ms: Option<u64>,
+    /// Its own `GET /v1/status`.
+    pub status: Option<NodeStatus>,
+}
+
+/// `GET /v1/cluster` (and each `cluster` event of `GET /v1/watch`): the cluster as one node
+/// sees it, from every member's own status and events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// The node answering.
+    pub node_id: u64,
+    /// The leader, if known.
+    pub leader_id: Option<u64>,
+    /// The highest term a reachable member reports.
+    pub term: u64,
+    /// Whether a membership change is in progress.
+    pub joint: bool,
+    /// Voters in the configuration.
+    pub voters: u64,
+    /// How many more voters may fail with the cluster still able to commit (0 or less: none).
+    pub tolerance: i64,
+    /// Every member of the configuration, by id.
+    pub members: Vec<ClusterMember>,
+    /// The members' events, merged, oldest first (at most 1,000).
+    pub events: Vec<Event>,
 }

@@ -466,6 +466,14 @@ fn print_banner(nodes: &[NodeProcess], leader: Option<(u64, u64)>, tls: Option<&
         None => "curl".to_string(),
     };
     println!();
+    match tls {
+        None => println!("Console (live cluster view, in a browser): http://{first}/ui/"),
+        Some(_) => println!(
+            "Console: https://{first}/ui/ (the nodes ask for a client certificate: import \
+             client-keel-dev.pem into the browser, or run keel dev without --tls)"
+        ),
+    }
+    println!();
     println!("Try, in another terminal:");
     if let Some(certs) = tls {
         println!("  export KEEL_ENDPOINTS={endpoints}");

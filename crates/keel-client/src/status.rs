@@ -259,6 +259,7 @@ mod tests {
             transfer_to: None,
             stopped: None,
             storage_unavailable: None,
+            disk_bytes: None,
         }
     }
 

@@ -349,6 +349,10 @@ impl Storage for DiskStorage {
         self.shared.figures.unavailable.lock().clone()
     }
 
+    fn disk_bytes(&self) -> Option<u64> {
+        Some(self.log_disk_bytes() + self.snapshot_size() as u64)
+    }
+
     fn durable_now(&self) -> u64 {
         self.shared.durable_seq.load(Ordering::Acquire)
     }

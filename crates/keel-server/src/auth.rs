@@ -585,6 +585,9 @@ pub(crate) async fn authenticate(
     let Some(auth) = &api.auth else {
         return next.run(request).await;
     };
+    if crate::console::is_asset(request.uri().path()) {
+        return next.run(request).await;
+    }
     let (mut parts, body) = request.into_parts();
     let identity = match auth.identify(&api, &parts) {
         Ok(identity) => identity,

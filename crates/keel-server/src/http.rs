@@ -83,6 +83,10 @@ pub struct Api {
     pub(crate) body_budget_bytes: usize,
     /// How clients are authenticated, if they are.
     pub(crate) auth: Option<Arc<Authenticator>>,
+    /// The node's recent events and load, for the console.
+    pub(crate) monitor: Arc<crate::monitor::Monitor>,
+    /// Console streams (`GET /v1/watch`) served at once, one permit each.
+    pub(crate) watchers: Arc<tokio::sync::Semaphore>,
 }
 
 impl Api {
@@ -108,6 +112,8 @@ impl Api {
         let max_forwards = max_forwards.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
         let body_budget = body_budget.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
         let forwarder = crate::forward::Forwarder::new(tls.clone());
+        let monitor = crate::monitor::Monitor::new(kv.raft().id());
+        monitor.start(kv.clone(), metrics.clone());
         Arc::new(Api {
             kv,
             directory,
@@ -120,6 +126,8 @@ impl Api {
             body_budget: Arc::new(tokio::sync::Semaphore::new(body_budget)),
             body_budget_bytes: body_budget,
             auth,
+            monitor,
+            watchers: crate::console::watchers(),
         })
     }
 
@@ -167,6 +175,14 @@ pub fn router(api: Arc<Api>) -> Router {
             get(get_key).put(put_key).post(post_key).delete(delete_key),
         )
         .route("/v1/status", get(crate::status::status))
+        .route("/v1/cluster", get(crate::console::cluster))
+        .route("/v1/events", get(crate::console::events))
+        .route("/v1/history", get(crate::console::history))
+        .route("/v1/watch", get(crate::console::watch))
+        .route("/", get(crate::console::asset))
+        .route("/ui", get(crate::console::asset))
+        .route("/ui/", get(crate::console::asset))
+        .route("/ui/{*file}", get(crate::console::asset))
         .route(
             "/v1/members",
             get(crate::members::list).post(crate::members::add),

@@ -5,12 +5,14 @@
 
 pub mod auth;
 mod body;
+pub mod console;
 mod forward;
 pub mod http;
 mod join;
 pub mod listener;
 pub mod members;
 pub mod metrics;
+pub mod monitor;
 pub mod node;
 mod status;
 

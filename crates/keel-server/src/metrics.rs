@@ -68,6 +68,9 @@ pub struct Metrics {
     configuration_committed: IntGauge,
     transfer_target: IntGauge,
     traffic: Mutex<Option<Arc<dyn TrafficSource>>>,
+    /// The current second's commit and fsync latencies, for the console's load charts.
+    pub(crate) commit_window: crate::monitor::LatencyWindow,
+    pub(crate) fsync_window: crate::monitor::LatencyWindow,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -176,6 +179,8 @@ impl Metrics {
                 "On a leader handing leadership over, the node taking over; else 0.",
             ),
             traffic: Mutex::new(None),
+            commit_window: Default::default(),
+            fsync_window: Default::default(),
             registry,
         })
     }
@@ -183,11 +188,13 @@ impl Metrics {
     /// Records one commit latency.
     pub fn observe_commit(&self, latency: Duration) {
         self.commit_latency.observe(latency.as_secs_f64());
+        self.commit_window.record(latency);
     }
 
     /// Records one fsync.
     pub fn observe_fsync(&self, latency: Duration) {
         self.fsync_latency.observe(latency.as_secs_f64());
+        self.fsync_window.record(latency);
     }
 
     /// Sets where per-peer traffic counters come from.

@@ -62,6 +62,7 @@ pub fn status_view(api: &Api) -> StatusView {
         transfer_to: status.transfer_to,
         stopped,
         storage_unavailable: status.storage_unavailable,
+        disk_bytes: status.disk_bytes,
     }
 }
 

@@ -141,6 +141,8 @@ pub struct Status {
     /// Why the storage cannot make writes durable just now, if it cannot
     /// ([`Storage::unavailable`]).
     pub storage_unavailable: Option<String>,
+    /// Bytes the storage takes on disk, if it says ([`Storage::disk_bytes`]).
+    pub disk_bytes: Option<u64>,
 }
 
 /// The configuration a node is under, as published to [`Raft::membership`] subscribers on
@@ -812,6 +814,7 @@ impl Raft {
             transfer_to: s.transfer.as_ref().map(|t| t.target),
             fatal_error: s.fatal.clone(),
             storage_unavailable: self.shared.storage.unavailable(),
+            disk_bytes: self.shared.storage.disk_bytes(),
         }
     }
 

@@ -91,4 +91,9 @@ pub trait Storage: Send + Sync + 'static {
     fn unavailable(&self) -> Option<String> {
         None
     }
+
+    /// Bytes the log and snapshot take on disk, if the storage keeps them there.
+    fn disk_bytes(&self) -> Option<u64> {
+        None
+    }
 }
