@@ -279,7 +279,7 @@ fn check_quorum(s: &mut State, config: &Config, now: Instant) {
             "stepping down: no contact with a quorum for {window:?}"
         );
         let term = s.current_term;
-        s.become_follower(term, None);
+        s.become_follower(config, now, term, None);
     }
 }
 

@@ -430,7 +430,7 @@ pub(crate) fn on_commit(s: &mut State, config: &Config, now: Instant, previous: 
     if transfer::start(s, config, now, None, true).is_err() {
         // No voter to hand over to, ever: step down.
         let term = s.current_term;
-        s.become_follower(term, None);
+        s.become_follower(config, now, term, None);
     }
 }
 

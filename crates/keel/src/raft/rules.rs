@@ -325,6 +325,36 @@ fn hearing_from_the_leader_or_granting_a_vote_restarts_the_election_timeout() {
     assert_eq!(s.role, Role::Follower, "granted a vote just now");
 }
 
+/// A leader deposed by a candidate whose vote it refuses (a transfer target that fell behind,
+/// say) does not campaign at once on its leadership-old timer: it waits a full timeout.
+#[test]
+fn a_deposed_leader_waits_an_election_timeout_before_campaigning() {
+    let c = config();
+    let mut s = leader(2, &[1, 2, 2]);
+    let t1 = later(c.election_timeout_max * 3);
+    let request = VoteRequest {
+        term: 3,
+        candidate_id: 3,
+        last_log_index: 2,
+        last_log_term: 1,
+        pre_vote: false,
+        transfer: true,
+    };
+    assert!(
+        !on_vote_request(&mut s, &c, t1, &request).vote_granted,
+        "its log is behind"
+    );
+    assert_eq!((s.role, s.current_term), (Role::Follower, 3));
+    tick(&mut s, &c, t1 + c.election_timeout_min / 2);
+    assert_eq!(s.role, Role::Follower, "deposed just now");
+    tick(&mut s, &c, t1 + c.election_timeout_max);
+    assert_eq!(
+        s.role,
+        Role::PreCandidate,
+        "an election timeout later, it may"
+    );
+}
+
 // Candidates: "On conversion to candidate, start election: increment currentTerm, vote for self,
 // reset election timer, send RequestVote RPCs to all other servers."
 

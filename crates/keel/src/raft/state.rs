@@ -351,7 +351,7 @@ impl State {
             if let Inbound::FromLeader(leader) = message
                 && self.role != Role::Follower
             {
-                self.become_follower(term, Some(leader));
+                self.become_follower(config, now, term, Some(leader));
             }
             return TermCheck::Current;
         }
@@ -370,11 +370,11 @@ impl State {
             Inbound::PreVote | Inbound::PreVoteReply { granted: true } => TermCheck::PreVote,
             Inbound::Vote { transfer: false } if self.in_lease(config, now) => TermCheck::Lease,
             Inbound::FromLeader(leader) => {
-                self.become_follower(term, Some(leader));
+                self.become_follower(config, now, term, Some(leader));
                 TermCheck::Newer
             }
             Inbound::Vote { .. } | Inbound::PreVoteReply { granted: false } | Inbound::Reply => {
-                self.become_follower(term, None);
+                self.become_follower(config, now, term, None);
                 TermCheck::Newer
             }
         }
@@ -396,8 +396,17 @@ impl State {
 
     /// Steps down to follower (Figure 2: "if RPC request or response contains term T >
     /// currentTerm: set currentTerm = T, convert to follower"). Does not reset the election
-    /// timer: only hearing from a leader, granting a vote or campaigning does.
-    pub(crate) fn become_follower(&mut self, term: u64, leader: Option<NodeId>) {
+    /// timer: only hearing from a leader, granting a vote or campaigning does; except for a
+    /// leader stepping down. A leader's timer is as old as its leadership, so it would campaign
+    /// at once, against the candidate that deposed it (the target of a leadership transfer
+    /// whose vote it refused, say): it waits a full election timeout like any follower.
+    pub(crate) fn become_follower(
+        &mut self,
+        config: &Config,
+        now: Instant,
+        term: u64,
+        leader: Option<NodeId>,
+    ) {
         if term > self.current_term {
             self.set_hard_state(term, None);
             self.incoming_snapshot = None;
@@ -405,6 +414,7 @@ impl State {
         if self.role == Role::Leader {
             self.progress.clear();
             self.transfer = None;
+            self.reset_election_timer(config, now);
         }
         self.fail_pending_reads();
         self.role = Role::Follower;

@@ -152,7 +152,7 @@ pub(crate) fn tick(s: &mut State, config: &Config, now: Instant) {
             "node {target} did not take over; stepping down as a removed leader"
         );
         let term = s.current_term;
-        s.become_follower(term, None);
+        s.become_follower(config, now, term, None);
     } else {
         tracing::warn!(
             node = s.id,
