@@ -1,7 +1,8 @@
 //! The web console in a real browser: three `keel serve` processes, and headless Chromium
 //! driven by Playwright (`tests/console/console.test.mjs`) checking what the page shows and
 //! does: the members and the leader, a write through the key box, the load chart, adding and
-//! removing a member, and the leader's death seen live. Screenshots go to
+//! removing a member, moving the leadership, the leader's death seen live, and the page moving
+//! to another member when its own dies. Screenshots go to
 //! `target/console-screenshots/`.
 //!
 //! It needs Debian's `chromium` (installed here with apt-get when missing and running as root,
@@ -133,8 +134,10 @@ async fn the_console_shows_the_cluster_live_and_acts_on_it() {
         "03-load.png",
         "04-member-added.png",
         "05-member-removed.png",
-        "06-new-leader.png",
-        "07-phone.png",
+        "06-leader-moved.png",
+        "07-new-leader.png",
+        "08-moved-to-another-node.png",
+        "09-phone.png",
     ] {
         assert!(shots.join(shot).exists(), "no screenshot {shot}");
     }

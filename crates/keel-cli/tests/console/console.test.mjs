@@ -122,38 +122,69 @@ try {
   await page.waitForFunction(() => !document.querySelector('#members .member[data-id="9"]'), null, { timeout: 20000 });
   await page.screenshot({ path: `${shots}/05-member-removed.png`, fullPage: true });
 
-  step(`kill the leader (node ${leader.node_id}); the page shows the new one and the election, without a reload`);
+  const third = Number(Object.keys(nodes).find((id) => Number(id) !== viewer && Number(id) !== leader.node_id));
+  step(`hand leadership to node ${third} from its card`);
+  await page.click(`#members .member[data-id="${third}"] button[data-action="transfer"]`);
+  await page.waitForSelector('#confirm:not([hidden])', { timeout: 5000 });
+  await page.click('#confirm-yes');
+  await page.waitForFunction((id) => document.body.dataset.leader === String(id), third, { timeout: 20000 });
+  const moved = await until(`node ${third} to lead`, 20000, async () => {
+    const now = await leaderNow();
+    return now && now.node_id === third ? now : null;
+  });
+  await page.screenshot({ path: `${shots}/06-leader-moved.png`, fullPage: true });
+
+  step(`kill the leader (node ${third}); the page shows the new one and the election, without a reload`);
   await page.evaluate(() => { window.keelTestMarker = 'same page'; });
-  process.kill(pids[leader.node_id], 'SIGKILL');
+  process.kill(pids[third], 'SIGKILL');
   const newLeader = await page.waitForFunction((old) => {
     const now = document.body.dataset.leader;
     return now && Number(now) !== old ? Number(now) : false;
-  }, leader.node_id, { timeout: 30000 });
+  }, third, { timeout: 30000 });
   const newId = await newLeader.jsonValue();
   await page.waitForFunction(([id, term]) =>
     [...document.querySelectorAll('#timeline .event[data-kind="leader"]')]
       .some((e) => Number(e.dataset.term) > term && e.textContent.includes(`node ${id}`)),
-  [newId, leader.term], { timeout: 20000 });
+  [newId, moved.term], { timeout: 20000 });
   await page.waitForFunction((term) =>
     [...document.querySelectorAll('#timeline .event[data-kind="election"]')]
       .some((e) => Number(e.dataset.term) > term),
-  leader.term, { timeout: 20000 });
+  moved.term, { timeout: 20000 });
   const marker = await page.evaluate(() => window.keelTestMarker);
   if (marker !== 'same page') throw new Error('the page reloaded');
   await page.waitForFunction((old) =>
     document.querySelector(`#members .member[data-id="${old}"]`)?.dataset.role === 'unreachable',
-  leader.node_id, { timeout: 20000 });
-  await page.screenshot({ path: `${shots}/06-new-leader.png`, fullPage: true });
+  third, { timeout: 20000 });
+  await page.screenshot({ path: `${shots}/07-new-leader.png`, fullPage: true });
+
+  const survivor = Number(Object.keys(nodes).find((id) => Number(id) !== viewer && Number(id) !== third));
+  step(`kill node ${viewer}, which served the page: it moves to node ${survivor} and says so`);
+  process.kill(pids[viewer], 'SIGKILL');
+  await page.waitForFunction((addr) => location.host === addr, nodes[survivor], { timeout: 30000 });
+  await page.waitForFunction((old) =>
+    new RegExp(`node ${old} stopped answering`, 'i').test(document.querySelector('#notice').textContent),
+  viewer, { timeout: 20000 });
+  await page.waitForSelector(`#members .member[data-id="${survivor}"]`, { timeout: 20000 });
+  await page.screenshot({ path: `${shots}/08-moved-to-another-node.png`, fullPage: true });
 
   step('phone width');
   await page.setViewportSize({ width: 390, height: 844 });
   await sleep(300);
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   if (overflow > 2) throw new Error(`the page is ${overflow} px wider than a phone's screen`);
-  await page.screenshot({ path: `${shots}/07-phone.png`, fullPage: true });
+  await page.screenshot({ path: `${shots}/09-phone.png`, fullPage: true });
   console.log('all console checks passed');
 } catch (error) {
-  if (page) await page.screenshot({ path: `${shots}/failure.png`, fullPage: true }).catch(() => {});
+  if (page) {
+    await page.screenshot({ path: `${shots}/failure.png`, fullPage: true }).catch(() => {});
+    const shown = await page.evaluate(() => ({
+      notice: document.querySelector('#notice')?.textContent,
+      action: document.querySelector('#act-result')?.textContent,
+      leader: document.body.dataset.leader,
+      url: location.href,
+    })).catch(() => null);
+    console.error(`the page showed: ${JSON.stringify(shown)}`);
+  }
   console.error(error.stack || String(error));
   process.exitCode = 1;
 } finally {
