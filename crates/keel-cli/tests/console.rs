@@ -75,6 +75,39 @@ async fn the_console_shows_the_cluster_live_and_acts_on_it() {
     let client = Client::new(ClientOptions::with_endpoints(cluster.endpoints())).expect("client");
     wait_for_leader(&client, &cluster, Duration::from_secs(30)).await;
 
+    // The same table in a terminal: `keel status --watch` redraws it every second.
+    let mut watch = tokio::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args([
+            "--endpoints",
+            &cluster.endpoints().join(","),
+            "status",
+            "--watch",
+        ])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run keel status --watch");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
+        watch.stdout.take().expect("piped"),
+    ));
+    let (mut refreshes, mut leaders) = (0, 0);
+    let until = Instant::now() + Duration::from_secs(30);
+    while refreshes < 3 {
+        let line = tokio::time::timeout_at(until.into(), lines.next_line())
+            .await
+            .expect("keel status --watch refreshes every second")
+            .expect("read")
+            .expect("keel status --watch ended");
+        if line.contains("UTC (every 1 s") {
+            refreshes += 1;
+        }
+        if line.contains("leader") {
+            leaders += 1;
+        }
+    }
+    assert!(leaders >= 2, "each table shows the leader");
+    watch.kill().await.expect("stop keel status --watch");
+
     let nodes: Vec<String> = (0..3)
         .map(|i| format!("{}={}", i + 1, cluster.endpoint(i)))
         .collect();
