@@ -39,17 +39,44 @@ fn chromium() -> PathBuf {
     path
 }
 
+/// Where Firefox is (Debian's firefox-esr), installing it if it is missing and this process
+/// may.
+fn firefox() -> PathBuf {
+    let path = std::env::var_os("KEEL_FIREFOX")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/firefox-esr"));
+    if !path.exists() && path == Path::new("/usr/bin/firefox-esr") {
+        eprintln!(
+            "firefox-esr is missing; installing Debian's package (apt-get install firefox-esr)"
+        );
+        let _ = Command::new("apt-get")
+            .args(["install", "-y", "-q", "firefox-esr"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status();
+    }
+    assert!(
+        path.exists(),
+        "the console tests need Firefox at {} (Debian: apt-get install firefox-esr; or set \
+         KEEL_FIREFOX to a Firefox binary)",
+        path.display()
+    );
+    path
+}
+
 /// The directory of the browser test script, with `playwright-core` installed in it.
 fn playwright() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console");
-    if !dir.join("node_modules/playwright-core").exists() {
+    if !dir.join("node_modules/playwright-core").exists()
+        || !dir.join("node_modules/puppeteer-core").exists()
+    {
         let installed = Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund"])
             .current_dir(&dir)
             .status();
         assert!(
             installed.is_ok_and(|s| s.success()),
-            "the console tests need Node.js and npm to install playwright-core into {} \
+            "the console tests need Node.js and npm to install playwright-core and \
+             puppeteer-core into {} \
              (cd there and run npm ci)",
             dir.display()
         );
@@ -120,7 +147,12 @@ async fn the_console_shows_the_cluster_live_and_acts_on_it() {
     let spare = format!("127.0.0.1:{},127.0.0.1:{}", free_port(), free_port());
     let shots = screenshots();
     // This run's screenshots only (a failure.png of an earlier run would mislead).
-    let _ = std::fs::remove_dir_all(&shots);
+    for entry in std::fs::read_dir(&shots).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.contains("firefox") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
     let mut child = tokio::process::Command::new("node")
         .arg("console.test.mjs")
         .current_dir(&script_dir)
@@ -172,6 +204,57 @@ async fn the_console_shows_the_cluster_live_and_acts_on_it() {
         "08-moved-to-another-node.png",
         "09-phone.png",
     ] {
+        assert!(shots.join(shot).exists(), "no screenshot {shot}");
+    }
+}
+
+/// The same page in Firefox (Debian's firefox-esr over WebDriver BiDi, `console/firefox.test.mjs`):
+/// the cluster shows, a write through the key box lands, it fits a phone's width.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_works_in_firefox() {
+    let browser = firefox();
+    let script_dir = playwright();
+    let mut cluster = Cluster::new("console-firefox");
+    for i in 0..3 {
+        cluster.start(i);
+    }
+    let client = Client::new(ClientOptions::with_endpoints(cluster.endpoints())).expect("client");
+    wait_for_leader(&client, &cluster, Duration::from_secs(30)).await;
+    let nodes: Vec<String> = (0..3)
+        .map(|i| format!("{}={}", i + 1, cluster.endpoint(i)))
+        .collect();
+    let shots = screenshots();
+    for name in [
+        "10-firefox.png",
+        "11-firefox-phone.png",
+        "failure-firefox.png",
+    ] {
+        let _ = std::fs::remove_file(shots.join(name));
+    }
+    let run = tokio::process::Command::new("node")
+        .arg("firefox.test.mjs")
+        .current_dir(&script_dir)
+        .env("KEEL_NODES", nodes.join(","))
+        .env("KEEL_SCREENSHOTS", &shots)
+        .env("KEEL_FIREFOX", &browser)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(180), run)
+        .await
+        .expect("the Firefox tests finish within 180 s")
+        .expect("run node (the console tests need Node.js)");
+    let (out, err) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    println!("{out}");
+    assert!(
+        output.status.success(),
+        "the Firefox tests failed (screenshots in {}):\n{out}\n{err}\n{}",
+        shots.display(),
+        cluster.logs()
+    );
+    for shot in ["10-firefox.png", "11-firefox-phone.png"] {
         assert!(shots.join(shot).exists(), "no screenshot {shot}");
     }
 }
