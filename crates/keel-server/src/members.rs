@@ -47,26 +47,39 @@ pub fn role_name(membership: &Membership, id: NodeId) -> &'static str {
     }
 }
 
+/// Member `id`'s peer and client addresses: as the configuration records them (every member's,
+/// once one change has committed), else as this node learned them from the member itself.
+pub(crate) fn member_addrs(
+    api: &Api,
+    membership: &Membership,
+    id: NodeId,
+) -> (Option<String>, Option<String>) {
+    let addrs = membership
+        .info(id)
+        .and_then(|info| MemberAddrs::decode(info).ok());
+    let peer_addr = addrs
+        .as_ref()
+        .map(|a| a.peer_addr.to_string())
+        .or_else(|| api.directory.peer_addr(id));
+    let client_addr = addrs
+        .map(|a| a.client_addr)
+        .filter(|a| !a.is_empty())
+        .or_else(|| api.directory.client_addr(id));
+    (peer_addr, client_addr)
+}
+
 /// The configuration as `GET /v1/members` shows it.
 fn members_view(api: &Api, membership: &Membership) -> Members {
     let members = membership
         .members()
         .into_iter()
         .map(|id| {
-            let addrs = membership
-                .info(id)
-                .and_then(|info| MemberAddrs::decode(info).ok());
+            let (peer_addr, client_addr) = member_addrs(api, membership, id);
             Member {
                 id,
                 role: role_name(membership, id).to_string(),
-                peer_addr: addrs
-                    .as_ref()
-                    .map(|a| a.peer_addr.to_string())
-                    .or_else(|| api.directory.peer_addr(id)),
-                client_addr: addrs
-                    .map(|a| a.client_addr)
-                    .filter(|a| !a.is_empty())
-                    .or_else(|| api.directory.client_addr(id)),
+                peer_addr,
+                client_addr,
             }
         })
         .collect();

@@ -31,10 +31,11 @@ pub fn status_view(api: &Api) -> StatusView {
         .map(|id| {
             let follower = status.followers.iter().find(|f| f.id == id);
             let is_self_leader = id == status.id && status.role == Role::Leader;
+            let (peer_addr, client_addr) = crate::members::member_addrs(api, membership, id);
             keel_api::MemberStatus {
                 id,
-                peer_addr: api.directory.peer_addr(id),
-                client_addr: api.directory.client_addr(id),
+                peer_addr,
+                client_addr,
                 match_index: follower
                     .map(|f| f.match_index)
                     .or(is_self_leader.then_some(status.last_log_index)),

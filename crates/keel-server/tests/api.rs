@@ -205,6 +205,27 @@ async fn membership_requests_follow_the_documented_api() {
     assert_eq!(four["role"], "learner");
     assert_eq!(four["peer_addr"], "127.0.0.1:7000");
     assert_eq!(four["client_addr"], "127.0.0.1:1");
+    // Once a change has committed, the configuration carries every member's addresses, so
+    // every node's status shows them (a follower's too, for members it never talked to).
+    for node in 0..3 {
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let status: serde_json::Value = http
+                .get(c.url(node, "/v1/status"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let members = status["members"].as_array().unwrap().clone();
+            if members.len() == 4 && members.iter().all(|m| m["client_addr"].is_string()) {
+                break;
+            }
+            assert!(std::time::Instant::now() < until, "node {node}: {status}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     let r = http.post(at("/v1/members/4/promote")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
     let body: serde_json::Value = r.json().await.unwrap();
