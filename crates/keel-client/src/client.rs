@@ -788,6 +788,8 @@ impl Client {
                 });
             }
             let timeout = remaining.min(options.attempt_timeout);
+            // An attempt the deadline cuts short says little about the endpoint when it fails.
+            let cut_short = timeout < options.attempt_timeout;
             let reason = match self.attempt(&endpoints[i], call, timeout).await {
                 Ok(answer) if !is_retryable(answer.status) => {
                     self.current.store(i, Ordering::Relaxed);
@@ -795,12 +797,21 @@ impl Client {
                 }
                 Ok(answer) => {
                     let (code, message) = server_message(&answer.body);
-                    format!("{} {code}: {message}", answer.status.as_u16())
+                    Some(format!("{} {code}: {message}", answer.status.as_u16()))
                 }
-                Err(reason) => reason,
+                // What the endpoint said before is the better report (a 503 rather than "no
+                // answer within 0 ms" for the last attempt the deadline left no time for).
+                Err(reason)
+                    if cut_short && failures[i].is_some() && reason.starts_with(NO_ANSWER) =>
+                {
+                    None
+                }
+                Err(reason) => Some(reason),
             };
-            tracing::debug!(endpoint = %endpoints[i], %reason, "request failed; retrying");
-            failures[i] = Some(reason);
+            tracing::debug!(endpoint = %endpoints[i], ?reason, "request failed; retrying");
+            if let Some(reason) = reason {
+                failures[i] = Some(reason);
+            }
             self.retries.fetch_add(1, Ordering::Relaxed);
             i = (i + 1) % endpoints.len();
             self.current.store(i, Ordering::Relaxed);
@@ -951,13 +962,16 @@ fn parse_json<T: serde::de::DeserializeOwned>(answer: &Answer) -> Result<T, Clie
     })
 }
 
+/// How [`describe`] starts the reason for an attempt that timed out.
+const NO_ANSWER: &str = "no answer within";
+
 /// A transport failure as a short reason: `connection refused`, `no answer within 6 s`.
 fn describe(error: &reqwest::Error, timeout: Duration) -> String {
     if error.is_timeout() {
         return if error.is_connect() {
             "connect timed out".to_string()
         } else {
-            format!("no answer within {}", Secs(timeout))
+            format!("{NO_ANSWER} {}", Secs(timeout))
         };
     }
     // The innermost cause says the most ("connection refused"), the outer ones only that a
