@@ -356,7 +356,6 @@ async fn list_keys(
     if let Err(response) = allow_key(&incoming, Permission::Read, prefix.as_bytes()) {
         return response;
     }
-    api.metrics.reads.inc();
     let list = || {
         api.kv.list(
             prefix.as_bytes(),
@@ -365,30 +364,47 @@ async fn list_keys(
             consistency,
         )
     };
+    serve_read(&api, &incoming, list, |(keys, more)| {
+        let keys = keys
+            .into_iter()
+            .map(|(key, size)| keel_api::KeyEntry {
+                key: String::from_utf8_lossy(&key).into_owned(),
+                size: size as u64,
+            })
+            .collect();
+        axum::Json(keel_api::KeyList { keys, more }).into_response()
+    })
+    .await
+}
+
+/// Answers a read with `respond(read())`, or, where this node cannot serve it, by waiting for
+/// a leader or forwarding to it, as long as leadership keeps moving within the request timeout.
+async fn serve_read<T, Fut>(
+    api: &Arc<Api>,
+    incoming: &Incoming,
+    read: impl Fn() -> Fut,
+    respond: impl FnOnce(T) -> Response,
+) -> Response
+where
+    Fut: Future<Output = Result<T, KvError>>,
+{
+    api.metrics.reads.inc();
     let mut leadership = api.kv.raft().leadership();
     let deadline = tokio::time::Instant::now() + api.kv.options().request_timeout;
     loop {
-        let mut listed = list().await;
-        if let Err(e) = &listed
+        let mut answer = read().await;
+        if let Err(e) = &answer
             && awaits_leader(e)
         {
-            listed = when_led(&api, list).await;
+            answer = when_led(api, &read).await;
         }
-        let e = match listed {
-            Ok((keys, more)) => {
-                let keys = keys
-                    .into_iter()
-                    .map(|(key, size)| keel_api::KeyEntry {
-                        key: String::from_utf8_lossy(&key).into_owned(),
-                        size: size as u64,
-                    })
-                    .collect();
-                return axum::Json(keel_api::KeyList { keys, more }).into_response();
-            }
+        let e = match answer {
+            Ok(value) => return respond(value),
             Err(e) => e,
         };
-        let response = forward_or_fail(&api, &e, &incoming, Bytes::new()).await;
-        let from_client = !crate::forward::forwarded(&api, &incoming);
+        let response = forward_or_fail(api, &e, incoming, Bytes::new()).await;
+        // A read changes nothing: it may always be tried again.
+        let from_client = !crate::forward::forwarded(api, incoming);
         if !leader_moved(&response, true, from_client, &mut leadership, deadline) {
             return response;
         }
@@ -410,35 +426,17 @@ async fn get_key(
         Ok(consistency) => consistency,
         Err(response) => return response,
     };
-    api.metrics.reads.inc();
-    let mut leadership = api.kv.raft().leadership();
-    let deadline = tokio::time::Instant::now() + api.kv.options().request_timeout;
-    loop {
-        let mut read = api.kv.read(&key, consistency).await;
-        if let Err(e) = &read
-            && awaits_leader(e)
-        {
-            read = when_led(&api, || api.kv.read(&key, consistency)).await;
-        }
-        let e = match read {
-            Ok(Some(value)) => {
-                return (
-                    StatusCode::OK,
-                    [(header::CONTENT_TYPE, "application/octet-stream")],
-                    value,
-                )
-                    .into_response();
-            }
-            Ok(None) => return error(StatusCode::NOT_FOUND, "not_found", "key not found"),
-            Err(e) => e,
-        };
-        let response = forward_or_fail(&api, &e, &incoming, Bytes::new()).await;
-        // A read changes nothing: it may always be tried again.
-        let from_client = !crate::forward::forwarded(&api, &incoming);
-        if !leader_moved(&response, true, from_client, &mut leadership, deadline) {
-            return response;
-        }
-    }
+    let read = || api.kv.read(&key, consistency);
+    serve_read(&api, &incoming, read, |value| match value {
+        Some(value) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            value,
+        )
+            .into_response(),
+        None => error(StatusCode::NOT_FOUND, "not_found", "key not found"),
+    })
+    .await
 }
 
 async fn put_key(State(api): State<Arc<Api>>, path: KeyPath, request: Request) -> Response {
