@@ -18,49 +18,32 @@ use std::time::{Duration, Instant};
 use keel_client::{Client, ClientOptions};
 use support::{Cluster, free_port, wait_for_leader};
 
-/// Where the browser is, installing it if it is missing and this process may.
-fn chromium() -> PathBuf {
-    let path = std::env::var_os("KEEL_CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
-    if !path.exists() && path == Path::new("/usr/bin/chromium") {
-        eprintln!("chromium is missing; installing Debian's package (apt-get install chromium)");
+/// Where a browser is: `$env` if set, else Debian's `package` at `default`, installed with
+/// apt-get if it is missing and this process may.
+fn browser(env: &str, default: &str, package: &str) -> PathBuf {
+    let path = std::env::var_os(env).map_or_else(|| PathBuf::from(default), PathBuf::from);
+    if !path.exists() && path == Path::new(default) {
+        eprintln!("{package} is missing; installing Debian's package (apt-get install {package})");
         let _ = Command::new("apt-get")
-            .args(["install", "-y", "-q", "chromium"])
+            .args(["install", "-y", "-q", package])
             .env("DEBIAN_FRONTEND", "noninteractive")
             .status();
     }
     assert!(
         path.exists(),
-        "the console tests need Chromium at {} (Debian: apt-get install chromium; or set \
-         KEEL_CHROMIUM to a Chromium binary)",
+        "the console tests need {package} at {} (Debian: apt-get install {package}; or set \
+         {env} to its binary)",
         path.display()
     );
     path
 }
 
-/// Where Firefox is (Debian's firefox-esr), installing it if it is missing and this process
-/// may.
+fn chromium() -> PathBuf {
+    browser("KEEL_CHROMIUM", "/usr/bin/chromium", "chromium")
+}
+
 fn firefox() -> PathBuf {
-    let path = std::env::var_os("KEEL_FIREFOX")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/firefox-esr"));
-    if !path.exists() && path == Path::new("/usr/bin/firefox-esr") {
-        eprintln!(
-            "firefox-esr is missing; installing Debian's package (apt-get install firefox-esr)"
-        );
-        let _ = Command::new("apt-get")
-            .args(["install", "-y", "-q", "firefox-esr"])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status();
-    }
-    assert!(
-        path.exists(),
-        "the console tests need Firefox at {} (Debian: apt-get install firefox-esr; or set \
-         KEEL_FIREFOX to a Firefox binary)",
-        path.display()
-    );
-    path
+    browser("KEEL_FIREFOX", "/usr/bin/firefox-esr", "firefox-esr")
 }
 
 /// The directory of the browser test script, with `playwright-core` installed in it.
