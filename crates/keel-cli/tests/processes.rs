@@ -26,6 +26,7 @@ async fn killing_the_leader_and_a_follower_loses_no_acknowledged_write() {
     };
     let admin = Client::new(options.clone()).expect("client");
     let leader = wait_for_leader(&admin, &cluster, Duration::from_secs(30)).await;
+    every_node_shows_every_members_client_address(&admin, &cluster).await;
 
     let start = Instant::now();
     let history: History = Arc::default();
@@ -96,6 +97,36 @@ async fn killing_the_leader_and_a_follower_loses_no_acknowledged_write() {
 /// A process started with another peer secret cannot take part: the two members that share
 /// one elect a leader and commit without it, it never learns of a leader or a committed entry,
 /// and both sides log why.
+/// A cluster started with `--peers` has no addresses in its configuration, and under a steady
+/// leader two followers never call each other: each node still shows every member's client
+/// address in `/v1/status` (from the handshakes every node makes with every peer at start).
+async fn every_node_shows_every_members_client_address(client: &Client, cluster: &Cluster) {
+    let expected: Vec<_> = (0..NODES as usize)
+        .map(|j| (j as u64 + 1, Some(cluster.endpoint(j))))
+        .collect();
+    for i in 0..NODES as usize {
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            let shown: Option<Vec<_>> = client.status(&cluster.endpoint(i)).await.ok().map(|s| {
+                s.members
+                    .iter()
+                    .map(|m| (m.id, m.client_addr.clone()))
+                    .collect()
+            });
+            if shown.as_ref() == Some(&expected) {
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "node {}'s status shows the members' client addresses as {shown:?}\n{}",
+                i + 1,
+                cluster.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_with_another_peer_secret_takes_no_part_in_the_cluster() {
     let mut cluster = Cluster::new("secrets");

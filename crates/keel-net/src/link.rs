@@ -1,8 +1,9 @@
-//! The link task: one per peer, started by the first call to it. It keeps one connection to the
-//! peer up, writes the queued requests on it and hands replies to their callers.
+//! The link task: one per peer, started by the first call to it (or by
+//! `TcpTransport::connect_all`). It keeps one connection to the peer up, writes the queued
+//! requests on it and hands replies to their callers.
 //!
 //! ```text
-//!  Idle --first call--> Connecting: dial and handshake, within handshake_timeout
+//!  Idle --first call or connect_all--> Connecting: dial and handshake, within handshake_timeout
 //!                         | ok: backoff := backoff_min           | failed
 //!                         v                                      v
 //!                       Connected: write the queue,  --lost-->  Down: sleep backoff, double it

@@ -23,7 +23,7 @@ type ReplySender = oneshot::Sender<Result<Response, TransportError>>;
 /// The outgoing connection's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum LinkState {
-    /// Nothing was ever sent to the peer; no task runs for it yet.
+    /// Nothing was ever sent to the peer, nor was it dialed ahead; no task runs for it yet.
     Idle,
     /// Dialing or handshaking: calls queue and go out once connected.
     Connecting,
@@ -126,12 +126,23 @@ impl Peer {
         Ok((call, start))
     }
 
+    /// Leaves `Idle` for `Connecting` without a call: whether the caller must start the link
+    /// task (false if it runs already, or the transport was shut down).
+    pub(crate) fn start_link(&self) -> bool {
+        let mut link = self.link.lock();
+        let start = link.state == LinkState::Idle;
+        if start {
+            link.state = LinkState::Connecting;
+        }
+        start
+    }
+
     /// The queue's receiving end, for the link task (taken once).
     pub(crate) fn take_queue(&self) -> mpsc::Receiver<Bytes> {
         self.queue_receiver
             .lock()
             .take()
-            .expect("a peer's link task is started once, by the call that left Idle")
+            .expect("a peer's link task is started once, by whoever left Idle")
     }
 
     /// Hands a reply to the caller of request `id`, if it still waits.

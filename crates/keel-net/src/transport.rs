@@ -82,6 +82,28 @@ impl TcpTransport {
         &self.config
     }
 
+    /// Dials every peer with a known address now, rather than on the first call to it. Raft
+    /// calls only the nodes it needs (a follower, none while the leader is heard), so a follower
+    /// would otherwise learn another follower's client address only from a campaign; the
+    /// handshakes tell every node every member's (see [`TcpTransport::peer_client_addr`]). The
+    /// connections then stay up like any other, redialed with backoff. Call it within the
+    /// runtime the transport's tasks are to run on.
+    pub fn connect_all(&self) {
+        for peer in self.peers.read().values() {
+            if peer.addr.is_some() && peer.start_link() {
+                self.spawn_link(peer);
+            }
+        }
+    }
+
+    fn spawn_link(&self, peer: &Arc<Peer>) {
+        self.tasks.spawn(link::run_link(
+            peer.clone(),
+            self.config.clone(),
+            self.cancel.clone(),
+        ));
+    }
+
     /// Where peer `id` serves clients, as it said in its last handshake with this node (in
     /// either direction); `None` until one happened.
     pub fn peer_client_addr(&self, id: NodeId) -> Option<String> {
@@ -262,11 +284,7 @@ impl TcpTransport {
                 peer.counters.rpcs_failed.fetch_add(1, Ordering::Relaxed);
             })?;
         if start {
-            self.tasks.spawn(link::run_link(
-                peer.clone(),
-                self.config.clone(),
-                self.cancel.clone(),
-            ));
+            self.spawn_link(&peer);
         }
         Ok(call)
     }

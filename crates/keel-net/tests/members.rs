@@ -8,10 +8,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::{Node, Raw, config, eventually, leader, listeners, propose, within};
+use common::{
+    Node, Raw, Silent, client_addr, config, eventually, leader, listeners, propose, within,
+};
 use keel::{MemStorage, NodeId};
 use keel_net::wire::FrameKind;
-use keel_net::{MemberAddrs, TcpServer};
+use keel_net::{MemberAddrs, TcpServer, TcpTransport};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_joining_node_learns_the_members_from_the_configuration_and_a_removed_one_is_cut_off() {
@@ -98,5 +100,76 @@ async fn a_joining_node_learns_the_members_from_the_configuration_and_a_removed_
     );
     for node in &nodes {
         node.stop().await;
+    }
+}
+
+/// Raft calls only the nodes it needs, so two followers under a steady leader never call each
+/// other; `connect_all` dials every peer at start, and the handshakes tell each node every other
+/// member's client address (which `/v1/status` and the console show).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connecting_to_all_tells_every_node_every_members_client_address_without_a_call() {
+    let ids = [1, 2, 3];
+    let (listeners, peers) = listeners(&ids);
+    let nodes: Vec<(Arc<TcpTransport>, TcpServer)> = ids
+        .iter()
+        .zip(listeners)
+        .map(|(&id, listener)| {
+            let transport = TcpTransport::new(config(id, &peers)).expect("valid config");
+            let server = TcpServer::from_listener(listener, &transport).expect("serve loopback");
+            server.serve(Silent);
+            (transport, server)
+        })
+        .collect();
+    // Before: no handshake, so no node knows another's client address.
+    for (transport, _) in &nodes {
+        for &id in &ids {
+            if id != transport.config().node_id {
+                assert_eq!(transport.peer_client_addr(id), None);
+            }
+        }
+    }
+    // Only node 3 dials ahead; node 1 and 2 learn its address from its hello, and it learns
+    // theirs from their acknowledgements. Nodes 1 and 2 still do not know each other.
+    nodes[2].0.connect_all();
+    for (transport, _) in &nodes[..2] {
+        eventually("node 3's client address at nodes 1 and 2", || {
+            transport.peer_client_addr(3)
+        })
+        .await;
+    }
+    for id in [1, 2] {
+        let addr = eventually("nodes 1 and 2's client addresses at node 3", || {
+            nodes[2].0.peer_client_addr(id)
+        })
+        .await;
+        assert_eq!(addr, client_addr(id));
+    }
+    assert_eq!(nodes[0].0.peer_client_addr(2), None);
+    nodes[0].0.connect_all();
+    nodes[1].0.connect_all();
+    // Called again, it starts nothing new: the links run already.
+    nodes[2].0.connect_all();
+    for (transport, _) in &nodes {
+        for &id in &ids {
+            let me = transport.config().node_id;
+            if id != me {
+                let addr = eventually(&format!("node {id}'s client address at node {me}"), || {
+                    transport.peer_client_addr(id)
+                })
+                .await;
+                assert_eq!(addr, client_addr(id));
+            }
+        }
+    }
+    let connects: u64 = nodes[2].0.stats().iter().map(|s| s.connects).sum();
+    assert_eq!(
+        connects,
+        2,
+        "node 3 dialed each peer once: {:?}",
+        nodes[2].0.stats()
+    );
+    for (transport, server) in &nodes {
+        server.shutdown().await;
+        transport.shutdown().await;
     }
 }

@@ -453,6 +453,8 @@ impl Node {
             transport.clone(),
         )?;
         peer_server.serve(raft.clone());
+        // So that every node learns every member's client address, followers each other's too.
+        transport.connect_all();
         let (kv, _apply_task) = KvService::start(raft.clone(), stream, config.kv.clone());
 
         let metrics = Metrics::new();
