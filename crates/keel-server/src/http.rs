@@ -489,15 +489,15 @@ async fn post_key(
         Ok(kv) => kv,
         Err(response) => return response,
     };
-    match query.get("op").map(String::as_str) {
-        Some("append") => {
+    match holds {
+        BodyHolds::Value => {
             let write_op = Write::Append {
                 key,
                 value: body.clone(),
             };
             write(&api, incoming, body, write_op).await
         }
-        Some("cas") => {
+        BodyHolds::Cas => {
             let cas: CasBody = match serde_json::from_slice(&body) {
                 Ok(cas) => cas,
                 Err(e) => {
@@ -517,11 +517,6 @@ async fn post_key(
             };
             write(&api, incoming, body, write_op).await
         }
-        other => error(
-            StatusCode::BAD_REQUEST,
-            "bad_op",
-            &format!("POST needs ?op=append or ?op=cas, not {other:?}"),
-        ),
     }
 }
 
