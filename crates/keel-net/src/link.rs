@@ -32,8 +32,11 @@ use crate::wire::FrameKind;
 pub(crate) async fn run_link(peer: Arc<Peer>, config: Arc<NetConfig>, cancel: CancellationToken) {
     let mut queue = peer.take_queue();
     let mut backoff = config.backoff_min;
-    // Failed dials in a row: only the first of a run is logged as a warning.
+    // Failed dials in a row: only the first of a run is logged as a warning, and any whose kind
+    // differs from the one before (a peer that refused connections while it started, then
+    // fails authentication, is misconfigured: that must not hide at debug level).
     let mut failures = 0u32;
+    let mut last_failure = None;
     loop {
         let dialed = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -50,6 +53,7 @@ pub(crate) async fn run_link(peer: Arc<Peer>, config: Arc<NetConfig>, cancel: Ca
                     shown(&peer)
                 );
                 failures = 0;
+                last_failure = None;
                 backoff = config.backoff_min;
                 peer.counters.connects.fetch_add(1, Ordering::Relaxed);
                 peer.set_state(LinkState::Connected);
@@ -72,6 +76,8 @@ pub(crate) async fn run_link(peer: Arc<Peer>, config: Arc<NetConfig>, cancel: Ca
             }
             Err(error) => {
                 failures += 1;
+                let kind = std::mem::discriminant(&error);
+                let new_kind = last_failure.replace(kind) != Some(kind);
                 let message = format!(
                     "dialing node {} at {} failed: {error}",
                     peer.id,
@@ -87,7 +93,7 @@ pub(crate) async fn run_link(peer: Arc<Peer>, config: Arc<NetConfig>, cancel: Ca
                         );
                     }
                     backoff = REMOVED_BACKOFF;
-                } else if failures == 1 {
+                } else if failures == 1 || new_kind {
                     tracing::warn!(
                         peer = peer.id,
                         "{message} (retrying, further failures at debug level)"
