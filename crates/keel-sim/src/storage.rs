@@ -10,8 +10,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use keel::storage::MemImage;
-use keel::{BoxFuture, Recovered, Storage, StorageError, Watermark, WriteBatch};
+use keel::{BoxFuture, Recovered, SnapshotSpool, Storage, StorageError, Watermark, WriteBatch};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
@@ -61,6 +62,8 @@ pub struct SimStorage {
     wake: Arc<Notify>,
     durable: Watermark,
     flusher: AbortHandle,
+    rng: SimRng,
+    max_fsync: Duration,
 }
 
 struct Queue {
@@ -86,7 +89,7 @@ impl SimStorage {
             disk.clone(),
             queue.clone(),
             wake.clone(),
-            rng,
+            rng.clone(),
             max_fsync,
         ))
         .abort_handle();
@@ -96,6 +99,8 @@ impl SimStorage {
             wake,
             durable,
             flusher,
+            rng,
+            max_fsync,
         })
     }
 
@@ -170,5 +175,52 @@ impl Storage for SimStorage {
                 .await
                 .map_err(|_| StorageError::Closed)
         })
+    }
+
+    /// A spool whose every write takes a random delay, like a disk's: leaders change, nodes
+    /// crash and chunks arrive again while a chunk is being written.
+    fn spool_snapshot(&self) -> Result<Box<dyn SnapshotSpool>, StorageError> {
+        Ok(Box::new(SimSpool {
+            data: BytesMut::new(),
+            queue: self.queue.clone(),
+            rng: self.rng.clone(),
+            max_write: self.max_fsync,
+        }))
+    }
+}
+
+/// A snapshot being received by a simulated node, written with simulated latency.
+struct SimSpool {
+    data: BytesMut,
+    queue: Arc<Mutex<Queue>>,
+    rng: SimRng,
+    max_write: Duration,
+}
+
+impl SnapshotSpool for SimSpool {
+    fn write(&mut self, offset: u64, data: Bytes) -> BoxFuture<'_, Result<(), StorageError>> {
+        Box::pin(async move {
+            let delay_us = self.rng.below(self.max_write.as_micros() as u64 + 1);
+            tokio::time::sleep(Duration::from_micros(delay_us)).await;
+            if self.queue.lock().crashed {
+                return Err(StorageError::Closed);
+            }
+            assert_eq!(
+                offset,
+                self.data.len() as u64,
+                "chunks are spooled in order"
+            );
+            self.data.extend_from_slice(&data);
+            Ok(())
+        })
+    }
+
+    fn finish(self: Box<Self>, len: u64) -> Result<Bytes, StorageError> {
+        assert_eq!(
+            len,
+            self.data.len() as u64,
+            "a spool finishes with what it holds"
+        );
+        Ok(self.data.freeze())
     }
 }

@@ -133,7 +133,7 @@ pub use raft::{
     Applied, ApplyStream, FollowerStatus, Leadership, MembershipStatus, Proposed, Raft, Role,
     Status, WeakRaft,
 };
-pub use storage::{MemStorage, Recovered, Storage, WriteBatch};
+pub use storage::{MemSpool, MemStorage, Recovered, SnapshotSpool, Storage, WriteBatch};
 pub use transport::{LocalNetwork, Transport};
 pub use types::{
     Entry, HardState, InvalidMembership, MemberRole, Membership, NodeId, Payload, Snapshot,

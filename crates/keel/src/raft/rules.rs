@@ -13,7 +13,9 @@ use super::election::{self, become_leader, on_vote_reply, on_vote_request, start
 use super::replication::{
     self, SentAppend, advance_commit, on_append_reply, on_append_request, propose,
 };
-use super::snapshot::on_install_request;
+use super::snapshot::{
+    Chunk, ChunkWrite, Written, chunk_written, on_install_request, receive_chunk, spool_now,
+};
 use super::state::{Inbound, MAX_TERM_STEP, Outgoing, Role, State, TermCheck};
 use crate::codec::MAX_TERM;
 use crate::config::Config;
@@ -742,14 +744,14 @@ fn a_snapshot_arrives_in_chunks_and_replaces_the_log_it_covers() {
         done,
     };
     let mut s = node(1, &[1, 2, 3], 3, &[1, 2, 2, 2, 3, 3]);
-    let r = on_install_request(&mut s, &c, now, chunk(2, 0, b"abc", false));
+    let r = receive_chunk(&mut s, &c, now, chunk(2, 0, b"abc", false));
     assert_eq!((r.term, r.done), (3, false), "stale term");
-    let r = on_install_request(&mut s, &c, now, chunk(3, 0, b"abc", false));
+    let r = receive_chunk(&mut s, &c, now, chunk(3, 0, b"abc", false));
     assert_eq!((r.next_offset, r.done), (3, false));
     // A chunk at the wrong offset is answered with where to continue.
-    let r = on_install_request(&mut s, &c, now, chunk(3, 5, b"f", true));
+    let r = receive_chunk(&mut s, &c, now, chunk(3, 5, b"f", true));
     assert_eq!((r.next_offset, r.done), (3, false));
-    let r = on_install_request(&mut s, &c, now, chunk(3, 3, b"def", true));
+    let r = receive_chunk(&mut s, &c, now, chunk(3, 3, b"def", true));
     assert_eq!((r.next_offset, r.done), (6, true));
     // The log held the snapshot's last entry: what follows it stays.
     assert_eq!((s.log.snapshot_index(), s.log.last_index()), (4, 6));
@@ -758,9 +760,155 @@ fn a_snapshot_arrives_in_chunks_and_replaces_the_log_it_covers() {
 
     // A log that does not hold it is discarded.
     let mut s = node(1, &[1, 2, 3], 3, &[1, 1]);
-    on_install_request(&mut s, &c, now, chunk(3, 0, b"abc", false));
-    on_install_request(&mut s, &c, now, chunk(3, 3, b"def", true));
+    receive_chunk(&mut s, &c, now, chunk(3, 0, b"abc", false));
+    receive_chunk(&mut s, &c, now, chunk(3, 3, b"def", true));
     assert_eq!((s.log.snapshot_index(), s.log.last_index()), (4, 4));
+}
+
+/// An InstallSnapshot chunk of six bytes "abcdef" at index 4 of term 2, from leader 2.
+fn snapshot_chunk(
+    term: u64,
+    offset: u64,
+    data: &'static [u8],
+    done: bool,
+) -> InstallSnapshotRequest {
+    InstallSnapshotRequest {
+        term,
+        leader_id: 2,
+        last_included_index: 4,
+        last_included_term: 2,
+        offset,
+        total_len: 6,
+        membership: Membership::with_voters([1, 2, 3]),
+        data: Bytes::from_static(data),
+        done,
+    }
+}
+
+fn to_write(chunk: Chunk) -> ChunkWrite {
+    match chunk {
+        Chunk::Write(write) => write,
+        Chunk::Answer(answer) => panic!("expected a write, got {answer:?}"),
+    }
+}
+
+fn to_answer(chunk: Chunk) -> (u64, bool) {
+    match chunk {
+        Chunk::Answer(answer) => (answer.next_offset, answer.done),
+        Chunk::Write(write) => panic!("expected an answer, got {write:?}"),
+    }
+}
+
+#[test]
+fn a_chunk_is_written_without_the_lock_and_counted_only_if_its_transfer_still_runs() {
+    let c = config();
+    let now = Instant::now();
+    let mut s = node(1, &[1, 2, 3], 3, &[1, 1]);
+    // The first chunk leaves to be written; the state holds no data meanwhile.
+    let first = to_write(on_install_request(
+        &mut s,
+        &c,
+        now,
+        &snapshot_chunk(3, 0, b"abc", false),
+    ));
+    // Another chunk while it is written is told where to continue: nothing is written twice.
+    let busy = on_install_request(&mut s, &c, now, &snapshot_chunk(3, 3, b"def", true));
+    assert_eq!(to_answer(busy), (0, false));
+    // The leader starts over (it timed out, say): a new transfer, whose write also leaves.
+    let again = to_write(on_install_request(
+        &mut s,
+        &c,
+        now,
+        &snapshot_chunk(3, 0, b"abc", false),
+    ));
+    // The first write lands after it was replaced: thrown away, the new transfer untouched.
+    let r = chunk_written(&mut s, spool_now(first, Bytes::from_static(b"abc")));
+    assert_eq!((r.next_offset, r.done), (0, false));
+    assert!(s.incoming_snapshot.as_ref().is_some_and(|i| i.writing));
+    let r = chunk_written(&mut s, spool_now(again, Bytes::from_static(b"abc")));
+    assert_eq!((r.next_offset, r.done), (3, false));
+    let last = to_write(on_install_request(
+        &mut s,
+        &c,
+        now,
+        &snapshot_chunk(3, 3, b"def", true),
+    ));
+    let r = chunk_written(&mut s, spool_now(last, Bytes::from_static(b"def")));
+    assert_eq!((r.next_offset, r.done), (6, true));
+    assert_eq!(&s.snapshot_data[..], b"abcdef");
+    assert_eq!(s.log.snapshot_index(), 4);
+}
+
+#[test]
+fn a_write_that_lands_after_a_newer_term_or_fails_installs_nothing() {
+    let c = config();
+    let now = Instant::now();
+    // A newer term arrives while the last chunk is written.
+    let mut s = node(1, &[1, 2, 3], 3, &[1, 1]);
+    receive_chunk(&mut s, &c, now, snapshot_chunk(3, 0, b"abc", false));
+    let last = to_write(on_install_request(
+        &mut s,
+        &c,
+        now,
+        &snapshot_chunk(3, 3, b"def", true),
+    ));
+    s.check_term(&c, now, 4, Inbound::FromLeader(3));
+    let r = chunk_written(&mut s, spool_now(last, Bytes::from_static(b"def")));
+    assert_eq!((r.term, r.next_offset, r.done), (4, 0, false));
+    assert_eq!(
+        s.log.snapshot_index(),
+        0,
+        "a snapshot of a stale transfer was installed"
+    );
+
+    // The spool fails (a full disk): the transfer ends, the leader starts over.
+    let mut s = node(1, &[1, 2, 3], 3, &[1, 1]);
+    let first = to_write(on_install_request(
+        &mut s,
+        &c,
+        now,
+        &snapshot_chunk(3, 0, b"abc", false),
+    ));
+    let r = chunk_written(&mut s, Written::failed(first));
+    assert_eq!((r.next_offset, r.done), (0, false));
+    assert!(s.incoming_snapshot.is_none());
+    let again = on_install_request(&mut s, &c, now, &snapshot_chunk(3, 3, b"def", true));
+    assert_eq!(
+        to_answer(again),
+        (0, false),
+        "a chunk past a failed write was accepted"
+    );
+
+    // Entries past the snapshot commit while its last chunk is written: nothing to install.
+    let mut s = node(1, &[1, 2, 3], 3, &[1, 1, 2, 2, 2]);
+    receive_chunk(&mut s, &c, now, snapshot_chunk(3, 0, b"abc", false));
+    let last = to_write(on_install_request(
+        &mut s,
+        &c,
+        now,
+        &snapshot_chunk(3, 3, b"def", true),
+    ));
+    s.commit_index = 5;
+    let r = chunk_written(&mut s, spool_now(last, Bytes::from_static(b"def")));
+    assert_eq!((r.next_offset, r.done), (6, true));
+    assert_eq!(s.log.snapshot_index(), 0);
+}
+
+#[test]
+fn a_chunk_that_does_not_end_where_it_says_ends_the_transfer() {
+    let c = config();
+    let now = Instant::now();
+    let mut s = node(1, &[1, 2, 3], 3, &[1, 1]);
+    // Says it is the last, but stops short of total_len.
+    let r = receive_chunk(&mut s, &c, now, snapshot_chunk(3, 0, b"abc", true));
+    assert_eq!((r.next_offset, r.done), (0, false));
+    assert!(s.incoming_snapshot.is_none());
+    // Runs past total_len.
+    receive_chunk(&mut s, &c, now, snapshot_chunk(3, 0, b"abc", false));
+    let r = receive_chunk(&mut s, &c, now, snapshot_chunk(3, 3, b"defg", true));
+    assert_eq!((r.next_offset, r.done), (0, false));
+    assert!(s.incoming_snapshot.is_none());
+    assert_eq!(s.log.snapshot_index(), 0);
 }
 
 // Reads (thesis 6.4): a read is served at an index only once a quorum confirmed the leader still

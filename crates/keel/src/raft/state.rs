@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use tokio::sync::oneshot;
@@ -21,7 +21,7 @@ use crate::codec::MAX_TERM;
 use crate::config::Config;
 use crate::error::ReadIndexError;
 use crate::message::{AppendEntriesRequest, TimeoutNowRequest, VoteRequest};
-use crate::storage::{Recovered, Storage, WriteBatch};
+use crate::storage::{Recovered, SnapshotSpool, Storage, WriteBatch};
 use crate::types::{Entry, HardState, Membership, NodeId, Payload, Snapshot, SnapshotMeta};
 
 /// A node's role (Figure 2, "Rules for Servers"), plus the pre-candidate of the pre-vote phase.
@@ -142,13 +142,36 @@ pub(crate) enum TermCheck {
     PreVote,
 }
 
-/// A snapshot arriving in chunks from the leader.
-#[derive(Debug)]
+/// A snapshot arriving in chunks from the leader, spooled as it comes (see
+/// `super::snapshot::on_install_request`).
 pub(crate) struct IncomingSnapshot {
+    /// Which transfer this is: a chunk at offset 0 starts a new one, and a write that finishes
+    /// after its transfer was replaced is thrown away.
+    pub transfer: u64,
     pub term: u64,
     pub meta: SnapshotMeta,
     pub membership: Membership,
-    pub data: BytesMut,
+    pub total_len: u64,
+    /// Bytes spooled so far: the offset of the next chunk.
+    pub received: u64,
+    /// `None` before the first chunk is written, and while a chunk is (the write runs without
+    /// the state lock, and owns the spool meanwhile).
+    pub spool: Option<Box<dyn SnapshotSpool>>,
+    /// A chunk is being written; any other one is answered with `received`.
+    pub writing: bool,
+}
+
+impl std::fmt::Debug for IncomingSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IncomingSnapshot")
+            .field("transfer", &self.transfer)
+            .field("term", &self.term)
+            .field("meta", &self.meta)
+            .field("total_len", &self.total_len)
+            .field("received", &self.received)
+            .field("writing", &self.writing)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -213,6 +236,8 @@ pub(crate) struct State {
     /// Data of the latest snapshot (`log.snapshot_meta()`), kept to send to followers.
     pub snapshot_data: Bytes,
     pub incoming_snapshot: Option<IncomingSnapshot>,
+    /// Snapshot transfers started to this node, which numbers them.
+    pub snapshot_transfers: u64,
 
     /// A proposal staged entries and left submitting them to the persistence watcher, so that
     /// many proposals share one storage write.
@@ -283,6 +308,7 @@ impl State {
             persisted_index,
             snapshot_data: data,
             incoming_snapshot: None,
+            snapshot_transfers: 0,
             flush_requested: false,
             outbox: Vec::new(),
             wake_applier: false,

@@ -7,8 +7,10 @@
 //! RPCs behind one fsync (group commit), and keeps the lock free while the disk works.
 
 mod mem;
+mod spool;
 
 pub use mem::{MemImage, MemStorage};
+pub use spool::{MemSpool, SnapshotSpool};
 
 use crate::BoxFuture;
 use crate::error::StorageError;
@@ -90,6 +92,15 @@ pub trait Storage: Send + Sync + 'static {
     /// the storage through `wait_durable`.
     fn unavailable(&self) -> Option<String> {
         None
+    }
+
+    /// A new place for a snapshot arriving from the leader, written a chunk at a time as the
+    /// chunks arrive and handed back whole by [`SnapshotSpool::finish`] to be installed (through
+    /// [`Storage::submit`], like any snapshot). A storage on disk spools to a file, so that a
+    /// large snapshot is never held whole in memory; the default holds it in memory. An error
+    /// fails just this transfer (the leader sends the snapshot again later).
+    fn spool_snapshot(&self) -> Result<Box<dyn SnapshotSpool>, StorageError> {
+        Ok(Box::<MemSpool>::default())
     }
 
     /// Bytes the log and snapshot take on disk, if the storage keeps them there.
