@@ -119,7 +119,10 @@
 //!   began, so the segments before it can be deleted once compaction covers their entries.
 //! - **Snapshots.** The file is written to a `.tmp` file, fsynced, renamed into place and the
 //!   directory fsynced; only then is the record referring to it written. The file it replaces
-//!   is deleted once that record is durable.
+//!   is deleted once that record is durable. A snapshot file is never written again once in
+//!   place, so it is read back at open through a memory map. A snapshot arriving from the
+//!   leader is spooled to an unnamed file in the dir as its chunks arrive (`spool.rs`) and
+//!   handed to Raft as a map of that file, which it then stores like any other.
 //! - **Compaction.** Once a durable record compacts the log past the last entry that existed
 //!   when segment *k + 1* began, segments up to *k* hold nothing live and are deleted, oldest
 //!   first.
@@ -198,7 +201,9 @@ mod format;
 /// Entry points for the fuzz targets in `fuzz/` and the corpus-replay tests; not part of the API.
 #[doc(hidden)]
 pub mod fuzzing;
+mod mapped;
 mod recovery;
+mod spool;
 mod storage;
 mod writer;
 

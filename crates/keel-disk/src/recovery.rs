@@ -2,7 +2,7 @@
 //! tail, and hand the writer its files. The crate docs state the rules this module follows.
 
 use std::collections::VecDeque;
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -472,11 +472,15 @@ fn remove_leftovers(
     Ok(())
 }
 
-/// Reads the snapshot the log refers to, whole, and checks it against the reference.
+/// Maps the snapshot the log refers to and checks it against the reference (reading it
+/// whole, for the checksum, once).
 fn load_snapshot(dir: &Path, reference: SnapshotRef) -> Result<Snapshot, DiskError> {
     let path = dir::snapshot_path(dir, reference.id);
-    let data = match fs::read(&path) {
-        Ok(data) => Bytes::from(data),
+    // SAFETY: a snapshot file is written whole under a temporary name and renamed into place,
+    // never written again, and only removed once a newer one replaces it (which leaves a map
+    // intact); the data dir's lock keeps other keel processes out of it.
+    let data = match File::open(&path).and_then(|file| unsafe { crate::mapped::map(&file) }) {
+        Ok(data) => data,
         Err(error) if error.kind() == io::ErrorKind::NotFound => {
             return Err(damaged(
                 dir,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use keel::{BoxFuture, Recovered, Storage, StorageError, WriteBatch};
+use keel::{BoxFuture, Recovered, SnapshotSpool, Storage, StorageError, WriteBatch};
 use parking_lot::Mutex;
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
@@ -351,6 +351,11 @@ impl Storage for DiskStorage {
 
     fn disk_bytes(&self) -> Option<u64> {
         Some(self.log_disk_bytes() + self.snapshot_size() as u64)
+    }
+
+    /// A spool file in the data dir, with no name (see `crate::spool`).
+    fn spool_snapshot(&self) -> Result<Box<dyn SnapshotSpool>, StorageError> {
+        Ok(Box::new(crate::spool::DiskSpool::create(&self.dir)?))
     }
 
     fn durable_now(&self) -> u64 {

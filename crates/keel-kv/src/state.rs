@@ -515,7 +515,9 @@ impl KvState {
         out.freeze()
     }
 
-    /// Restores a state serialized by [`KvState::encode`].
+    /// Restores a state serialized by [`KvState::encode`]. Keys and values are copied out of
+    /// `input`, which may be a map of a snapshot file: the store lives in memory, and the
+    /// snapshot is not pinned by what it held (one small value kept a whole snapshot alive).
     pub fn decode(mut input: Bytes, policy: SessionPolicy) -> Result<KvState, InvalidCommand> {
         let input = &mut input;
         let need = |input: &Bytes, n: usize| {
@@ -582,8 +584,8 @@ impl KvState {
         need(input, 8)?;
         let keys = input.get_u64_le();
         for _ in 0..keys {
-            let key = get_bytes(input)?;
-            let value = get_bytes(input)?;
+            let key = own(&get_bytes(input)?);
+            let value = own(&get_bytes(input)?);
             state.data.insert(key, value);
         }
         if input.has_remaining() {
