@@ -81,6 +81,12 @@ try {
   const shownLeader = await page.$eval('#members .member[data-role="leader"]', (card) => Number(card.dataset.id));
   if (shownLeader !== leader.node_id) throw new Error(`the page shows node ${shownLeader} as leader, not ${leader.node_id}`);
   await page.waitForFunction(() => /lose 1 more voter/i.test(document.querySelector('#tolerance').textContent), null, { timeout: 10000 });
+  // Served by a follower: it shows every member's client address, the other follower's too.
+  await until('every member\'s client address on the page', 10000, async () => {
+    const shown = await page.$$eval('#members .member', (cards) =>
+      cards.map((card) => [Number(card.dataset.id), card.querySelector('.member-client').textContent.trim()]));
+    return shown.length === 3 && shown.every(([id, addr]) => addr === nodes[id]) ? shown : null;
+  });
   await page.screenshot({ path: `${shots}/01-cluster.png`, fullPage: true });
 
   step('write through the key box, read it back through the HTTP API');
