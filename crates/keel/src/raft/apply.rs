@@ -14,7 +14,9 @@ pub enum Applied {
     /// A committed entry, at the next index. No-ops are included, so consumers see every index.
     Entry(Entry),
     /// A snapshot that replaces the service's state with the state through its last index (from
-    /// storage at start-up, or from the leader). Entries after it follow.
+    /// storage at start-up, or from the leader). Entries after it follow. Its data may be a map
+    /// of a file ([`crate::Storage::spool_snapshot`]): a service copies what it keeps out of it
+    /// rather than holding slices, which would keep the snapshot alive.
     Snapshot(Snapshot),
 }
 
