@@ -2,7 +2,8 @@
 //! members, and a peer secret) while clients write. It reaches every member's peer port and
 //! tries what once stopped or misled a cluster: a forged AppendEntries of term 2^63 - 1 whose
 //! entry is a command of an unknown version, a vote request of that term, a hello whose client
-//! address is a URL, and silent connections by the hundred; once over plain TCP, and once over
+//! address is a URL, the first chunk of a 4 GiB snapshot, and silent connections by the hundred;
+//! once over plain TCP, and once over
 //! TLS with a certificate of a node of another cluster, made with the cluster CA's own key.
 //! The cluster must keep serving, no node may adopt the term or stop, the history must be
 //! linearizable and no acknowledged write lost.
@@ -15,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use keel::codec::MAX_TERM;
-use keel::message::{AppendEntriesRequest, VoteRequest};
-use keel::{Entry, Payload, Request};
+use keel::message::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use keel::{Entry, Membership, Payload, Request};
 use keel_client::{Client, ClientOptions};
 use keel_net::wire;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -61,9 +62,22 @@ fn attack_frames(cluster_id: u64, to: u64, url_for_address: bool) -> Vec<u8> {
         pre_vote: false,
         transfer: true,
     });
+    // A plausible term, so that only authentication stands in its way.
+    let snapshot = Request::InstallSnapshot(InstallSnapshotRequest {
+        term: 7,
+        leader_id: from,
+        last_included_index: 1 << 40,
+        last_included_term: 7,
+        offset: 0,
+        total_len: 4 << 30,
+        membership: Membership::with_voters([from]),
+        data: Bytes::from(vec![0x5a; 1 << 20]),
+        done: false,
+    });
     let mut out = hello.encode().to_vec();
     out.extend_from_slice(&wire::encode_request(1, &forged));
     out.extend_from_slice(&wire::encode_request(2, &vote));
+    out.extend_from_slice(&wire::encode_request(3, &snapshot));
     out
 }
 
@@ -246,6 +260,11 @@ async fn a_hostile_peer_cannot_stop_or_mislead_the_cluster() {
             status.term
         );
         assert_ne!(status.role, "stopped", "node {} stopped", i + 1);
+        assert!(
+            status.snapshot_index < 1 << 40,
+            "node {} took the forged snapshot",
+            i + 1
+        );
         assert!(
             status
                 .members
