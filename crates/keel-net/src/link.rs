@@ -34,9 +34,14 @@ pub(crate) async fn run_link(peer: Arc<Peer>, config: Arc<NetConfig>, cancel: Ca
     let mut backoff = config.backoff_min;
     // Failed dials in a row: only the first of a run is logged as a warning, and any whose kind
     // differs from the one before (a peer that refused connections while it started, then
-    // fails authentication, is misconfigured: that must not hide at debug level).
+    // fails authentication, is misconfigured: that must not hide at debug level). Until the
+    // link first connects, a refused dial is only news once it has lasted STARTING_PEER: the
+    // members of a new cluster dial each other as they start, before all of them listen.
     let mut failures = 0u32;
     let mut last_failure = None;
+    let mut warned = false;
+    let mut ever_connected = false;
+    let born = tokio::time::Instant::now();
     loop {
         let dialed = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -54,6 +59,8 @@ pub(crate) async fn run_link(peer: Arc<Peer>, config: Arc<NetConfig>, cancel: Ca
                 );
                 failures = 0;
                 last_failure = None;
+                warned = false;
+                ever_connected = true;
                 backoff = config.backoff_min;
                 peer.counters.connects.fetch_add(1, Ordering::Relaxed);
                 peer.set_state(LinkState::Connected);
@@ -93,7 +100,10 @@ pub(crate) async fn run_link(peer: Arc<Peer>, config: Arc<NetConfig>, cancel: Ca
                         );
                     }
                     backoff = REMOVED_BACKOFF;
-                } else if failures == 1 || new_kind {
+                } else if (new_kind || !warned)
+                    && (ever_connected || !is_refused(&error) || born.elapsed() >= STARTING_PEER)
+                {
+                    warned = true;
                     tracing::warn!(
                         peer = peer.id,
                         "{message} (retrying, further failures at debug level)"
@@ -115,6 +125,14 @@ pub(crate) async fn run_link(peer: Arc<Peer>, config: Arc<NetConfig>, cancel: Ca
         }
         peer.set_state(LinkState::Connecting);
     }
+}
+
+/// How long a peer that was never reached may refuse connections before that is a warning.
+const STARTING_PEER: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A dial the peer's host refused: nothing listens there (yet).
+fn is_refused(error: &ConnError) -> bool {
+    matches!(error, ConnError::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused)
 }
 
 /// How long a node that a peer says was removed from the cluster waits between dials of it.
