@@ -450,6 +450,9 @@ impl Authenticator {
     fn named(&self, access: Option<&Access>, name: &str) -> Result<Identity, Response> {
         let Some(access) = access else {
             let mut known = self.cert_clients.lock();
+            if let Some(client) = known.get(name) {
+                return Ok(Identity::Client(client.clone()));
+            }
             if known.len() >= MAX_REMEMBERED_CERT_CLIENTS {
                 known.clear();
             }
@@ -474,7 +477,7 @@ impl Authenticator {
 
     /// Who sent the request: a bearer token first, else a certificate (a member's, or a
     /// client's); 401 if neither.
-    fn identify(&self, api: &Api, parts: &Incoming) -> Result<Identity, Response> {
+    fn identify(&self, parts: &Incoming) -> Result<Identity, Response> {
         let access = self.file.as_ref().map(AccessFile::current);
         if let Some(value) = parts.headers.get(header::AUTHORIZATION)
             && let Some(access) = &access
@@ -488,12 +491,12 @@ impl Authenticator {
                 )),
             };
         }
-        let holder = match (parts.extensions.get::<ClientCert>(), &api.tls) {
-            (Some(ClientCert(Some(cert))), Some(tls)) => tls.holder(cert),
-            _ => None,
-        };
+        let holder = parts
+            .extensions
+            .get::<ClientCert>()
+            .and_then(|ClientCert(holder)| holder.as_ref());
         match holder {
-            Some(Holder::Node(id)) => {
+            Some(&Holder::Node(id)) => {
                 if let Some(name) = parts.headers.get(FORWARDED_CLIENT_HEADER) {
                     let name = name.to_str().map_err(|_| {
                         error(
@@ -522,7 +525,7 @@ impl Authenticator {
                     Ok(Identity::Member(id))
                 }
             }
-            Some(Holder::Client(name)) => self.named(access.as_deref(), &name),
+            Some(Holder::Client(name)) => self.named(access.as_deref(), name),
             None => Err(unauthenticated(
                 "this node needs credentials: a bearer token (Authorization: Bearer ...) or a \
                  client certificate of the cluster's CA",
@@ -589,7 +592,7 @@ pub(crate) async fn authenticate(
         return next.run(request).await;
     }
     let (mut parts, body) = request.into_parts();
-    let identity = match auth.identify(&api, &parts) {
+    let identity = match auth.identify(&parts) {
         Ok(identity) => identity,
         Err(response) => return crate::body::refuse(body, response).await,
     };

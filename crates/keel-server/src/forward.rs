@@ -106,20 +106,20 @@ fn build_client(config: Option<&rustls::ClientConfig>) -> reqwest::Client {
 /// proven by the certificate its connection presented: from anyone else (a client setting it,
 /// to skip forwarding or pose as a node) it is ignored, as if absent. Over plain HTTP anyone can
 /// set it.
-fn forwarded_by(api: &Api, incoming: &Incoming) -> Option<Vec<NodeId>> {
+fn forwarded_by(incoming: &Incoming) -> Option<Vec<NodeId>> {
     let Some(value) = incoming.headers.get(FORWARDED_HEADER) else {
         return Some(Vec::new());
     };
-    if let Some(ClientCert(cert)) = incoming.extensions.get::<ClientCert>() {
+    if let Some(ClientCert(holder)) = incoming.extensions.get::<ClientCert>() {
         let sender = value
             .to_str()
             .ok()
             .and_then(|text| text.rsplit(',').next())
             .and_then(|id| id.trim().parse::<NodeId>().ok());
-        let proven = match (cert, &api.tls, sender) {
-            (Some(cert), Some(tls), Some(id)) => tls.names(cert, id),
-            _ => false,
-        };
+        let proven = matches!(
+            (holder, sender),
+            (Some(keel_net::Holder::Node(node)), Some(id)) if *node == id
+        );
         if !proven {
             return Some(Vec::new());
         }
@@ -130,8 +130,8 @@ fn forwarded_by(api: &Api, incoming: &Incoming) -> Option<Vec<NodeId>> {
 }
 
 /// Whether another node forwarded this request (as far as [`forwarded_by`] believes it).
-pub(crate) fn forwarded(api: &Api, incoming: &Incoming) -> bool {
-    forwarded_by(api, incoming).is_none_or(|via| !via.is_empty())
+pub(crate) fn forwarded(incoming: &Incoming) -> bool {
+    forwarded_by(incoming).is_none_or(|via| !via.is_empty())
 }
 
 /// Sends a request this follower cannot serve to the leader and relays the answer; answers
@@ -163,7 +163,7 @@ pub(crate) async fn forward(
     body: Bytes,
 ) -> Option<Response> {
     let own = api.kv.raft().id();
-    let via = forwarded_by(api, incoming)?;
+    let via = forwarded_by(incoming)?;
     // Never back to a node the request passed, and never far: leadership that moves while a
     // request is forwarded (a hand-over) may take it one hop more, a loop never.
     if leader == own || via.contains(&leader) || via.len() >= MAX_FORWARDS {

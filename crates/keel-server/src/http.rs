@@ -69,9 +69,6 @@ pub struct Api {
     pub(crate) forwarder: crate::forward::Forwarder,
     /// `http` or `https`: how the members serve clients, and so how requests are forwarded.
     pub(crate) forward_scheme: &'static str,
-    /// The node's certificates, when the members serve HTTPS: a forwarded request is believed
-    /// only from the member whose certificate its client presented.
-    pub(crate) tls: Option<Arc<keel_net::PeerTls>>,
     /// Requests this node forwards to the leader at once (one permit each); past it a request
     /// that needs forwarding gets 503 (`overloaded`) at once. Bounds the connections to the
     /// leader too, as each request in flight holds at most one.
@@ -120,7 +117,6 @@ impl Api {
             metrics,
             forwarder,
             forward_scheme: if tls.is_some() { "https" } else { "http" },
-            tls,
             forward_slots: Arc::new(tokio::sync::Semaphore::new(max_forwards)),
             max_forwards,
             body_budget: Arc::new(tokio::sync::Semaphore::new(body_budget)),
@@ -404,7 +400,7 @@ where
         };
         let response = forward_or_fail(api, &e, incoming, Bytes::new()).await;
         // A read changes nothing: it may always be tried again.
-        let from_client = !crate::forward::forwarded(api, incoming);
+        let from_client = !crate::forward::forwarded(incoming);
         if !leader_moved(&response, true, from_client, &mut leadership, deadline) {
             return response;
         }
@@ -583,7 +579,7 @@ async fn write(api: &Arc<Api>, incoming: Incoming, body: Bytes, write_op: Write)
         let response = forward_or_fail(api, &e, &incoming, body.clone()).await;
         // With a session, the state machine applies a write once however often it is proposed.
         let repeatable = session.is_some();
-        let from_client = !crate::forward::forwarded(api, &incoming);
+        let from_client = !crate::forward::forwarded(&incoming);
         if !leader_moved(
             &response,
             repeatable,
