@@ -10,9 +10,11 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use keel::storage::MemImage;
-use keel::{BoxFuture, Recovered, SnapshotSpool, Storage, StorageError, Watermark, WriteBatch};
+use keel::{
+    BoxFuture, MemSpool, Recovered, SnapshotSpool, Storage, StorageError, Watermark, WriteBatch,
+};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
@@ -181,7 +183,7 @@ impl Storage for SimStorage {
     /// crash and chunks arrive again while a chunk is being written.
     fn spool_snapshot(&self) -> Result<Box<dyn SnapshotSpool>, StorageError> {
         Ok(Box::new(SimSpool {
-            data: BytesMut::new(),
+            inner: MemSpool::default(),
             queue: self.queue.clone(),
             rng: self.rng.clone(),
             max_write: self.max_fsync,
@@ -189,9 +191,9 @@ impl Storage for SimStorage {
     }
 }
 
-/// A snapshot being received by a simulated node, written with simulated latency.
+/// A snapshot being received by a simulated node: in memory, written with simulated latency.
 struct SimSpool {
-    data: BytesMut,
+    inner: MemSpool,
     queue: Arc<Mutex<Queue>>,
     rng: SimRng,
     max_write: Duration,
@@ -205,22 +207,11 @@ impl SnapshotSpool for SimSpool {
             if self.queue.lock().crashed {
                 return Err(StorageError::Closed);
             }
-            assert_eq!(
-                offset,
-                self.data.len() as u64,
-                "chunks are spooled in order"
-            );
-            self.data.extend_from_slice(&data);
-            Ok(())
+            self.inner.write(offset, data).await
         })
     }
 
     fn finish(self: Box<Self>, len: u64) -> Result<Bytes, StorageError> {
-        assert_eq!(
-            len,
-            self.data.len() as u64,
-            "a spool finishes with what it holds"
-        );
-        Ok(self.data.freeze())
+        Box::new(self.inner).finish(len)
     }
 }

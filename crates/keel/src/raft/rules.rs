@@ -732,17 +732,7 @@ fn the_follower_commits_up_to_the_leaders_commit_within_what_it_was_sent() {
 fn a_snapshot_arrives_in_chunks_and_replaces_the_log_it_covers() {
     let c = config();
     let now = Instant::now();
-    let chunk = |term, offset: u64, data: &'static [u8], done| InstallSnapshotRequest {
-        term,
-        leader_id: 2,
-        last_included_index: 4,
-        last_included_term: 2,
-        offset,
-        total_len: 6,
-        membership: Membership::with_voters([1, 2, 3]),
-        data: Bytes::from_static(data),
-        done,
-    };
+    let chunk = snapshot_chunk;
     let mut s = node(1, &[1, 2, 3], 3, &[1, 2, 2, 2, 3, 3]);
     let r = receive_chunk(&mut s, &c, now, chunk(2, 0, b"abc", false));
     assert_eq!((r.term, r.done), (3, false), "stale term");
