@@ -210,14 +210,7 @@ async fn membership_requests_follow_the_documented_api() {
     for node in 0..3 {
         let until = std::time::Instant::now() + Duration::from_secs(10);
         loop {
-            let status: serde_json::Value = http
-                .get(c.url(node, "/v1/status"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let status: serde_json::Value = get_json(&http, &c.url(node, "/v1/status")).await;
             let members = status["members"].as_array().unwrap().clone();
             if members.len() == 4 && members.iter().all(|m| m["client_addr"].is_string()) {
                 break;
@@ -243,14 +236,7 @@ async fn membership_requests_follow_the_documented_api() {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST, "a learner cannot lead");
     let r = http.delete(at("/v1/members/4")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let status: StatusView = http
-        .get(c.url(leader, "/v1/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: StatusView = get_json(&http, &c.url(leader, "/v1/status")).await;
     assert_eq!(status.members.len(), 3);
     assert!(status.membership_committed && !status.joint);
 
@@ -643,14 +629,7 @@ async fn followers_forward_to_the_leader_and_status_shows_the_cluster() {
     let r = http.get(c.url(follower, "/v1/kv/k")).send().await.unwrap();
     assert_eq!(r.text().await.unwrap(), "v");
 
-    let status: StatusView = http
-        .get(c.url(leader, "/v1/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: StatusView = get_json(&http, &c.url(leader, "/v1/status")).await;
     assert_eq!(status.role, "leader");
     assert_eq!(status.members.len(), 3);
     assert!(status.members.iter().all(|m| m.match_index.is_some()));
@@ -659,14 +638,7 @@ async fn followers_forward_to_the_leader_and_status_shows_the_cluster() {
         Some(c.nodes[leader].1.as_str())
     );
 
-    let metrics = http
-        .get(c.url(leader, "/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&http, &c.url(leader, "/metrics")).await;
     for name in [
         "keel_proposals_total",
         "keel_commits_total",
@@ -875,25 +847,11 @@ async fn a_command_from_a_newer_build_stops_the_service_instead_of_being_skipped
         "stale reads too"
     );
     // The stopped node says so, rather than its last role.
-    let status: serde_json::Value = http
-        .get(c.url(leader, "/v1/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: serde_json::Value = get_json(&http, &c.url(leader, "/v1/status")).await;
     assert_eq!(status["role"], "stopped", "{status}");
     let reason = status["stopped"].as_str().unwrap_or_default();
     assert!(reason.contains("a command of a newer keel"), "{status}");
-    let metrics = http
-        .get(c.url(leader, "/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&http, &c.url(leader, "/metrics")).await;
     assert!(metrics.contains("keel_serving 0"), "{metrics}");
     assert!(metrics.contains("keel_is_leader 0"), "{metrics}");
 }
@@ -1127,6 +1085,16 @@ async fn a_write_answer_is_relayed_even_when_the_body_budget_is_full() {
 
 /// reqwest is built with TLS but no process-wide crypto provider (keel picks its own per
 /// client); the tests' plain clients take ring's.
+/// The JSON answer to a GET of `url`.
+async fn get_json<T: serde::de::DeserializeOwned>(http: &reqwest::Client, url: &str) -> T {
+    http.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+/// The text answer to a GET of `url`.
+async fn get_text(http: &reqwest::Client, url: &str) -> String {
+    http.get(url).send().await.unwrap().text().await.unwrap()
+}
+
 fn http_builder() -> reqwest::ClientBuilder {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
