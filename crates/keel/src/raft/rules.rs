@@ -775,6 +775,11 @@ fn snapshot_chunk(
     }
 }
 
+/// The receiver's decision on a chunk, under the lock (`on_install_request`).
+fn offer(s: &mut State, now: Instant, request: InstallSnapshotRequest) -> Chunk {
+    on_install_request(s, &config(), now, &request)
+}
+
 fn to_write(chunk: Chunk) -> ChunkWrite {
     match chunk {
         Chunk::Write(write) => write,
@@ -791,38 +796,22 @@ fn to_answer(chunk: Chunk) -> (u64, bool) {
 
 #[test]
 fn a_chunk_is_written_without_the_lock_and_counted_only_if_its_transfer_still_runs() {
-    let c = config();
     let now = Instant::now();
     let mut s = node(1, &[1, 2, 3], 3, &[1, 1]);
     // The first chunk leaves to be written; the state holds no data meanwhile.
-    let first = to_write(on_install_request(
-        &mut s,
-        &c,
-        now,
-        &snapshot_chunk(3, 0, b"abc", false),
-    ));
+    let first = to_write(offer(&mut s, now, snapshot_chunk(3, 0, b"abc", false)));
     // Another chunk while it is written is told where to continue: nothing is written twice.
-    let busy = on_install_request(&mut s, &c, now, &snapshot_chunk(3, 3, b"def", true));
+    let busy = offer(&mut s, now, snapshot_chunk(3, 3, b"def", true));
     assert_eq!(to_answer(busy), (0, false));
     // The leader starts over (it timed out, say): a new transfer, whose write also leaves.
-    let again = to_write(on_install_request(
-        &mut s,
-        &c,
-        now,
-        &snapshot_chunk(3, 0, b"abc", false),
-    ));
+    let again = to_write(offer(&mut s, now, snapshot_chunk(3, 0, b"abc", false)));
     // The first write lands after it was replaced: thrown away, the new transfer untouched.
     let r = chunk_written(&mut s, spool_now(first, Bytes::from_static(b"abc")));
     assert_eq!((r.next_offset, r.done), (0, false));
     assert!(s.incoming_snapshot.as_ref().is_some_and(|i| i.writing));
     let r = chunk_written(&mut s, spool_now(again, Bytes::from_static(b"abc")));
     assert_eq!((r.next_offset, r.done), (3, false));
-    let last = to_write(on_install_request(
-        &mut s,
-        &c,
-        now,
-        &snapshot_chunk(3, 3, b"def", true),
-    ));
+    let last = to_write(offer(&mut s, now, snapshot_chunk(3, 3, b"def", true)));
     let r = chunk_written(&mut s, spool_now(last, Bytes::from_static(b"def")));
     assert_eq!((r.next_offset, r.done), (6, true));
     assert_eq!(&s.snapshot_data[..], b"abcdef");
@@ -836,12 +825,7 @@ fn a_write_that_lands_after_a_newer_term_or_fails_installs_nothing() {
     // A newer term arrives while the last chunk is written.
     let mut s = node(1, &[1, 2, 3], 3, &[1, 1]);
     receive_chunk(&mut s, &c, now, snapshot_chunk(3, 0, b"abc", false));
-    let last = to_write(on_install_request(
-        &mut s,
-        &c,
-        now,
-        &snapshot_chunk(3, 3, b"def", true),
-    ));
+    let last = to_write(offer(&mut s, now, snapshot_chunk(3, 3, b"def", true)));
     s.check_term(&c, now, 4, Inbound::FromLeader(3));
     let r = chunk_written(&mut s, spool_now(last, Bytes::from_static(b"def")));
     assert_eq!((r.term, r.next_offset, r.done), (4, 0, false));
@@ -853,16 +837,11 @@ fn a_write_that_lands_after_a_newer_term_or_fails_installs_nothing() {
 
     // The spool fails (a full disk): the transfer ends, the leader starts over.
     let mut s = node(1, &[1, 2, 3], 3, &[1, 1]);
-    let first = to_write(on_install_request(
-        &mut s,
-        &c,
-        now,
-        &snapshot_chunk(3, 0, b"abc", false),
-    ));
+    let first = to_write(offer(&mut s, now, snapshot_chunk(3, 0, b"abc", false)));
     let r = chunk_written(&mut s, Written::failed(first));
     assert_eq!((r.next_offset, r.done), (0, false));
     assert!(s.incoming_snapshot.is_none());
-    let again = on_install_request(&mut s, &c, now, &snapshot_chunk(3, 3, b"def", true));
+    let again = offer(&mut s, now, snapshot_chunk(3, 3, b"def", true));
     assert_eq!(
         to_answer(again),
         (0, false),
@@ -872,12 +851,7 @@ fn a_write_that_lands_after_a_newer_term_or_fails_installs_nothing() {
     // Entries past the snapshot commit while its last chunk is written: nothing to install.
     let mut s = node(1, &[1, 2, 3], 3, &[1, 1, 2, 2, 2]);
     receive_chunk(&mut s, &c, now, snapshot_chunk(3, 0, b"abc", false));
-    let last = to_write(on_install_request(
-        &mut s,
-        &c,
-        now,
-        &snapshot_chunk(3, 3, b"def", true),
-    ));
+    let last = to_write(offer(&mut s, now, snapshot_chunk(3, 3, b"def", true)));
     s.commit_index = 5;
     let r = chunk_written(&mut s, spool_now(last, Bytes::from_static(b"def")));
     assert_eq!((r.next_offset, r.done), (6, true));
