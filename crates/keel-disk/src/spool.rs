@@ -20,51 +20,70 @@ use crate::error::DiskError;
 
 /// One snapshot being received, in an unnamed file of the data dir.
 pub(crate) struct DiskSpool {
-    file: Arc<File>,
+    /// Created by the first write, on the blocking thread that writes it.
+    file: Option<Arc<File>>,
     dir: PathBuf,
 }
 
 impl DiskSpool {
-    /// A new, empty spool in `dir`.
-    pub(crate) fn create(dir: &Path) -> Result<DiskSpool, DiskError> {
-        let file = tempfile::tempfile_in(dir)
-            .map_err(DiskError::io("create a snapshot spool file in", dir))?;
-        Ok(DiskSpool {
-            file: Arc::new(file),
+    /// A new, empty spool in `dir` (its file is made by the first write).
+    pub(crate) fn new(dir: &Path) -> DiskSpool {
+        DiskSpool {
+            file: None,
             dir: dir.to_path_buf(),
-        })
+        }
     }
 }
 
 impl SnapshotSpool for DiskSpool {
     fn write(&mut self, offset: u64, data: Bytes) -> BoxFuture<'_, Result<(), StorageError>> {
         let file = self.file.clone();
+        let dir = self.dir.clone();
         Box::pin(async move {
-            let written = tokio::task::spawn_blocking(move || file.write_all_at(&data, offset))
-                .await
-                .unwrap_or_else(|join| Err(io::Error::other(join.to_string())));
-            written.map_err(DiskError::io(
-                "write a snapshot chunk to a spool file in",
-                &self.dir,
-            ))?;
+            let written = tokio::task::spawn_blocking(move || {
+                let file = match file {
+                    Some(file) => file,
+                    None => Arc::new(
+                        tempfile::tempfile_in(&dir)
+                            .map_err(DiskError::io("create a snapshot spool file in", &dir))?,
+                    ),
+                };
+                file.write_all_at(&data, offset).map_err(DiskError::io(
+                    "write a snapshot chunk to a spool file in",
+                    &dir,
+                ))?;
+                Ok(file)
+            })
+            .await
+            .unwrap_or_else(|join| {
+                Err(DiskError::io(
+                    "write a snapshot chunk to a spool file in",
+                    &self.dir,
+                )(io::Error::other(join.to_string())))
+            });
+            self.file = Some(written?);
             Ok(())
         })
     }
 
     fn finish(self: Box<Self>, len: u64) -> Result<Bytes, StorageError> {
-        let mapped = self.file.metadata().and_then(|metadata| {
-            if metadata.len() != len {
+        let file = self.file.as_deref();
+        let size = file.map_or(Ok(0), |file| file.metadata().map(|metadata| metadata.len()));
+        let mapped = size.and_then(|size| {
+            if size != len {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!(
-                        "the spool file holds {} bytes, not the snapshot's {len}",
-                        metadata.len()
-                    ),
+                    format!("the spool file holds {size} bytes, not the snapshot's {len}"),
                 ));
             }
-            // SAFETY: this file has no name, so no other process can open it, and this spool,
-            // its only writer, is consumed here: from now on the map is the only way to it.
-            unsafe { crate::mapped::map(&self.file) }
+            match file {
+                // Never written to.
+                None => Ok(Bytes::new()),
+                // SAFETY: this file has no name, so no other process can open it, and this
+                // spool, its only writer, is consumed here: from now on the map is the only way
+                // to it.
+                Some(file) => unsafe { crate::mapped::map(file) },
+            }
         });
         Ok(mapped.map_err(DiskError::io("map the snapshot spooled in", &self.dir))?)
     }
@@ -77,7 +96,7 @@ mod tests {
     #[tokio::test]
     async fn chunks_written_in_order_come_back_whole_from_a_file_with_no_name() {
         let dir = tempfile::tempdir().unwrap();
-        let mut spool: Box<dyn SnapshotSpool> = Box::new(DiskSpool::create(dir.path()).unwrap());
+        let mut spool: Box<dyn SnapshotSpool> = Box::new(DiskSpool::new(dir.path()));
         let mut expected = Vec::new();
         let mut offset = 0u64;
         for i in 0..50u8 {
@@ -97,7 +116,7 @@ mod tests {
     #[tokio::test]
     async fn a_spool_that_holds_less_than_the_snapshot_is_an_error_not_a_short_snapshot() {
         let dir = tempfile::tempdir().unwrap();
-        let mut spool: Box<dyn SnapshotSpool> = Box::new(DiskSpool::create(dir.path()).unwrap());
+        let mut spool: Box<dyn SnapshotSpool> = Box::new(DiskSpool::new(dir.path()));
         spool.write(0, Bytes::from_static(b"abc")).await.unwrap();
         let error = spool.finish(4).unwrap_err();
         assert!(
@@ -111,7 +130,7 @@ mod tests {
     #[tokio::test]
     async fn an_empty_snapshot_is_spooled_too() {
         let dir = tempfile::tempdir().unwrap();
-        let spool: Box<dyn SnapshotSpool> = Box::new(DiskSpool::create(dir.path()).unwrap());
+        let spool: Box<dyn SnapshotSpool> = Box::new(DiskSpool::new(dir.path()));
         assert!(spool.finish(0).unwrap().is_empty());
     }
 }

@@ -355,7 +355,7 @@ impl Storage for DiskStorage {
 
     /// A spool file in the data dir, with no name (see `crate::spool`).
     fn spool_snapshot(&self) -> Result<Box<dyn SnapshotSpool>, StorageError> {
-        Ok(Box::new(crate::spool::DiskSpool::create(&self.dir)?))
+        Ok(Box::new(crate::spool::DiskSpool::new(&self.dir)))
     }
 
     fn durable_now(&self) -> u64 {
